@@ -1,0 +1,298 @@
+"""The unified model: audio encoder -> adaptor -> decoder (+ MTP head), one checkpoint format.
+
+    mel (N, n_mels, T) ─► AudioEncoder (frozen) ─► (N, T/2, D_enc) ─► Adaptor ─► (N, T', D)
+                                                                                   │ fills the
+    ids (B, L) ─► embeddings (B, L, D) ◄──────────── <|audio|> placeholder positions ┘
+                       │
+                       ▼
+                 decoder.model ─► hidden (B, L, D) ─► lm_head ─► next-token logits
+                                         └──────────► MTPHead ─► logits of x(t+2) .. x(t+1+H)
+
+A checkpoint is a directory: config.json (UnisonoConfig), model.safetensors, tokenizer.json
++ vocab.json (the unified vocabulary), and speech/ (the speech-token detokenizer, when the
+vocabulary has speech tokens). A frozen encoder whose weights come from a named `source` is
+not stored again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from unisono.model.adaptor import Adaptor
+from unisono.model.config import UnisonoConfig
+from unisono.model.decoder import build_decoder, router_aux_loss
+from unisono.model.mtp import MTPHead, init_weights, mtp_loss
+from unisono.model.vocab import Vocab
+
+if TYPE_CHECKING:
+    from unisono.modes.asr import Transcript
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class Batch:
+    """A training batch. Rows are right-padded; audio clips are listed in the order their
+    `<|audio|>` spans appear (row by row, left to right)."""
+
+    input_ids: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L) bool
+    targets: torch.Tensor  # (B, L) the token at a position the model must learn to produce, else -100
+    mel: torch.Tensor | None = None  # (N, n_mels, T) log-mel of the clips
+    mel_lengths: torch.Tensor | None = None  # (N,)
+    encoder_out: torch.Tensor | None = None  # (N, T_enc, D_enc) precomputed frozen-encoder output
+    encoder_lengths: torch.Tensor | None = None  # (N,)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    logs: dict[str, float]
+
+
+class Unisono(nn.Module):
+    def __init__(self, config: UnisonoConfig, vocab: Vocab, load_encoder_source: bool = True):
+        super().__init__()
+        from unisono.model.encoder import AudioEncoder
+
+        self.config, self.vocab = config, vocab
+        if config.vocab.n_speech_tokens != vocab.n_speech:
+            raise ValueError(
+                f"config has {config.vocab.n_speech_tokens} speech tokens but the vocabulary {vocab.n_speech}"
+            )
+        enc = config.encoder
+        self.encoder = AudioEncoder(enc)
+        if enc.source and load_encoder_source:
+            self.encoder.load_source_weights(enc.source)
+        dec_hf = config.decoder.hf
+        self.adaptor = Adaptor(config.adaptor, enc.d_model, config.decoder.hidden_size)
+        self.decoder = build_decoder(config.decoder, vocab.size)
+        self.mtp = None
+        if config.mtp is not None and config.mtp.n_branches > 0:
+            self.mtp = MTPHead(
+                config.mtp,
+                dim=config.decoder.hidden_size,
+                n_heads=dec_hf["num_attention_heads"],
+                intermediate_size=dec_hf["intermediate_size"] if "intermediate_size" in dec_hf else 4 * config.decoder.hidden_size,
+                rope_theta=float(dec_hf.get("rope_theta", 10000.0)),
+                eps=float(dec_hf.get("rms_norm_eps", 1e-6)),
+            )
+            init_weights(self.mtp)
+
+    # ---- properties ------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.lm_head.weight.dtype
+
+    @property
+    def is_moe(self) -> bool:
+        return self.config.decoder.family == "qwen3_moe"
+
+    # ---- audio -----------------------------------------------------------------------------
+    def encode_audio(
+        self,
+        mel: torch.Tensor | None = None,  # (N, n_mels, T)
+        mel_lengths: torch.Tensor | None = None,  # (N,)
+        encoder_out: torch.Tensor | None = None,  # (N, T_enc, D_enc) if already encoded
+        encoder_lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adaptor outputs (N, T', D) in the decoder's space, and their lengths (N,)."""
+        if encoder_out is None:
+            if mel is None:
+                raise ValueError("give either mel or encoder_out")
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.encoder.frozen):
+                encoder_out, encoder_lengths = self.encoder(mel, mel_lengths)
+        if encoder_lengths is None:
+            encoder_lengths = torch.full((encoder_out.shape[0],), encoder_out.shape[1], device=encoder_out.device)
+        return self.adaptor(encoder_out.to(self.dtype), encoder_lengths)
+
+    # ---- decoder interface (used by unisono.decode.generate) ----------------------------------
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.decoder.get_input_embeddings()(ids)
+
+    def embed_prompt(
+        self,
+        input_ids: torch.Tensor,  # (B, L)
+        audio: torch.Tensor | None = None,  # (N, T', D) adaptor outputs
+        audio_lengths: torch.Tensor | None = None,  # (N,)
+    ) -> torch.Tensor:
+        """Token embeddings with each `<|audio|>` span filled by its clip's adaptor frames."""
+        embeds = self.embed_tokens(input_ids)  # (B, L, D)
+        slots = input_ids == self.vocab.audio_id  # (B, L)
+        n_slots = int(slots.sum())
+        if audio is None:
+            if n_slots:
+                raise ValueError(f"the prompt has {n_slots} <|audio|> positions but no audio was given")
+            return embeds
+        frames = audio[torch.arange(audio.shape[1], device=audio.device)[None, :] < audio_lengths[:, None]]  # (n, D)
+        if frames.shape[0] != n_slots:
+            raise ValueError(
+                f"the prompts hold {n_slots} <|audio|> positions but the audio gives {frames.shape[0]} frames; "
+                "build prompts with Audio(n) where n is the adaptor length of each clip"
+            )
+        embeds = embeds.masked_scatter(slots[..., None], frames.to(embeds.dtype))
+        return embeds
+
+    def decoder_forward(
+        self,
+        embeds: torch.Tensor,  # (B, T, D)
+        attention_mask: torch.Tensor,  # (B, S) over all cache slots, this step's included
+        positions: torch.Tensor,  # (B, T)
+        cache: Any,
+    ) -> torch.Tensor:
+        kwargs = {"output_router_logits": False} if self.is_moe else {}
+        out = self.decoder.model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            **kwargs,
+        )
+        return out.last_hidden_state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder.lm_head(hidden)
+
+    def new_kv_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.decoder.config)
+
+    # ---- training --------------------------------------------------------------------------
+    def forward(self, batch: Batch, main: bool = True, mtp: bool = True) -> LossOutput:
+        """Loss of a batch: next-token loss (if `main`) + weighted MTP branch losses (if `mtp`)."""
+        audio = lengths = None
+        if batch.mel is not None or batch.encoder_out is not None:
+            audio, lengths = self.encode_audio(batch.mel, batch.mel_lengths, batch.encoder_out, batch.encoder_lengths)
+        embeds = self.embed_prompt(batch.input_ids, audio, lengths)
+        mask = batch.attention_mask.bool()
+        kwargs = {"output_router_logits": True} if self.is_moe else {}
+        out = self.decoder.model(inputs_embeds=embeds, attention_mask=mask.long(), **kwargs)
+        hidden = out.last_hidden_state  # (B, L, D)
+
+        targets = batch.targets
+        nxt = targets[:, 1:]  # position s predicts the target at s+1
+        sel = nxt != -100
+        main_logits = self.logits(hidden[:, :-1][sel])  # (N0, V)
+        branch_logits, branch_targets = [], []
+        if mtp and self.mtp is not None:
+            for h, bh in enumerate(self.mtp(hidden, embeds, mask), start=1):
+                t = targets[:, 1 + h :]
+                s = t != -100
+                branch_logits.append(self.logits(bh[:, : -(1 + h)][s]))
+                branch_targets.append(t[s])
+        decay = self.config.mtp.loss_weight_decay if self.config.mtp else 1.0
+        # MTP stage 1 trains the branches alone: the main loss is logged, not learned from
+        loss, logs = mtp_loss(main_logits, nxt[sel], branch_logits, branch_targets, decay, main_weight=1.0 if main else 0.0)
+        aux = router_aux_loss(getattr(out, "router_logits", None), self.decoder, mask.long()) if self.is_moe else None
+        if aux is not None and main:
+            loss = loss + self.config.decoder.router_aux_loss_coef * aux
+            logs["loss_router_aux"] = float(aux)
+        with torch.no_grad():
+            logs["accuracy_main"] = float((main_logits.argmax(-1) == nxt[sel]).float().mean()) if sel.any() else 0.0
+        logs["loss"] = float(loss)
+        return LossOutput(loss=loss, logs=logs)
+
+    # ---- persistence -----------------------------------------------------------------------
+    def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write the checkpoint directory (atomically: a temporary folder renamed into place)."""
+        import os
+        import shutil
+        import tempfile
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            state = self.state_dict()
+            if self.config.encoder.source and self.config.encoder.frozen:
+                state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+            if self.decoder.config.tie_word_embeddings:
+                state.pop("decoder.lm_head.weight", None)  # shares storage with the input embeddings
+            state = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous() for k, v in state.items()}
+            save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "unisono"})
+            (tmp / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
+            self.vocab.save(tmp, self.config.vocab.tokenizer_file)
+            speech = directory / "speech"
+            if speech.is_dir():  # keep the speech detokenizer that was placed there
+                shutil.copytree(speech, tmp / "speech")
+            old = directory.with_name(directory.name + ".old")
+            if directory.exists():
+                os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "Unisono":
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(
+                f"no unisono checkpoint at {directory}: {CONFIG_FILE} is missing "
+                f"(a checkpoint directory holds {CONFIG_FILE}, {WEIGHTS_FILE} and tokenizer.json)"
+            )
+        config = UnisonoConfig.from_dict(json.loads(config_path.read_text()))
+        vocab = Vocab.load(directory, config.vocab.tokenizer_file, config.vocab.n_speech_tokens)
+        weights = directory / WEIGHTS_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{directory}: {WEIGHTS_FILE} is missing")
+        model = cls(config, vocab)
+        state = load_file(weights)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        allowed_missing = {"decoder.lm_head.weight"} if model.decoder.config.tie_word_embeddings else set()
+        if config.encoder.source and config.encoder.frozen:
+            allowed_missing |= {k for k in missing if k.startswith("encoder.")}
+        bad = [k for k in missing if k not in allowed_missing]
+        if bad or unexpected:
+            raise ValueError(f"{weights} does not match its config: missing {bad[:5]}, unexpected {unexpected[:5]}")
+        if model.decoder.config.tie_word_embeddings:
+            model.decoder.tie_weights()
+        return model.to(device=device, dtype=dtype).eval()
+
+    # ---- modes -----------------------------------------------------------------------------
+    def transcribe(self, audio: Any, **kwargs: Any) -> "Transcript | list[Transcript]":
+        """Speech to text. See `unisono.modes.asr.transcribe` for the options."""
+        from unisono.modes.asr import transcribe
+
+        return transcribe(self, audio, **kwargs)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def build(config: UnisonoConfig, texts_or_tokenizer: Any = None, **tokenizer_kwargs: Any) -> Unisono:
+    """A fresh model: `texts_or_tokenizer` is a tokenizers.Tokenizer or an iterable of texts to train one on."""
+    from tokenizers import Tokenizer
+
+    from unisono.model.vocab import train_text_tokenizer
+
+    if isinstance(texts_or_tokenizer, Tokenizer):
+        tok = texts_or_tokenizer
+    else:
+        tok = train_text_tokenizer(texts_or_tokenizer or [], **tokenizer_kwargs)
+    return Unisono(config, Vocab(tok, config.vocab.n_speech_tokens))
+
+
+def default_model_path() -> Path:
+    """The embedded default model shipped inside the package."""
+    return Path(__file__).resolve().parents[1] / "assets" / "unisono-tiny"
+

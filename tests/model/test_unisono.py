@@ -1,0 +1,121 @@
+"""The unified model: decoder against transformers, audio placement, losses, checkpoint round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import make_tiny_model
+from unisono.model.mtp import branch_weights
+from unisono.model.unisono import Batch, Unisono
+from unisono.model.vocab import Audio, Special, Turn
+
+
+@pytest.mark.parametrize("family", ["qwen3", "qwen3_moe", "llama"])
+def test_decoder_path_matches_transformers_forward(tiny_tokenizer, family):
+    model = make_tiny_model(tiny_tokenizer, family)
+    ids = torch.randint(0, model.vocab.n_text, (2, 9))
+    reference = model.decoder(input_ids=ids).logits  # transformers' own causal-LM forward
+    ours = model.logits(model.decoder.model(inputs_embeds=model.embed_tokens(ids)).last_hidden_state)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+def _asr_batch(model: Unisono, n_mel_frames=(160, 96), texts=("the quick brown fox", "one two three")):
+    mel = torch.randn(len(n_mel_frames), model.config.encoder.n_mels, max(n_mel_frames))
+    mel_lengths = torch.tensor(n_mel_frames)
+    feats, lengths = model.encode_audio(mel, mel_lengths)
+    rows, targets = [], []
+    for n, text in zip(lengths.tolist(), texts):
+        p = model.vocab.encode_prompt(
+            [Turn("user", [Special("asr"), Audio(n)]), Turn("assistant", [text])]
+        )
+        rows.append(p.ids)
+        targets.append([-100] * p.target_start + p.ids[p.target_start :])
+    L = max(map(len, rows))
+    ids = torch.full((len(rows), L), model.vocab.pad_id)
+    tg = torch.full((len(rows), L), -100)
+    mask = torch.zeros(len(rows), L, dtype=torch.bool)
+    for b, (r, t) in enumerate(zip(rows, targets)):
+        ids[b, : len(r)], tg[b, : len(t)], mask[b, : len(r)] = torch.tensor(r), torch.tensor(t), True
+    return Batch(input_ids=ids, attention_mask=mask, targets=tg, mel=mel, mel_lengths=mel_lengths)
+
+
+def test_audio_fills_placeholders_in_order(tiny_tokenizer):
+    model = make_tiny_model(tiny_tokenizer)
+    batch = _asr_batch(model)
+    feats, lengths = model.encode_audio(batch.mel, batch.mel_lengths)
+    emb = model.embed_prompt(batch.input_ids, feats, lengths)
+    for b in range(2):
+        pos = (batch.input_ids[b] == model.vocab.audio_id).nonzero().flatten()
+        torch.testing.assert_close(emb[b, pos], feats[b, : lengths[b]])
+    with pytest.raises(ValueError, match="positions but the audio gives"):
+        model.embed_prompt(batch.input_ids[:, :-3][:, :10], feats, lengths)
+    with pytest.raises(ValueError, match="no audio"):
+        model.embed_prompt(batch.input_ids)
+
+
+def test_loss_is_next_token_plus_decayed_branch_losses(tiny_tokenizer):
+    model = make_tiny_model(tiny_tokenizer)
+    batch = _asr_batch(model)
+    out = model(batch)
+    logs = out.logs
+    expected = logs["loss_main"] + sum(
+        w * logs[f"loss_mtp{h}"] for h, w in enumerate(branch_weights(5, model.config.mtp.loss_weight_decay), 1) if f"loss_mtp{h}" in logs
+    )
+    assert abs(float(out.loss) - expected) < 1e-4
+    # random weights: losses near log(V)
+    assert abs(logs["loss_main"] - torch.log(torch.tensor(float(model.vocab.size)))) < 1.5
+    # MTP stage 1: the main loss carries no gradient into the decoder
+    model.zero_grad()
+    model(batch, main=False).loss.backward()
+    assert model.decoder.model.layers[0].mlp.down_proj.weight.grad is not None  # through the branches' inputs
+    assert model.mtp.branches[0].proj.weight.grad is not None
+
+
+def test_frozen_encoder_gets_no_gradient(tiny_tokenizer):
+    model = make_tiny_model(tiny_tokenizer).train()
+    model(_asr_batch(model)).loss.backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.adaptor.conv.weight.grad is not None
+
+
+@pytest.mark.parametrize("family", ["qwen3", "qwen3_moe"])
+def test_save_load_round_trip(tiny_tokenizer, tmp_path, family):
+    from unisono.decode.generate import GenerationConfig, generate
+
+    model = make_tiny_model(tiny_tokenizer, family)
+    batch = _asr_batch(model)
+    model.save(tmp_path / "ckpt")
+    again = Unisono.load(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors", "tokenizer.json", "vocab.json"]
+    with torch.no_grad():
+        torch.testing.assert_close(again(batch).loss, model(batch).loss, rtol=0, atol=0)
+    ids = torch.randint(0, model.vocab.n_text, (1, 6))
+    cfg = GenerationConfig(max_new_tokens=12, stop_ids=(model.vocab.end_id,))
+    a = generate(model, model.embed_tokens(ids), torch.ones(1, 6, dtype=torch.bool), cfg)
+    b = generate(again, again.embed_tokens(ids), torch.ones(1, 6, dtype=torch.bool), cfg)
+    assert a.tokens == b.tokens
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        Unisono.load(tmp_path)
+
+
+def test_decoder_from_local_checkpoint_keeps_text_embeddings(tiny_tokenizer, tmp_path):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from unisono.model.config import UnisonoConfig
+    from unisono.model.decoder import decoder_config_from_hf
+    from unisono.model.vocab import Vocab
+
+    n_text = tiny_tokenizer.get_vocab_size()
+    torch.manual_seed(0)
+    lm = Qwen3ForCausalLM(Qwen3Config(vocab_size=n_text, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, head_dim=16))
+    lm.save_pretrained(tmp_path / "lm")
+    cfg = UnisonoConfig.from_name("unisono-test")
+    cfg.decoder = decoder_config_from_hf(tmp_path / "lm")
+    model = Unisono(cfg, Vocab(tiny_tokenizer, cfg.vocab.n_speech_tokens))
+    assert model.decoder.get_input_embeddings().num_embeddings == model.vocab.size
+    torch.testing.assert_close(model.decoder.get_input_embeddings().weight[:n_text], lm.get_input_embeddings().weight)
