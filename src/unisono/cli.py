@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 
 from unisono.data.cli import app as data_app
@@ -16,6 +19,81 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+
+
+def _resolve_model(model: Path | None) -> Path:
+    from unisono.model.unisono import default_model_path
+
+    path = model or default_model_path()
+    if not (path / "config.json").is_file():
+        hint = "pass --model DIR (a unisono checkpoint directory)" if model else (
+            f"the embedded default model is missing at {path}; pass --model DIR (a unisono checkpoint directory)"
+        )
+        raise typer.BadParameter(f"no unisono checkpoint at {path}: {hint}", param_hint="--model")
+    return path
+
+
+@app.command()
+def transcribe(
+    files: list[Path] = typer.Argument(..., help="Audio files (any format soundfile reads, any rate, any channels).", show_default=False),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint directory (default: the embedded unisono-tiny)."),
+    mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Verified multi-token decoding (same output as greedy, fewer passes)."),
+    output_format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt or vtt."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write FILE.<format> here instead of printing."),
+    language: Optional[str] = typer.Option(None, "--language", "-l", help="Language hint: en or zh (default: the model decides)."),
+    batch_size: int = typer.Option(8, help="Segments decoded together."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's choice)."),
+    stats: bool = typer.Option(False, "--stats", help="Print decoder passes and MTP acceptance to stderr."),
+) -> None:
+    """Transcribe audio files. Files over 30 s are split into utterances with silero-vad."""
+    import sys
+
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from unisono.audio.io import AudioError, load_audio
+    from unisono.model.unisono import Unisono
+    from unisono.modes.asr import FORMATS
+
+    err = Console(stderr=True)
+    if output_format not in FORMATS:
+        raise typer.BadParameter(f"{output_format!r}; choose one of {', '.join(FORMATS)}", param_hint="--format")
+    if language not in (None, "en", "zh"):
+        raise typer.BadParameter(f"{language!r}; choose en or zh", param_hint="--language")
+    if threads:
+        torch.set_num_threads(threads)
+    m = Unisono.load(_resolve_model(model))
+    failed = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+                  TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+        for path in files:
+            try:
+                audio = load_audio(path)
+            except (AudioError, OSError) as e:
+                err.print(f"[red]error[/red] {path}: {e}")
+                failed += 1
+                continue
+            task = bar.add_task(path.name, total=len(audio) / 16000)
+            t = m.transcribe(audio, mtp=mtp, language=language, batch_size=batch_size,
+                             progress=lambda s, task=task: bar.advance(task, s))
+            t.source = str(path)
+            bar.remove_task(task)
+            text = FORMATS[output_format](t)
+            if output_dir:
+                output_dir.mkdir(parents=True, exist_ok=True)
+                (output_dir / f"{path.stem}.{output_format}").write_text(text, encoding="utf-8")
+            elif len(files) > 1 and output_format == "txt":
+                sys.stdout.write(f"{path}: {text}")
+            else:
+                sys.stdout.write(text)
+            if stats:
+                s = t.stats
+                err.print(f"{path.name}: {s.tokens} tokens in {s.passes} decoder passes "
+                          f"({s.tokens_per_pass:.2f} per pass); acceptance by position "
+                          f"{[round(r, 2) for r in s.acceptance_rate]}")
+    if failed:
+        raise typer.Exit(code=1)
 
 
 @app.command()

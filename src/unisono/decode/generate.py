@@ -58,7 +58,8 @@ class GenerationConfig:
 class GenerationOutput:
     tokens: list[list[int]]  # per row, without the stop token
     stopped: list[bool]  # per row: reached a stop token (False: hit max_new_tokens)
-    stats: DecodeStats
+    stats: DecodeStats  # the whole batch
+    row_stats: list[DecodeStats]  # per row
 
 
 @torch.no_grad()
@@ -80,7 +81,8 @@ def generate(
     K = (config.n_drafts or (model.mtp.n_branches if model.mtp is not None else 0)) if use_mtp else 0
     if use_mtp and K == 0:
         raise ValueError("drafting needs n_drafts when the model has no MTP head")
-    stats = DecodeStats(n_branches=K)
+    row_stats = [DecodeStats(n_branches=K, passes=1) for _ in range(B)]  # the prefill pass counts
+    forward_calls = 1
     generator = None
     if config.sampling.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.sampling.seed)
@@ -101,8 +103,6 @@ def generate(
     hidden = model.decoder_forward(prompt_embeds, kv_mask, positions, cache)  # (B, L, D)
     pending = pick(model.logits(hidden[:, -1:]))[:, 0]  # (B,) left padding: the last slot is real
     n = prompt_mask.sum(1)  # (B,) verified positions
-    stats.forward_calls += 1
-    stats.passes += B
 
     if not K:
         proposer = None
@@ -129,7 +129,7 @@ def generate(
         kv_mask = torch.cat([kv_mask, active[:, None].long().expand(B, T)], dim=1)
         hidden = model.decoder_forward(feed_emb, kv_mask, feed_pos, cache)  # (B, 1+K, D)
         choice = pick(model.logits(hidden))  # (B, 1+K) greedy, or (B, 1) sampled
-        stats.forward_calls += 1
+        forward_calls += 1
 
         accepted = accepted_lengths(drafts, choice) if K else torch.zeros(B, dtype=torch.long, device=device)
         keep = torch.arange(T, device=device)[None, :] <= accepted[:, None]  # (B, 1+K) fed tokens now verified
@@ -140,9 +140,9 @@ def generate(
 
         for b in active.nonzero().flatten().tolist():
             k = int(accepted[b])
-            stats.passes += 1
+            row_stats[b].passes += 1
             if K:
-                stats.record_verification(K, k)
+                row_stats[b].record_verification(K, k)
             new = feed[b, : 1 + k].tolist()
             ends = [i for i, t in enumerate(new) if t in config.stop_ids]
             if ends:  # an accepted draft closed the turn
@@ -160,5 +160,10 @@ def generate(
         n = n + 1 + accepted  # rows that stopped no longer read n
         pending = next_pending
 
-    stats.tokens = sum(len(o) for o in out) + int(stopped.sum())
-    return GenerationOutput(tokens=out, stopped=stopped.tolist(), stats=stats)
+    for b, s in enumerate(row_stats):
+        s.tokens = len(out[b]) + int(stopped[b])
+    stats = DecodeStats(n_branches=K)
+    for s in row_stats:
+        stats = stats.merge(s)
+    stats.forward_calls = forward_calls
+    return GenerationOutput(tokens=out, stopped=stopped.tolist(), stats=stats, row_stats=row_stats)
