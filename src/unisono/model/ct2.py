@@ -160,8 +160,8 @@ def _dequantize(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         weight_name = name[: -len("_scale")]
         scale = variables[name].astype(np.float32)
         weight = variables[weight_name].astype(np.float32)
-        if scale.ndim == 1:  # one scale per output row
-            scale = scale[:, None]
+        if scale.ndim == 1:  # one scale per output channel (row of a linear, filter of a conv)
+            scale = scale.reshape(scale.shape[0], *([1] * (weight.ndim - 1)))
         out[weight_name] = weight / scale
         del out[name]
     return out
@@ -216,14 +216,23 @@ def _layer_count(variables: dict[str, np.ndarray], prefix: str) -> int:
     return n
 
 
-def _token_id(tokenizer_file: Path, token: str, default: int) -> int:
-    if not tokenizer_file.is_file():
-        return default
-    added = json.loads(tokenizer_file.read_text()).get("added_tokens", [])
-    return next((t["id"] for t in added if t["content"] == token), default)
+def _token_id(model_dir: Path, token: str, default: int) -> int:
+    """Id of a special token from tokenizer.json, else vocabulary.json / vocabulary.txt."""
+    tokenizer_file = model_dir / "tokenizer.json"
+    if tokenizer_file.is_file():
+        added = json.loads(tokenizer_file.read_text()).get("added_tokens", [])
+        found = next((t["id"] for t in added if t["content"] == token), None)
+        if found is not None:
+            return found
+    vocabulary: list[str] = []
+    if (model_dir / "vocabulary.json").is_file():
+        vocabulary = json.loads((model_dir / "vocabulary.json").read_text())
+    elif (model_dir / "vocabulary.txt").is_file():
+        vocabulary = (model_dir / "vocabulary.txt").read_text().splitlines()
+    return vocabulary.index(token) if token in vocabulary else default
 
 
-def _whisper_config(variables: dict[str, np.ndarray], ct2_config: dict, tokenizer_file: Path) -> "transformers.WhisperConfig":
+def _whisper_config(variables: dict[str, np.ndarray], ct2_config: dict, model_dir: Path) -> "transformers.WhisperConfig":
     """A WhisperConfig from the variable shapes plus the CTranslate2 config.json."""
     from transformers import WhisperConfig
 
@@ -231,8 +240,8 @@ def _whisper_config(variables: dict[str, np.ndarray], ct2_config: dict, tokenize
     n_mels = variables["encoder/conv1/weight"].shape[1]
     # Whisper's special tokens sit right after the 50256 BPE tokens; English-only models
     # (vocab 51864) have one language token fewer, which shifts the ids by one.
-    end_of_text = _token_id(tokenizer_file, "<|endoftext|>", 50256)
-    start_of_transcript = _token_id(tokenizer_file, "<|startoftranscript|>", end_of_text + 1)
+    end_of_text = _token_id(model_dir, "<|endoftext|>", 50256)
+    start_of_transcript = _token_id(model_dir, "<|startoftranscript|>", end_of_text + 1)
     return WhisperConfig(
         vocab_size=int(vocab_size),
         num_mel_bins=int(n_mels),
@@ -252,8 +261,8 @@ def _whisper_config(variables: dict[str, np.ndarray], ct2_config: dict, tokenize
         eos_token_id=end_of_text,
         pad_token_id=end_of_text,
         decoder_start_token_id=start_of_transcript,
-        suppress_tokens=list(ct2_config.get("suppress_ids", [])),
-        begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin", [])),
+        suppress_tokens=list(ct2_config.get("suppress_ids") or []),
+        begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin") or []),
     )
 
 
@@ -338,11 +347,54 @@ def load_ct2_whisper(
     variables = read_ct2_variables(path, float32=True)
     config_file = path / "config.json"
     ct2_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    config = _whisper_config(variables, ct2_config, path / "tokenizer.json")
+    config = _whisper_config(variables, ct2_config, path)
     mapped = _map_whisper_variables(variables, config.encoder_layers, config.decoder_layers)
     target = dtype or torch.float32
     state_dict = {k: torch.from_numpy(np.ascontiguousarray(a)).to(target) for k, a in mapped.items()}
     return config, state_dict
+
+
+def save_hf_whisper(
+    config: "transformers.WhisperConfig",
+    state_dict: dict[str, "torch.Tensor"],
+    dst_dir: str | os.PathLike,
+    *,
+    tokenizer_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write config.json + model.safetensors (+ tokenizer files found in `tokenizer_dir`)."""
+    from transformers import WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration(config)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    # proj_out is tied to the embeddings, so it may be reported missing; nothing else may be.
+    missing = [k for k in missing if k != "proj_out.weight"]
+    if missing or unexpected:
+        raise CT2FormatError(
+            f"weights do not fit WhisperForConditionalGeneration: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    dst = Path(dst_dir)
+    dst.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dst)
+    if tokenizer_dir is not None:
+        for name in _TOKENIZER_FILES:
+            src_file = Path(tokenizer_dir) / name
+            if src_file.is_file() and src_file.resolve() != (dst / name).resolve():
+                shutil.copy(src_file, dst / name)
+    return dst
+
+
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "normalizer.json",
+    "vocabulary.json",
+    "vocabulary.txt",
+    "preprocessor_config.json",
+)
 
 
 def convert_ct2_whisper(src_dir: str | os.PathLike, dst_dir: str | os.PathLike) -> Path:
@@ -350,20 +402,6 @@ def convert_ct2_whisper(src_dir: str | os.PathLike, dst_dir: str | os.PathLike) 
 
     The result loads with `WhisperForConditionalGeneration.from_pretrained(dst_dir)`.
     """
-    from transformers import WhisperForConditionalGeneration
-
-    src, dst = Path(src_dir), Path(dst_dir)
+    src = Path(src_dir)
     config, state_dict = load_ct2_whisper(src)
-    model = WhisperForConditionalGeneration(config)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    # proj_out is tied to the embeddings, so it may be reported missing; nothing else may be.
-    missing = [k for k in missing if k != "proj_out.weight"]
-    if missing or unexpected:
-        raise CT2FormatError(f"{src}: converted weights do not fit WhisperForConditionalGeneration: "
-                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    dst.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dst)
-    for name in ("tokenizer.json", "vocabulary.txt", "preprocessor_config.json"):
-        if (src / name).is_file():
-            shutil.copy(src / name, dst / name)
-    return dst
+    return save_hf_whisper(config, state_dict, dst_dir, tokenizer_dir=src if src.is_dir() else src.parent)
