@@ -13,7 +13,7 @@ import struct
 import numpy as np
 import pytest
 import torch
-from conftest import read_manifest
+from tests.conftest import read_manifest
 
 from unisono.model.ct2 import (
     CT2FormatError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import read_manifest
+from tests.conftest import read_manifest
 
 from unisono.model.config import EncoderConfig
 from unisono.model.ct2 import bundled_whisper_path
