@@ -1,0 +1,156 @@
+"""Audio in: any file soundfile reads, any rate and channel count -> 16 kHz mono float32.
+
+Bad input raises a subclass of `AudioError` that says what is wrong, never a bare
+soundfile/numpy exception:
+
+    CorruptAudioError   the bytes are not audio soundfile can decode
+    EmptyAudioError     zero samples (an empty file, a header with no frames)
+    InvalidAudioError   NaN or inf samples, or an array of the wrong shape
+    SilentAudioError    only digital silence (when the caller asks for speech)
+    AudioTooLongError   longer than the caller's limit
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SAMPLE_RATE = 16000
+# Peak below which a clip counts as digital silence (-90 dBFS: below 16-bit dither).
+SILENCE_PEAK = 10 ** (-90 / 20)
+
+AudioSource = Union[str, Path, bytes, bytearray, BinaryIO]
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used; the message says why."""
+
+
+class CorruptAudioError(AudioError):
+    pass
+
+
+class EmptyAudioError(AudioError):
+    pass
+
+
+class InvalidAudioError(AudioError):
+    pass
+
+
+class SilentAudioError(AudioError):
+    pass
+
+
+class AudioTooLongError(AudioError):
+    pass
+
+
+def _describe(source: AudioSource) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return f"<{type(source).__name__}>"
+
+
+def load_audio(
+    source: AudioSource,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    max_duration_s: float | None = None,
+    allow_silent: bool = True,
+) -> np.ndarray:
+    """Decode `source` (a path, bytes or a binary file object) to mono float32 at `sample_rate`.
+
+    Channels are averaged; the rate is converted with soxr (VHQ). `max_duration_s` is checked
+    on the header before the samples are decoded, so a huge file costs nothing to refuse.
+    """
+    name = _describe(source)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"no such audio file: {path}")
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory, not an audio file")
+        if path.stat().st_size == 0:
+            raise EmptyAudioError(f"{name}: the file is empty (0 bytes)")
+        handle: object = str(path)
+    elif isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise EmptyAudioError(f"{name}: no bytes")
+        handle = io.BytesIO(bytes(source))
+    else:
+        handle = source
+    try:
+        with sf.SoundFile(handle) as f:  # type: ignore[arg-type]
+            rate, frames = f.samplerate, f.frames
+            if max_duration_s is not None and frames > max_duration_s * rate:
+                raise AudioTooLongError(
+                    f"{name}: {frames / rate:.1f} s is longer than the limit of {max_duration_s:.1f} s"
+                )
+            data = f.read(dtype="float32", always_2d=True)  # (frames, channels)
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise CorruptAudioError(f"{name}: not a readable audio file ({e})") from None
+    if data.shape[0] == 0:
+        raise EmptyAudioError(f"{name}: the file holds no audio samples")
+    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return prepare(audio, rate, sample_rate, allow_silent=allow_silent, name=name)
+
+
+def prepare(
+    audio: np.ndarray,
+    rate: int,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    allow_silent: bool = True,
+    name: str = "audio",
+) -> np.ndarray:
+    """Check and resample an in-memory signal: (samples,) or (samples, channels) at `rate`."""
+    audio = np.asarray(audio)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    if audio.ndim != 1:
+        raise InvalidAudioError(f"{name}: expected (samples,) or (samples, channels), got shape {audio.shape}")
+    if audio.size == 0:
+        raise EmptyAudioError(f"{name}: no samples")
+    if np.issubdtype(audio.dtype, np.integer):
+        audio = audio.astype(np.float32) / np.iinfo(audio.dtype).max
+    audio = audio.astype(np.float32, copy=False)
+    if not np.isfinite(audio).all():
+        raise InvalidAudioError(f"{name}: holds NaN or infinite samples")
+    if rate <= 0:
+        raise InvalidAudioError(f"{name}: invalid sample rate {rate}")
+    if rate != sample_rate:
+        audio = soxr.resample(audio, rate, sample_rate, quality="VHQ").astype(np.float32, copy=False)
+        if audio.size == 0:
+            raise EmptyAudioError(f"{name}: too short to resample ({rate} Hz -> {sample_rate} Hz leaves no samples)")
+    if not allow_silent and float(np.abs(audio).max()) < SILENCE_PEAK:
+        raise SilentAudioError(f"{name}: the audio is silent (peak below -90 dBFS)")
+    return np.ascontiguousarray(audio)
+
+
+def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write float audio; the format follows the suffix (.wav 16-bit PCM, .flac, .ogg)."""
+    path = Path(path)
+    subtype = "PCM_16" if path.suffix.lower() in (".wav", ".flac") else None
+    sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype=subtype)
+
+
+__all__ = [
+    "SAMPLE_RATE",
+    "AudioError",
+    "AudioTooLongError",
+    "CorruptAudioError",
+    "EmptyAudioError",
+    "InvalidAudioError",
+    "SilentAudioError",
+    "load_audio",
+    "prepare",
+    "save_audio",
+]

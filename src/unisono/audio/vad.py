@@ -1,0 +1,98 @@
+"""Voice activity: silero-vad speech regions, grouped into complete utterances of bounded length.
+
+    audio (16 kHz) ─► silero-vad (32 ms windows) ─► speech regions
+                   ─► regions longer than the limit are split at their longest inner pause
+                   ─► neighbours merged while the group stays within max_segment_s
+                   ─► Spans (seconds), each <= max_segment_s, cut in pauses, never inside a word
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class Span:
+    start: float  # seconds
+    end: float
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class VADConfig:
+    threshold: float = 0.5
+    min_speech_ms: int = 250
+    min_silence_ms: int = 100
+    speech_pad_ms: int = 30
+    max_segment_s: float = 30.0
+    # Pauses longer than this always end an utterance, even if the merged group would fit.
+    max_merge_gap_s: float = 2.0
+
+
+@lru_cache(maxsize=1)
+def _silero() -> torch.nn.Module:
+    from silero_vad import load_silero_vad
+
+    return load_silero_vad(onnx=False)
+
+
+def speech_regions(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, config: VADConfig | None = None) -> list[Span]:
+    """Raw silero-vad speech regions; none longer than config.max_segment_s."""
+    from silero_vad import get_speech_timestamps
+
+    config = config or VADConfig()
+    if sample_rate not in (8000, 16000):
+        raise ValueError(f"silero-vad takes 8 or 16 kHz audio, got {sample_rate} Hz; resample with unisono.audio.io.prepare")
+    model = _silero()
+    model.reset_states()
+    stamps = get_speech_timestamps(
+        torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
+        model,
+        threshold=config.threshold,
+        sampling_rate=sample_rate,
+        min_speech_duration_ms=config.min_speech_ms,
+        min_silence_duration_ms=config.min_silence_ms,
+        speech_pad_ms=config.speech_pad_ms,
+        # silero splits an over-long region at its longest pause; leave room for the padding
+        max_speech_duration_s=config.max_segment_s - 2 * config.speech_pad_ms / 1000,
+    )
+    return [Span(s["start"] / sample_rate, s["end"] / sample_rate) for s in stamps]
+
+
+def merge_regions(regions: list[Span], max_segment_s: float, max_gap_s: float) -> list[Span]:
+    """Greedily join consecutive regions while the joined span fits in max_segment_s."""
+    merged: list[Span] = []
+    for r in regions:
+        if merged and r.end - merged[-1].start <= max_segment_s and r.start - merged[-1].end <= max_gap_s:
+            merged[-1] = Span(merged[-1].start, r.end)
+        else:
+            merged.append(r)
+    return merged
+
+
+def speech_segments(
+    audio: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    max_segment_s: float = 30.0,
+    threshold: float = 0.5,
+    config: VADConfig | None = None,
+) -> list[Span]:
+    """Complete utterances of at most max_segment_s seconds, in order; [] for no speech."""
+    config = config or VADConfig(threshold=threshold, max_segment_s=max_segment_s)
+    regions = speech_regions(audio, sample_rate, config)
+    duration = len(audio) / sample_rate
+    spans = merge_regions(regions, config.max_segment_s, config.max_merge_gap_s)
+    return [Span(round(max(0.0, s.start), 3), round(min(duration, s.end), 3)) for s in spans]
+
+
+__all__ = ["Span", "VADConfig", "merge_regions", "speech_regions", "speech_segments"]
