@@ -1,0 +1,41 @@
+"""silero-vad utterance segmentation on real speech with inserted pauses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unisono.audio.io import load_audio
+from unisono.audio.vad import Span, merge_regions, speech_segments
+
+
+@pytest.fixture(scope="module")
+def long_audio(example_wav):
+    """~50 s: the same 9.7 s sentence five times, with 1.5 s and 4 s pauses between."""
+    a = load_audio(example_wav)
+    gap = lambda s: np.zeros(int(16000 * s), np.float32)  # noqa: E731
+    return np.concatenate([a, gap(1.5), a, gap(4.0), a, gap(1.5), a, gap(1.5), a])
+
+
+def test_silence_has_no_speech():
+    assert speech_segments(np.zeros(16000 * 3, np.float32)) == []
+
+
+@pytest.mark.parametrize("limit", [30.0, 12.0])
+def test_segments_are_bounded_ordered_and_cover_the_speech(long_audio, limit):
+    spans = speech_segments(long_audio, max_segment_s=limit)
+    assert spans, "speech was found"
+    assert all(s.duration <= limit + 1e-6 for s in spans)
+    assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))
+    total = len(long_audio) / 16000
+    assert spans[0].start < 0.5 and spans[-1].end > total - 0.5
+    # the 4 s pause (after the second sentence, ~21.2-25.2 s) is never inside a segment
+    assert not any(s.start < 22.0 and s.end > 24.5 for s in spans)
+    # nearly all 48 s of speech are covered (pauses inside sentences may be left out)
+    assert sum(s.duration for s in spans) > 0.85 * 5 * 9.655
+
+
+def test_merge_respects_limit_and_gap():
+    regions = [Span(0, 5), Span(5.5, 9), Span(9.2, 14), Span(20, 22)]
+    assert merge_regions(regions, max_segment_s=10, max_gap_s=2) == [Span(0, 9), Span(9.2, 14), Span(20, 22)]
+    assert merge_regions(regions, max_segment_s=30, max_gap_s=10) == [Span(0, 22)]
