@@ -9,6 +9,7 @@ import typer
 
 from unisono.data.cli import app as data_app
 from unisono.eval.cli import app as eval_app
+from unisono.model.cli import app as convert_app
 from unisono.train.cli import app as train_app
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+app.add_typer(convert_app, name="convert")
 
 
 def _resolve_model(model: Path | None) -> Path:
