@@ -33,19 +33,21 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        # one fused op: the branches run at every decoding step, where op count is the cost
+        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
 
 
-def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary position embedding (rotate-half convention). x (B, H, T, hd), positions (B, T)."""
-    hd = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))  # (hd/2,)
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (B, 1, T, hd) of the rotary embedding at positions (B, T)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
     angles = positions.float()[..., None] * inv_freq  # (B, T, hd/2)
-    cos = torch.cat([angles.cos(), angles.cos()], -1)[:, None].to(x.dtype)  # (B, 1, T, hd)
-    sin = torch.cat([angles.sin(), angles.sin()], -1)[:, None].to(x.dtype)
+    angles = torch.cat([angles, angles], -1)[:, None]  # (B, 1, T, hd)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding (rotate-half convention). x (B, H, T, hd)."""
+    hd = x.shape[-1]
     x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
@@ -113,7 +115,8 @@ class Block(nn.Module):
         B, T, D = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).split(D, dim=-1)
         q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
-        q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
+        cos, sin = rope_angles(positions, self.head_dim, self.rope_theta, q.dtype)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
         past = 0 if cache is None else cache.length
         if cache is not None:
             k, v, key_valid = cache.append(k, v, valid)  # (B, nh, S, hd), (B, S)
@@ -197,13 +200,13 @@ def mtp_loss(
     """main_weight * next-token loss + sum_h decay**h * loss_h -> (loss, per-head losses to log)."""
     main = F.cross_entropy(main_logits.float(), main_targets)
     total = main * main_weight
-    logs = {"loss_main": float(main)}
+    logs = {"loss_main": float(main.detach())}
     for h, (lg, tg, w) in enumerate(zip(branch_logits, branch_targets, branch_weights(len(branch_logits), decay)), 1):
         if tg.numel() == 0:
             continue
         lh = F.cross_entropy(lg.float(), tg)
         total = total + w * lh
-        logs[f"loss_mtp{h}"] = float(lh)
+        logs[f"loss_mtp{h}"] = float(lh.detach())
     return total, logs
 
 
