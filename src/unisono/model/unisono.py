@@ -203,10 +203,10 @@ class Unisono(nn.Module):
         aux = router_aux_loss(getattr(out, "router_logits", None), self.decoder, mask.long()) if self.is_moe else None
         if aux is not None and main:
             loss = loss + self.config.decoder.router_aux_loss_coef * aux
-            logs["loss_router_aux"] = float(aux)
+            logs["loss_router_aux"] = float(aux.detach())
         with torch.no_grad():
             logs["accuracy_main"] = float((main_logits.argmax(-1) == nxt[sel]).float().mean()) if sel.any() else 0.0
-        logs["loss"] = float(loss)
+        logs["loss"] = float(loss.detach())
         return LossOutput(loss=loss, logs=logs)
 
     # ---- persistence -----------------------------------------------------------------------
