@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--compute-type", default="float32", choices=["float32", "int8"], help="int8: quantised Linear layers (CPU)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
 
@@ -101,10 +102,14 @@ def main() -> None:
         torch.manual_seed(0)
         model = build(UnisonoConfig.from_name(args.random_config), ["a b c d e f g h i j k l m n o p"] * 10, vocab_size=300)
         model = model.to(device).eval()
+        if args.compute_type == "int8":
+            from unisono.model.quantize import quantize_int8
+
+            quantize_int8(model.requires_grad_(False))
         desc = f"random {args.random_config}"
     else:
         path = args.model or default_model_path()
-        model = Unisono.load(path, device=device)
+        model = Unisono.load(path, device=device, compute_type=args.compute_type)
         desc = str(path)
 
     manifest = args.manifest
@@ -132,6 +137,7 @@ def main() -> None:
     result = {
         "model": desc,
         "device": str(device),
+        "compute_type": args.compute_type,
         "threads": torch.get_num_threads(),
         "manifest": str(manifest),
         "utterances": len(prepared),

@@ -45,6 +45,7 @@ def transcribe(
     language: Optional[str] = typer.Option(None, "--language", "-l", help="Language hint: en or zh (default: the model decides)."),
     batch_size: int = typer.Option(8, help="Segments decoded together."),
     threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's choice)."),
+    compute_type: str = typer.Option("float32", "--compute-type", help="float32, or int8 (CPU: quantised Linear layers, faster)."),
     stats: bool = typer.Option(False, "--stats", help="Print decoder passes and MTP acceptance to stderr."),
 ) -> None:
     """Transcribe audio files. Files over 30 s are split into utterances with silero-vad."""
@@ -65,7 +66,9 @@ def transcribe(
         raise typer.BadParameter(f"{language!r}; choose en or zh", param_hint="--language")
     if threads:
         torch.set_num_threads(threads)
-    m = Unisono.load(_resolve_model(model))
+    if compute_type not in ("float32", "int8"):
+        raise typer.BadParameter(f"{compute_type!r}; choose float32 or int8", param_hint="--compute-type")
+    m = Unisono.load(_resolve_model(model), compute_type=compute_type)
     failed = 0
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
                   TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:

@@ -67,6 +67,7 @@ class Unisono(nn.Module):
         from unisono.model.encoder import AudioEncoder
 
         self.config, self.vocab = config, vocab
+        self.quantized = False  # set by load(..., compute_type="int8")
         if config.vocab.n_speech_tokens != vocab.n_speech:
             raise ValueError(
                 f"config has {config.vocab.n_speech_tokens} speech tokens but the vocabulary {vocab.n_speech}"
@@ -93,11 +94,11 @@ class Unisono(nn.Module):
     # ---- properties ------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.decoder.lm_head.weight.device
+        return self.decoder.get_input_embeddings().weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.decoder.lm_head.weight.dtype
+        return self.decoder.get_input_embeddings().weight.dtype
 
     @property
     def is_moe(self) -> bool:
@@ -216,6 +217,8 @@ class Unisono(nn.Module):
         import shutil
         import tempfile
 
+        if self.quantized:
+            raise ValueError("an int8-quantised model is for inference; save the float checkpoint it was loaded from")
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -242,7 +245,19 @@ class Unisono(nn.Module):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "Unisono":
+    def load(
+        cls,
+        directory: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        compute_type: str = "float32",
+    ) -> "Unisono":
+        """Load a checkpoint directory. `compute_type="int8"` quantises every Linear layer for
+        CPU inference (see `unisono.model.quantize`)."""
+        from unisono.model.quantize import COMPUTE_TYPES, quantize_int8
+
+        if compute_type not in COMPUTE_TYPES:
+            raise ValueError(f"compute_type must be one of {', '.join(COMPUTE_TYPES)}, got {compute_type!r}")
         directory = Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
@@ -266,7 +281,12 @@ class Unisono(nn.Module):
             raise ValueError(f"{weights} does not match its config: missing {bad[:5]}, unexpected {unexpected[:5]}")
         if model.decoder.config.tie_word_embeddings:
             model.decoder.tie_weights()
-        return model.to(device=device, dtype=dtype).eval()
+        model = model.to(device=device, dtype=dtype).eval()
+        if compute_type == "int8":
+            model.requires_grad_(False)
+            quantize_int8(model)
+            model.quantized = True
+        return model
 
     # ---- modes -----------------------------------------------------------------------------
     def transcribe(self, audio: Any, **kwargs: Any) -> "Transcript | list[Transcript]":

@@ -1,0 +1,48 @@
+"""int8 CPU inference: close to float32, MTP still equals greedy, and not saved by mistake."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tests.conftest import make_tiny_model
+
+from unisono.model.unisono import Unisono
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_tokenizer, tmp_path_factory):
+    return make_tiny_model(tiny_tokenizer, seed=7).save(tmp_path_factory.mktemp("q") / "tiny")
+
+
+def test_int8_logits_track_float32(checkpoint):
+    f32 = Unisono.load(checkpoint)
+    q = Unisono.load(checkpoint, compute_type="int8")
+    assert q.quantized and not f32.quantized
+    ids = torch.randint(0, f32.vocab.n_text, (2, 24), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        a = f32.decoder(input_ids=ids, attention_mask=mask).logits
+        b = q.decoder(input_ids=ids, attention_mask=mask).logits
+    assert not torch.equal(a, b)  # really quantised
+    cos = torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).min()
+    assert cos > 0.99
+
+
+def test_int8_transcribe_mtp_equals_greedy(checkpoint, real_speech_dir):
+    base = real_speech_dir / "an4_test"
+    rows = [json.loads(x) for x in (base / "manifest.jsonl").read_text().splitlines()[:2]]
+    q = Unisono.load(checkpoint, compute_type="int8")
+    paths = [base / r["audio"] for r in rows]
+    greedy = q.transcribe(paths, mtp=False, max_new_tokens=16)
+    fast = q.transcribe(paths, mtp=True, max_new_tokens=16)
+    assert [t.text for t in fast] == [t.text for t in greedy]
+
+
+def test_int8_model_refuses_to_be_saved(checkpoint, tmp_path):
+    q = Unisono.load(checkpoint, compute_type="int8")
+    with pytest.raises(ValueError, match="inference"):
+        q.save(tmp_path / "x")
+    with pytest.raises(ValueError, match="compute_type"):
+        Unisono.load(checkpoint, compute_type="int4")
