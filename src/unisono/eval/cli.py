@@ -1,5 +1,203 @@
 """`unisono eval ...` commands. Heavy imports stay inside the commands so the CLI starts fast."""
 
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Optional
+
 import typer
 
 app = typer.Typer(help="Evaluate systems: ASR accuracy and speed against peers, MTP analysis, codec resynthesis.", no_args_is_help=True)
+
+SYSTEMS_HELP = """Comma-separated system specs, KIND[:OPTION...] (OPTION: a word or key=value; name=LABEL renames):
+faster-whisper[:int8|float32][:beamN][:model=DIR] (default: bundled tiny.en, int8, beam 1);
+pocketsphinx[:hmm=DIR][:lm=FILE][:dict=FILE] (default: bundled en-us);
+unisono[:DIR|default][:greedy][:drafts=K] (MTP unless greedy);
+openai:URL[:model=NAME][:key_env=VAR][:timeout=S] (POST URL/audio/transcriptions)."""
+
+
+def _command_line(parts: list[str]) -> str:
+    return "unisono eval " + " ".join(shlex.quote(p) for p in parts)
+
+
+@app.command()
+def asr(
+    manifests: list[Path] = typer.Option(..., "--manifest", "-m", help="A JSONL manifest or a set folder holding manifest.jsonl (repeat for more sets).", show_default=False),
+    systems: list[str] = typer.Option(["faster-whisper:int8:beam1,pocketsphinx"], "--systems", "-s", help=SYSTEMS_HELP),
+    threads: int = typer.Option(1, help="CPU threads for every system (PocketSphinx always uses 1)."),
+    repeats: int = typer.Option(3, help="Timed passes over each set; RTF is their median."),
+    warmup: int = typer.Option(1, help="Clips run before timing, untimed."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N utterances of each set."),
+    reference: Optional[str] = typer.Option(None, help="System (spec or name) that RTFs are divided by (default: the first)."),
+    scoring: list[str] = typer.Option([], help="SET=en|zh|an4: override a set's scoring convention (default: an4* sets an4, zh sets zh, else en)."),
+    run_unsupported: bool = typer.Option(False, "--run-unsupported", help="Also run systems on sets in languages they have no model for (default: mark them n/s)."),
+    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Write README.md, PNG plots and results.jsonl here; a rerun into the same folder resumes."),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore results already in the report folder."),
+) -> None:
+    """Run each system on the same sets: WER/CER with S/D/I, RTF against a reference system, MTP stats.
+
+    English is scored as WER after Whisper's English normaliser; Chinese as CER (punctuation and
+    spaces removed, traditional -> simplified); AN4 as CER after the English normaliser with number
+    words as digits and only a-z0-9 kept.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from unisono.eval.asr import RESULTS_FILE, append_result, evaluate, load_clips, load_results
+    from unisono.eval.manifest import ManifestError, load_set
+    from unisono.eval.normalize import SCORINGS, default_scoring_name, make_scoring
+    from unisono.eval.report import asr_tables, write_asr_report
+    from unisono.eval.speed import SpeedConfig, set_threads
+    from unisono.eval.systems import SystemSpecError, build_system, split_specs
+
+    console, err = Console(), Console(stderr=True)
+    try:
+        speed = SpeedConfig(repeats=repeats, warmup=warmup, threads=threads)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    overrides = {}
+    for item in scoring:
+        name, eq, kind = item.partition("=")
+        if not eq or kind not in SCORINGS:
+            raise typer.BadParameter(f"{item!r}: expected SET={'|'.join(SCORINGS)}", param_hint="--scoring")
+        overrides[name] = kind
+    try:
+        sets = [load_set(m).head(limit) for m in manifests]
+    except ManifestError as e:
+        raise typer.BadParameter(str(e), param_hint="--manifest") from None
+    specs = [s for item in systems for s in split_specs(item)]
+    if not specs:
+        raise typer.BadParameter("no systems given", param_hint="--systems")
+
+    set_threads(threads)
+    built = []
+    for spec in specs:
+        try:
+            err.print(f"loading {spec} ...")
+            built.append(build_system(spec, threads))
+        except SystemSpecError as e:
+            raise typer.BadParameter(str(e), param_hint="--systems") from None
+        except (OSError, ValueError, ImportError) as e:
+            raise typer.BadParameter(f"{spec}: {e}", param_hint="--systems") from None
+    ref_name = built[0].name
+    if reference:
+        match = [s.name for s in built if reference in (s.spec, s.name)]
+        if not match:
+            raise typer.BadParameter(f"{reference!r} is none of the systems: {', '.join(s.name for s in built)}", param_hint="--reference")
+        ref_name = match[0]
+
+    results_path = report / RESULTS_FILE if report else None
+    done = {} if fresh or results_path is None else {r.key: r for r in load_results(results_path)}
+    if fresh and results_path is not None and results_path.exists():
+        results_path.unlink()
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+                  TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+        for s in sets:
+            score = make_scoring(overrides.get(s.name) or default_scoring_name(s.name, s.language))
+            loaded = None
+            for system in built:
+                key = (str(s.manifest), system.spec, system.threads, repeats, warmup, limit)
+                if key in done:
+                    err.print(f"{system.name} on {s.name}: read back from {results_path}")
+                    results.append(done[key])
+                    continue
+                if loaded is None:
+                    loaded = load_clips(s)
+                    for utt_id, why in loaded.unreadable.items():
+                        err.print(f"[yellow]skipped[/yellow] {s.name}/{utt_id}: {why}")
+                task = bar.add_task(f"{system.name} on {s.name}", total=loaded.audio_seconds * repeats)
+                r = evaluate(system, loaded, score, speed, limit=limit, run_unsupported=run_unsupported,
+                             progress=lambda sec, task=task: bar.advance(task, sec))
+                bar.remove_task(task)
+                results.append(r)
+                if results_path is not None:
+                    append_result(results_path, r)
+    for t in asr_tables(results, ref_name):
+        console.print(t.rich())
+    if report:
+        parts = ["asr"] + [a for m in manifests for a in ("--manifest", str(m))] + ["--systems", ",".join(specs),
+                 "--threads", str(threads), "--repeats", str(repeats), "--warmup", str(warmup)]
+        parts += ["--limit", str(limit)] if limit is not None else []
+        parts += ["--reference", reference] if reference else []
+        parts += [a for o in scoring for a in ("--scoring", o)]
+        parts += ["--run-unsupported"] if run_unsupported else []
+        parts += ["--report", str(report)]
+        header = (f"Every system ran on the same decoded clips with {threads} CPU thread(s) "
+                  "(PocketSphinx always uses one), after a warm-up, and each RTF is the median of "
+                  f"{repeats} timed passes over the set. Absolute RTFs depend on the machine and its load; "
+                  f"the ratios to {ref_name}, measured in the same run, are what carries over.")
+        path = write_asr_report(results, report, ref_name, _command_line(parts), header)
+        err.print(f"report: {path}")
+
+
+@app.command()
+def mtp(
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint directory (default: the embedded unisono-tiny)."),
+    manifests: list[Path] = typer.Option(..., "--manifest", "-m", help="A JSONL manifest or set folder (repeat for more).", show_default=False),
+    limit: Optional[int] = typer.Option(32, help="First N utterances of each set."),
+    drafts: str = typer.Option("all", help="Draft counts K to analyse: 'all' (every branch), 'sweep' (1..all), or a list like 1,3,5."),
+    repeats: int = typer.Option(3, help="Timed passes per mode; medians are compared."),
+    threads: int = typer.Option(1, help="CPU threads."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Write README.md, PNG plots and mtp.json here."),
+) -> None:
+    """MTP analysis of a checkpoint: acceptance by position, accepted-length histogram, speed-up vs greedy.
+
+    Each clip is encoded once; greedy and MTP decoding then run on the same prompts (decode time only),
+    and the run checks that MTP output equals greedy output token for token.
+    """
+    import torch
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from unisono.eval.asr import load_clips
+    from unisono.eval.manifest import ManifestError, load_set
+    from unisono.eval.mtp import MTPConfig, analyse_mtp
+    from unisono.eval.report import accepted_length_table, mtp_table, write_mtp_report
+    from unisono.model.unisono import Unisono, default_model_path
+
+    console, err = Console(), Console(stderr=True)
+    path = model or default_model_path()
+    if not (path / "config.json").is_file():
+        raise typer.BadParameter(f"no unisono checkpoint at {path} (config.json missing)", param_hint="--model")
+    try:
+        sets = [load_set(m).head(limit) for m in manifests]
+    except ManifestError as e:
+        raise typer.BadParameter(str(e), param_hint="--manifest") from None
+    torch.set_num_threads(threads)
+    m = Unisono.load(path, device=device)
+    if m.mtp is None:
+        raise typer.BadParameter(f"{path} has no MTP head", param_hint="--model")
+    n = m.config.mtp.n_branches
+    try:
+        ks: list[int | None] = [None] if drafts == "all" else list(range(1, n + 1)) if drafts == "sweep" else [int(k) for k in drafts.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{drafts!r}: expected all, sweep or a list like 1,3,5", param_hint="--drafts") from None
+    if any(k is not None and not 1 <= k <= n for k in ks):
+        raise typer.BadParameter(f"{drafts!r}: this checkpoint has {n} MTP branches", param_hint="--drafts")
+    clips = []
+    for s in sets:
+        loaded = load_clips(s)
+        for utt_id, why in loaded.unreadable.items():
+            err.print(f"[yellow]skipped[/yellow] {s.name}/{utt_id}: {why}")
+        clips += loaded.clips
+    if not clips:
+        raise typer.BadParameter("no readable clips in the manifests", param_hint="--manifest")
+    cfg = MTPConfig(drafts=ks, repeats=repeats)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("decoding", total=len(clips) * repeats * (1 + len(ks)))
+        results = analyse_mtp(m, clips, cfg, progress=lambda: bar.advance(task))
+    console.print(mtp_table(results).rich())
+    console.print(accepted_length_table({f"K={r.n_drafts}": r.decode_stats for r in results}).rich())
+    if report:
+        parts = ["mtp"] + (["--model", str(model)] if model else []) + [a for x in manifests for a in ("--manifest", str(x))]
+        parts += ["--limit", str(limit), "--drafts", drafts, "--repeats", str(repeats), "--threads", str(threads), "--report", str(report)]
+        header = (f"{len(clips)} clips, {sum(len(c) for c in clips) / 16000 / 60:.1f} min of audio, {threads} CPU thread(s), "
+                  f"device {device}. Decode time only (each clip encoded once, outside the timing).")
+        write_mtp_report(results, report, path.name, _command_line(parts), header)
+        err.print(f"report: {report / 'README.md'}")
+    if not all(r.identical for r in results):
+        err.print("[red]MTP output differs from greedy output[/red]")
+        raise typer.Exit(code=1)
