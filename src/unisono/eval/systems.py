@@ -10,7 +10,7 @@ Spec syntax (``--systems`` takes a comma-separated list)::
 
     faster-whisper[:int8|float32|...][:beamN][:model=DIR]   CTranslate2 Whisper; default: bundled tiny.en, int8, beam 1
     pocketsphinx[:hmm=DIR][:lm=FILE][:dict=FILE]            CMU PocketSphinx; default: its bundled en-us model and LM
-    unisono[:DIR|default][:greedy][:drafts=K]               a unisono checkpoint; MTP-verified decoding unless greedy
+    unisono[:DIR|default][:int8][:greedy][:drafts=K]        a unisono checkpoint; MTP-verified decoding unless greedy
     openai:URL[:model=NAME][:key_env=VAR][:timeout=S]       any OpenAI-compatible server: POST URL/audio/transcriptions
 
 URLs may carry a port (``openai:http://localhost:8000/v1:model=whisper-1``); paths may not hold ':'.
@@ -102,7 +102,8 @@ class System:
         return None
 
     @classmethod
-    def from_spec(cls, spec: SystemSpec, threads: int) -> "System":
+    def config_from_spec(cls, spec: SystemSpec, threads: int) -> Any:
+        """The adapter's config, taking the options it knows out of `spec` (leftovers are errors)."""
         raise NotImplementedError
 
 
@@ -143,7 +144,7 @@ class FasterWhisperSystem(System):
         return " ".join(s.text.strip() for s in segments).strip()  # the generator decodes here
 
     @classmethod
-    def from_spec(cls, spec: SystemSpec, threads: int) -> "FasterWhisperSystem":
+    def config_from_spec(cls, spec: SystemSpec, threads: int) -> FasterWhisperConfig:
         cfg = FasterWhisperConfig(threads=threads)
         model = spec.take("model")
         cfg.model_dir = Path(model) if model else None
@@ -155,7 +156,7 @@ class FasterWhisperSystem(System):
             else:
                 continue
             spec.args.remove(arg)
-        return cls(cfg)
+        return cfg
 
 
 @dataclass
@@ -166,7 +167,7 @@ class PocketSphinxConfig:
 
 
 class PocketSphinxSystem(System):
-    """CMU PocketSphinx. It always decodes on one thread; there is no setting for more."""
+    """CMU PocketSphinx with its default settings. It decodes on one thread; there is no setting for more."""
 
     kind = "pocketsphinx"
 
@@ -186,6 +187,9 @@ class PocketSphinxSystem(System):
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
         pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        # PocketSphinx carries its noise estimate from one utterance to the next, so a clip's text
+        # would depend on the clips before it; a fresh front end (0.1 ms) makes each clip stand alone.
+        self.decoder.reinit_feat()
         self.decoder.start_utt()
         self.decoder.process_raw(pcm, no_search=False, full_utt=True)
         self.decoder.end_utt()
@@ -193,14 +197,15 @@ class PocketSphinxSystem(System):
         return hyp.hypstr.strip() if hyp is not None else ""
 
     @classmethod
-    def from_spec(cls, spec: SystemSpec, threads: int) -> "PocketSphinxSystem":
+    def config_from_spec(cls, spec: SystemSpec, threads: int) -> PocketSphinxConfig:
         paths = {k: (Path(v) if (v := spec.take(k)) else None) for k in ("hmm", "lm", "dict")}
-        return cls(PocketSphinxConfig(**paths))
+        return PocketSphinxConfig(**paths)
 
 
 @dataclass
 class UnisonoSystemConfig:
     model_dir: Path | None = None  # None: the embedded default model
+    compute_type: str = "float32"  # or "int8": Linear layers quantised for CPU inference
     mtp: bool = True
     n_drafts: int | None = None  # MTP branches to draft with (None: all)
     threads: int = 1
@@ -217,16 +222,20 @@ class UnisonoSystem(System):
         self.config = config
         path = config.model_dir or default_model_path()
         torch.set_num_threads(config.threads)  # torch's pool is per process: the run sets one count for all
-        self.model = Unisono.load(path)
+        self.model = Unisono.load(path, compute_type=config.compute_type)
         self.threads = config.threads
         mode = "mtp" if config.mtp else "greedy"
         if config.mtp and config.n_drafts is not None:
             mode += f"{config.n_drafts}"
-        self.name = f"unisono {Path(path).name} {mode}"
+        quant = "" if config.compute_type == "float32" else f" {config.compute_type}"
+        self.name = f"unisono {Path(path).name}{quant} {mode}"
         self._stats: DecodeStats | None = None
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
-        t = self.model.transcribe(audio, mtp=self.config.mtp, n_drafts=self.config.n_drafts, language=language, batch_size=1)
+        from unisono.model.vocab import LANGUAGES
+
+        hint = language if language in LANGUAGES else None  # the prompt has tokens for these only
+        t = self.model.transcribe(audio, mtp=self.config.mtp, n_drafts=self.config.n_drafts, language=hint, batch_size=1)
         self._stats = t.stats
         return t.text
 
@@ -234,19 +243,21 @@ class UnisonoSystem(System):
         return self._stats
 
     @classmethod
-    def from_spec(cls, spec: SystemSpec, threads: int) -> "UnisonoSystem":
+    def config_from_spec(cls, spec: SystemSpec, threads: int) -> UnisonoSystemConfig:
         cfg = UnisonoSystemConfig(threads=threads)
         drafts = spec.take("drafts")
         cfg.n_drafts = int(drafts) if drafts is not None else None
         for arg in list(spec.args):
             if arg in ("greedy", "mtp"):
                 cfg.mtp = arg == "mtp"
+            elif arg in ("float32", "int8"):
+                cfg.compute_type = arg
             elif arg != "default" and cfg.model_dir is None:
                 cfg.model_dir = Path(arg)
             elif arg != "default":
                 continue
             spec.args.remove(arg)
-        return cls(cfg)
+        return cfg
 
 
 @dataclass
@@ -298,7 +309,7 @@ class OpenAISystem(System):
             raise TranscriptionError(f"{self.endpoint}: the answer has no 'text' field: {r.text[:200]}") from e
 
     @classmethod
-    def from_spec(cls, spec: SystemSpec, threads: int) -> "OpenAISystem":
+    def config_from_spec(cls, spec: SystemSpec, threads: int) -> OpenAIConfig:
         url = spec.take("url") or (spec.args.pop(0) if spec.args else None)
         if not url:
             raise SystemSpecError(f"{spec.text!r}: give the server's URL, e.g. openai:http://localhost:8000/v1")
@@ -306,7 +317,7 @@ class OpenAISystem(System):
         cfg.model = spec.take("model", cfg.model) or cfg.model
         cfg.key_env = spec.take("key_env", cfg.key_env) or cfg.key_env
         cfg.timeout_s = float(spec.take("timeout", str(cfg.timeout_s)))
-        return cls(cfg)
+        return cfg
 
 
 SYSTEMS: dict[str, type[System]] = {c.kind: c for c in (FasterWhisperSystem, PocketSphinxSystem, UnisonoSystem, OpenAISystem)}
@@ -318,8 +329,13 @@ def build_system(text: str, threads: int = 1) -> System:
     if spec.kind not in SYSTEMS:
         raise SystemSpecError(f"unknown system {spec.kind!r} in {text!r}; known: {', '.join(SYSTEMS)}")
     label = spec.take("name")
-    system = SYSTEMS[spec.kind].from_spec(spec, threads)
-    spec.done()
+    cls = SYSTEMS[spec.kind]
+    try:
+        config = cls.config_from_spec(spec, threads)
+    except ValueError as e:  # e.g. drafts=x, timeout=y
+        raise SystemSpecError(f"{text!r}: {e}") from None
+    spec.done()  # before loading anything: a typo must not cost a model load
+    system = cls(config)
     system.spec = text
     if label:
         system.name = label
