@@ -42,7 +42,7 @@ def write_set(folder: Path, rows: list[dict], language: str = "en") -> Path:
             sf.write(folder / f"u{i}.wav", np.random.default_rng(i).normal(0, 0.1, r["samples"]).astype(np.float32), 16000)
         elif "bytes" in r:
             (folder / f"u{i}.wav").write_bytes(r["bytes"])
-        lines.append(json.dumps({"id": f"u{i}", "audio": f"u{i}.wav", "text": r["text"], "language": language}))
+        lines.append(json.dumps({"id": f"u{i}", "audio": f"u{i}.wav", "text": r["text"], "language": language, "duration": 1.0}))
     (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     return folder
 
@@ -68,6 +68,14 @@ def test_manifest_by_folder_or_file(toy_set):
     assert load_set(toy_set / "dev.jsonl").name == "dev"
 
 
+def test_data_engine_parquet_manifest(toy_set):
+    from unisono.data.manifest import read_manifest, write_parquet
+
+    write_parquet(toy_set / "toy.parquet", read_manifest(toy_set))
+    s = load_set(toy_set / "toy.parquet")
+    assert s.name == "toy" and [u.audio for u in s.utterances] == [u.audio for u in load_set(toy_set).utterances]
+
+
 def test_real_speech_manifests_load(real_speech_dir):
     for name, lang, n in [("an4_test", "en", 130), ("ljspeech_lj001", "en", 32), ("aishell_sample_zh", "zh", 300)]:
         s = load_set(real_speech_dir / name)
@@ -75,11 +83,14 @@ def test_real_speech_manifests_load(real_speech_dir):
         assert all(u.audio.is_file() for u in s.utterances[:5])
 
 
+ROW = '"audio": "a.wav", "text": "x", "language": "en", "duration": 1.0'
+
+
 @pytest.mark.parametrize("content, match", [
-    ('{"audio": "a.wav", "text": "x"}\n{"audio": "b.wav", "text": \n', r"manifest.jsonl:2: not valid JSON"),
-    ('{"audio": "a.wav"}\n', "needs string fields 'audio' and 'text'"),
+    ('{"id": "a", %s}\n{"id": "b", "audio": \n' % ROW, r"manifest.jsonl:2: not valid JSON"),
+    ('{"id": "a", "audio": "a.wav"}\n', "missing field"),
     ('["a.wav", "x"]\n', "expected a JSON object"),
-    ('{"id": "a", "audio": "a.wav", "text": "x"}\n{"id": "a", "audio": "b.wav", "text": "y"}\n', "duplicate id 'a'"),
+    ('{"id": "a", %s}\n{"id": "a", %s}\n' % (ROW, ROW), "duplicate id 'a'"),
     ("\n\n", "holds no utterances"),
 ])
 def test_bad_manifests_say_where(tmp_path, content, match):

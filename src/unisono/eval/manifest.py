@@ -1,28 +1,25 @@
-"""Evaluation sets: JSONL manifests of audio paths and reference transcripts.
+"""Evaluation sets: the project's manifests (`unisono.data.manifest`) read as named sets.
 
-One JSON object per line, as in ``data/real_speech/<set>/manifest.jsonl``::
+A set is a ``manifest.jsonl`` (or a folder holding one, or a ``.parquet`` manifest of the data
+engine), one utterance per line, as in ``data/real_speech/<set>/manifest.jsonl``::
 
     {"id": "an406-fcaw-b", "audio": "wav/an406-fcaw-b.wav", "text": "RUBOUT G M E F THREE NINE",
      "language": "en", "duration": 4.0, "speaker": "fcaw"}
 
-``audio`` is relative to the manifest's folder (or absolute); ``text`` is the reference. ``id``
-defaults to the line number, ``language`` to "en". ``audio_filepath`` is read as ``audio`` so that
-NeMo-style manifests load too. A set is named after its folder when the file is
-``manifest.jsonl`` (``an4_test``), else after the file (``dev.jsonl`` -> ``dev``).
+``audio`` is relative to the manifest's folder; ``text`` is the reference. A set is named after
+its folder when the file is ``manifest.jsonl`` (``an4_test``), else after the file
+(``dev.jsonl`` -> ``dev``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MANIFEST_NAME = "manifest.jsonl"
+from unisono.data.manifest import MANIFEST_NAME, ManifestError, read_manifest, read_parquet
 
-
-class ManifestError(ValueError):
-    """A manifest that cannot be read: missing, bad JSON, or a row without audio/text."""
+__all__ = ["EvalSet", "ManifestError", "Utterance", "load_set", "resolve_manifest"]
 
 
 @dataclass(frozen=True)
@@ -33,13 +30,13 @@ class Utterance:
     language: str = "en"
     duration: float | None = None  # seconds, as the manifest states it
     speaker: str | None = None
-    custom: dict[str, Any] = field(default_factory=dict, compare=False)
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
 class EvalSet:
     name: str
-    manifest: Path
+    manifest: Path  # as given (reports quote it)
     utterances: tuple[Utterance, ...]
 
     @property
@@ -67,38 +64,17 @@ def resolve_manifest(path: str | Path) -> Path:
 
 
 def load_set(path: str | Path, name: str | None = None) -> EvalSet:
-    manifest = resolve_manifest(path)  # kept as given: reports quote it
-    base = manifest.parent
-    utterances: list[Utterance] = []
+    manifest = resolve_manifest(path)
+    rows = read_parquet(manifest) if manifest.suffix == ".parquet" else read_manifest(manifest)
+    base = manifest.parent.resolve()
     seen: set[str] = set()
-    with open(manifest, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{manifest}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise ManifestError(f"{manifest}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            audio = row.get("audio", row.get("audio_filepath"))
-            if not isinstance(audio, str) or not isinstance(row.get("text"), str):
-                raise ManifestError(f"{manifest}:{lineno}: a row needs string fields 'audio' and 'text'")
-            utt_id = str(row.get("id", lineno))
-            if utt_id in seen:
-                raise ManifestError(f"{manifest}:{lineno}: duplicate id {utt_id!r}")
-            seen.add(utt_id)
-            known = {"id", "audio", "audio_filepath", "text", "language", "duration", "speaker"}
-            utterances.append(Utterance(
-                id=utt_id,
-                audio=(base / audio).resolve(),
-                text=row["text"],
-                language=str(row.get("language") or "en"),
-                duration=float(row["duration"]) if isinstance(row.get("duration"), (int, float)) else None,
-                speaker=row.get("speaker"),
-                custom={k: v for k, v in row.items() if k not in known},
-            ))
+    utterances = []
+    for row in rows:
+        if row.id in seen:  # results are keyed by id: a duplicate would hide a clip
+            raise ManifestError(f"{manifest}: duplicate id {row.id!r}")
+        seen.add(row.id)
+        utterances.append(Utterance(row.id, row.audio_path(base), row.text, row.language, row.duration, row.speaker, row.meta))
     if not utterances:
         raise ManifestError(f"{manifest} holds no utterances")
-    default_name = base.name if manifest.name == MANIFEST_NAME else manifest.stem
+    default_name = manifest.parent.resolve().name if manifest.name == MANIFEST_NAME else manifest.stem
     return EvalSet(name or default_name, manifest, tuple(utterances))
