@@ -18,6 +18,16 @@ from unisono.eval.mtp import MTPResult
 
 NOT_SUPPORTED = "n/s"  # a set in a language the system has no model for
 
+SCORING_NOTES = {
+    "en": "`en` (WER): Whisper's English normaliser on both sides (lower case, punctuation removed, "
+          "contractions expanded, number words as digits, British spellings as American).",
+    "an4": "`an4` (CER): AN4 is spelled letters and digit strings, so words mean little: the English "
+           "normaliser, then number words as digits and everything but a-z/0-9 removed, on both sides; "
+           "\"G M E F THREE NINE\" and \"GMEF39\" are the same string. A lone O reads as zero on both sides.",
+    "zh": "`zh` (CER): NFKC, traditional to simplified (OpenCC t2s), punctuation, symbols and spaces removed; "
+          "no inverse text normalisation.",
+}
+
 
 @dataclass
 class Table:
@@ -25,9 +35,10 @@ class Table:
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     note: str = ""
+    text_columns: int = 1  # the first columns hold names (left-aligned); the rest numbers
 
     def markdown(self) -> str:
-        right = [i > 0 for i in range(len(self.columns))]
+        right = [i >= self.text_columns for i in range(len(self.columns))]
         head = "| " + " | ".join(self.columns) + " |"
         rule = "| " + " | ".join("---:" if r else "---" for r in right) + " |"
         body = ["| " + " | ".join(row) + " |" for row in self.rows]
@@ -41,7 +52,7 @@ class Table:
 
         t = RichTable(title=self.title, caption=self.note or None)
         for i, c in enumerate(self.columns):
-            t.add_column(c, justify="right" if i else "left")
+            t.add_column(c, justify="right" if i >= self.text_columns else "left")
         for row in self.rows:
             t.add_row(*row)
         return t
@@ -67,7 +78,7 @@ def summary_table(results: Sequence[RunResult], reference: str) -> Table:
     t = Table("Summary", ["set", "system", "metric", "error %", "RTF", "RTF × ref"], note=(
         f"RTF × ref: real-time factor divided by that of the reference, {reference}, on the same clips in "
         f"the same run (below 1: faster). {NOT_SUPPORTED}: the system has no model for the set's language."
-    ))
+    ), text_columns=3)
     for s in _sets(results):
         ref = reference_rtf(results, s, reference)
         for r in (r for r in results if r.set_name == s):
@@ -115,7 +126,8 @@ def acceptance_table(results: Sequence[RunResult]) -> Table | None:
         return None
     k = max(s.n_branches for _, s in rows)
     t = Table("MTP acceptance", ["system", "set", "tokens", "passes", "tokens/pass", "mean accepted"] + [f"pos {i}" for i in range(1, k + 1)],
-              note="pos i: P(draft i accepted | drafts before it accepted). tokens/pass counts the bonus token and the prefill pass.")
+              note="pos i: P(draft i accepted | drafts before it accepted). tokens/pass counts the bonus token and the prefill pass.",
+              text_columns=2)
     for r, s in rows:
         acc = [_num(a, 3) for a in s.acceptance_rate] + [""] * (k - s.n_branches)
         t.rows.append([r.system, r.set_name, str(s.tokens), str(s.passes), _num(s.tokens_per_pass, 2), _num(s.mean_accepted, 2), *acc])
@@ -259,7 +271,12 @@ def write_asr_report(results: Sequence[RunResult], directory: Path, reference: s
         plots.append(plot_accepted_length({k: s.accepted_hist for k, s in mtp_runs.items()}, directory / "mtp_accepted_length.png"))
         tables.append(accepted_length_table(mtp_runs))
     lines = ["# ASR evaluation", "", header.strip(), "", "Reproduce with:", "", "```", command, "```", ""]
-    lines += [t.markdown() for t in tables]
+    used = dict.fromkeys(r.scoring for r in results)
+    lines += ["Scoring:", ""] + [f"- {SCORING_NOTES[k]}" for k in used if k in SCORING_NOTES]
+    if any(not r.supported for r in results):
+        lines += [f"- {NOT_SUPPORTED}: not supported. The system has no model for the set's language "
+                  "(English-only models on Mandarin), so it is not run there (`--run-unsupported` runs it anyway)."]
+    lines += [""] + [t.markdown() for t in tables]
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     failures = [(r, u) for r in results for u in r.utterances if u.error]
     if failures:
