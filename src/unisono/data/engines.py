@@ -1,0 +1,167 @@
+"""Offline speech synthesisers: espeak-ng, flite and festival, every installed voice.
+
+Each engine is a command-line program. `available_voices()` asks the installed programs which
+voices they have; `sample_params()` draws a speaking rate and pitch for one utterance;
+`render()` runs the program on a text file and returns 16 kHz mono float32 audio.
+
+Mandarin goes through espeak-ng's `cmn-latn-pinyin` voice. Its sibling `cmn` ("latin as
+English") reads many Han characters as their pinyin *spelling with tone digits* in English
+("这" -> "zhe four"), so it is not used; `cmn-latn-pinyin` reads them as Mandarin syllables.
+
+Rates and pitches are stored as the engine's own settings (espeak words per minute and pitch
+0-99; flite/festival duration stretch and F0 target in Hz; HTS speed factor and semitone shift)
+together with the engine-independent `rate` factor (>1 is faster).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from unisono.audio.io import load_audio
+
+ENGINES = ("espeak-ng", "flite", "festival")
+ESPEAK_ENGLISH = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-gb-x-rp",
+                  "en-029", "en-us-nyc")
+ESPEAK_MANDARIN = ("cmn-latn-pinyin",)
+# flite's awb_time speaks clock times only.
+FLITE_SKIP = ("awb_time",)
+# Mean F0 (Hz) of each fixed voice: pitch is drawn around the voice's own register.
+VOICE_F0 = {"kal": 105, "kal16": 105, "awb": 110, "rms": 100, "slt": 165, "kal_diphone": 105, "ked_diphone": 110}
+FESTIVAL_VOICE_DIRS = (Path("/usr/share/festival/voices"),)
+TIMEOUT_S = 60
+
+
+class SynthesisError(RuntimeError):
+    """The engine failed or produced no audio; the message has its stderr."""
+
+
+@dataclass(frozen=True)
+class Voice:
+    engine: str  # one of ENGINES
+    name: str  # the engine's voice name: "en-us+m3", "slt", "cmu_us_slt_arctic_hts"
+    language: str  # "en" or "zh"
+
+    @property
+    def id(self) -> str:
+        return f"{self.engine}:{self.name}"
+
+
+def _run(cmd: list[str], timeout: float = TIMEOUT_S) -> str:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise SynthesisError(f"{cmd[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise SynthesisError(f"{cmd[0]} took over {timeout:.0f} s") from None
+    if res.returncode != 0:
+        raise SynthesisError(f"{cmd[0]} exited {res.returncode}: {res.stderr.strip()[-300:]}")
+    return res.stdout
+
+
+@lru_cache(maxsize=None)
+def espeak_variants() -> tuple[str, ...]:
+    """Variant names ("m3", "f2", "klatt", ...), from `espeak-ng --voices=variant`."""
+    if not shutil.which("espeak-ng"):
+        return ()
+    out = _run(["espeak-ng", "--voices=variant"])
+    names = []
+    for line in out.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) >= 5 and cols[4].startswith("!v/"):
+            names.append(cols[4][3:])
+    return tuple(sorted(set(names)))
+
+
+@lru_cache(maxsize=None)
+def _espeak_voices() -> frozenset[str]:
+    out = _run(["espeak-ng", "--voices"])
+    return frozenset(line.split()[1].lower() for line in out.splitlines()[1:] if len(line.split()) > 1)
+
+
+@lru_cache(maxsize=None)
+def flite_voices() -> tuple[str, ...]:
+    if not shutil.which("flite"):
+        return ()
+    out = _run(["flite", "-lv"])
+    names = out.split(":", 1)[-1].split()
+    return tuple(n for n in names if n not in FLITE_SKIP)
+
+
+@lru_cache(maxsize=None)
+def festival_voices() -> tuple[str, ...]:
+    """Voices installed under festival's voice folders (each is a folder with festvox/)."""
+    if not shutil.which("text2wave"):
+        return ()
+    found = []
+    for root in FESTIVAL_VOICE_DIRS:
+        if root.is_dir():
+            found += [d.name for d in root.glob("*/*") if (d / "festvox").is_dir()]
+    return tuple(sorted(found))
+
+
+def available_voices(languages: tuple[str, ...] = ("en", "zh"), engines: tuple[str, ...] = ENGINES) -> list[Voice]:
+    """Every (engine, voice, variant) combination installed here, for `languages`."""
+    voices: list[Voice] = []
+    if "espeak-ng" in engines and shutil.which("espeak-ng"):
+        installed = _espeak_voices()
+        variants = espeak_variants()
+        for language, bases in (("en", ESPEAK_ENGLISH), ("zh", ESPEAK_MANDARIN)):
+            if language not in languages:
+                continue
+            for base in bases:
+                if base in installed:
+                    voices += [Voice("espeak-ng", f"{base}+{v}", language) for v in variants]
+    if "en" in languages and "flite" in engines:
+        voices += [Voice("flite", v, "en") for v in flite_voices()]
+    if "en" in languages and "festival" in engines:
+        voices += [Voice("festival", v, "en") for v in festival_voices()]
+    return voices
+
+
+def sample_params(voice: Voice, rng: np.random.Generator) -> dict:
+    """A speaking rate and pitch for one utterance, within what still sounds like speech."""
+    rate = float(np.round(rng.uniform(0.8, 1.25), 3))
+    if voice.engine == "espeak-ng":
+        return {"rate": rate, "wpm": int(round(175 * rate)), "pitch": int(rng.integers(25, 76))}
+    if voice.engine == "flite" or voice.name.endswith("_diphone"):
+        f0 = int(round(VOICE_F0.get(voice.name, 110) * rng.uniform(0.85, 1.2)))
+        return {"rate": rate, "duration_stretch": round(1 / rate, 3), "f0_mean_hz": f0}
+    # festival HTS voices: hts_engine's own speed factor and a pitch shift in semitones.
+    return {"rate": rate, "hts_speed": rate, "semitones": round(float(rng.uniform(-2.5, 2.5)), 2)}
+
+
+def _command(voice: Voice, params: dict, text_file: Path, wav: Path) -> list[str]:
+    if voice.engine == "espeak-ng":
+        return ["espeak-ng", "-v", voice.name, "-s", str(params["wpm"]), "-p", str(params["pitch"]),
+                "-f", str(text_file), "-w", str(wav)]
+    if voice.engine == "flite":
+        return ["flite", "-voice", voice.name, "--setf", f"duration_stretch={params['duration_stretch']}",
+                "--setf", f"int_f0_target_mean={params['f0_mean_hz']}", "-f", str(text_file), "-o", str(wav)]
+    if voice.engine == "festival":
+        if "duration_stretch" in params:
+            setup = (f"(Parameter.set 'Duration_Stretch {params['duration_stretch']}) "
+                     f"(set! int_lr_params (list (list 'target_f0_mean {params['f0_mean_hz']}) "
+                     "(list 'target_f0_std 20) (list 'model_f0_mean 170) (list 'model_f0_std 34)))")
+        else:
+            setup = (f"(set! hts_engine_params (append hts_engine_params (list (list \"-r\" {params['hts_speed']}) "
+                     f"(list \"-fm\" {params['semitones']}))))")
+        return ["text2wave", "-eval", f"(begin (voice_{voice.name}) {setup})", "-o", str(wav), str(text_file)]
+    raise ValueError(f"unknown engine {voice.engine!r}; choose from {', '.join(ENGINES)}")
+
+
+def render(voice: Voice, text: str, params: dict, sample_rate: int = 16000) -> np.ndarray:
+    """Speak `text` with `voice` and `params`; mono float32 at `sample_rate`."""
+    with tempfile.TemporaryDirectory(prefix="unisono-tts-") as tmp:
+        text_file, wav = Path(tmp) / "text.txt", Path(tmp) / "out.wav"
+        text_file.write_text(text + "\n", encoding="utf-8")
+        _run(_command(voice, params, text_file, wav))
+        if not wav.exists() or wav.stat().st_size <= 44:
+            raise SynthesisError(f"{voice.id} wrote no audio for {text[:60]!r}")
+        return load_audio(wav, sample_rate)
