@@ -137,8 +137,17 @@ def sample_params(voice: Voice, rng: np.random.Generator) -> dict:
     return {"rate": rate, "hts_speed": rate, "semitones": round(float(rng.uniform(-2.5, 2.5)), 2)}
 
 
+def _check_espeak_voice(name: str) -> None:
+    # espeak-ng quietly falls back to its default voice on an unknown name, which would
+    # mislabel every clip: refuse instead.
+    base, _, variant = name.partition("+")
+    if base.lower() not in _espeak_voices() or (variant and variant not in espeak_variants()):
+        raise SynthesisError(f"espeak-ng has no voice {name!r} (see `espeak-ng --voices` and `--voices=variant`)")
+
+
 def _command(voice: Voice, params: dict, text_file: Path, wav: Path) -> list[str]:
     if voice.engine == "espeak-ng":
+        _check_espeak_voice(voice.name)
         return ["espeak-ng", "-v", voice.name, "-s", str(params["wpm"]), "-p", str(params["pitch"]),
                 "-f", str(text_file), "-w", str(wav)]
     if voice.engine == "flite":

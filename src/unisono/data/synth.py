@@ -47,7 +47,7 @@ from unisono.data.manifest import (
     read_rejections,
     write_parquet,
 )
-from unisono.data.text import Sentence, TextConfig, collect_sentences, read_sentences, write_sentences
+from unisono.data.text import Sentence, TextConfig, collect_sentences, dedup_key, read_sentences, write_sentences
 
 SAMPLE_RATE = 16000
 SENTENCES_NAME = "sentences.jsonl"
@@ -71,6 +71,7 @@ class SynthConfig:
     engine_weights: dict[str, float] = field(default_factory=lambda: {"espeak-ng": 0.5, "flite": 0.3, "festival": 0.2})
     engines: tuple[str, ...] = ENGINES
     min_duration_s: float = 0.5
+    min_speech_s: float = 0.3  # speech left after trimming silence, before padding
     max_duration_s: float = 30.0  # the short-form limit of the encoder window
     # Silence kept before and after the speech (random per clip): utterances do not start on a
     # sample boundary in real recordings.
@@ -159,7 +160,7 @@ def trim_silence(audio: np.ndarray, threshold_db: float = -45.0, frame: int = 16
     """Cut leading and trailing frames quieter than `threshold_db` below the loudest frame."""
     n = len(audio) // frame
     if n == 0:
-        return audio
+        return audio[:0]  # shorter than one 10 ms frame: a click, not speech
     rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1))
     loud = np.flatnonzero(rms > rms.max() * 10 ** (threshold_db / 20))
     if len(loud) == 0:
@@ -180,6 +181,11 @@ def render_job(job: dict, out_dir: str, cfg: dict) -> dict:
         audio = trim_silence(render(voice, sentence["text"], job["params"], SAMPLE_RATE))
         if len(audio) == 0:
             raise ValueError("the engine produced only silence")
+        # No voice reads faster than ~33 characters a second: less speech than that means the
+        # engine skipped (part of) the text, and the transcript would not match the audio.
+        speech_s, chars = len(audio) / SAMPLE_RATE, len(dedup_key(sentence["text"]))
+        if speech_s < max(cfg["min_speech_s"], chars / 33):
+            raise ValueError(f"the engine produced only {speech_s:.2f} s of speech for {chars} characters")
         rng = job_rng(job["seed"], sentence["id"], job["rendition"], 1)
         audio = audio / (np.abs(audio).max() + 1e-9) * 0.9
         pad = rng.uniform(*cfg["pad_s"], size=2)
@@ -234,7 +240,7 @@ def prepare_rirs(cfg: SynthConfig) -> None:
 
 
 def _worker_cfg(cfg: SynthConfig) -> dict:
-    return {"pad_s": cfg.pad_s, "min_duration_s": cfg.min_duration_s, "max_duration_s": cfg.max_duration_s,
+    return {"pad_s": cfg.pad_s, "min_speech_s": cfg.min_speech_s, "min_duration_s": cfg.min_duration_s, "max_duration_s": cfg.max_duration_s,
             "augment": asdict(cfg.augment)}
 
 
