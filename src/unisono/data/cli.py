@@ -104,3 +104,72 @@ def stats(
         console.print(f"total: {index.count()} clips, {index.total_hours():.2f} h")
         if plot:
             console.print(f"plot: {plot_stats(index, plot, title=', '.join(Path(m).name for m in manifests))}")
+
+
+@app.command()
+def process(
+    inputs: list[str] = typer.Argument(..., help="Audio files, folders of audio, manifest.jsonl files or folders holding them."),
+    out: str = typer.Option("corpus/processed", "--out", "-o", help="Output folder (created; an existing run there is resumed)."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (or Ray actors); each loads its own recognisers."),
+    ray: str = typer.Option("", "--ray", help="Run on Ray Data: 'local' for a local instance, or a cluster address."),
+    asr: str = typer.Option("whisper,pocketsphinx", help="Short-form recognisers, comma-separated; the first is primary. "
+                            "Known: whisper[:beamN][:model=DIR], pocketsphinx, unisono:DIR, openai:URL[:model=NAME]."),
+    long_form_asr: str = typer.Option("whisper,pocketsphinx,whisper:beam5", help="The three recognisers fused by ROVER."),
+    long_form: str = typer.Option("auto", help="'auto' (recordings over 30 s), 'always' or 'never'."),
+    max_disagreement: float = typer.Option(0.05, help="Long form: discard segments whose ROVER disagreement exceeds this."),
+    refiner: str = typer.Option("rules", help="Long-form text refiner: 'rules' or 'openai:URL[:model=NAME]' (chat completions)."),
+    language: str = typer.Option("en", help="Language of bare audio files (manifests carry their own)."),
+    no_synthetic: bool = typer.Option(False, "--no-synthetic", help="Skip synthetic-voice detection."),
+) -> None:
+    """Real audio -> VAD -> utterances <= 30 s -> quality, speakers, synthetic flag -> 2 or 3 ASR -> tiers."""
+    from dataclasses import replace
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from unisono.data.process import ProcessConfig, collect_recordings, read_results, run
+    from unisono.data.rover import RoverConfig
+
+    console = Console(stderr=True)
+    if long_form not in ("auto", "always", "never"):
+        raise typer.BadParameter(f"--long-form must be auto, always or never, not {long_form!r}")
+    split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
+    cfg = ProcessConfig(
+        asr=split(asr), long_form_asr=split(long_form_asr),
+        long_form={"auto": None, "always": True, "never": False}[long_form],
+        refiner=refiner, rover=replace(RoverConfig(), max_disagreement=max_disagreement),
+        detect_synthetic=not no_synthetic,
+    )
+    try:
+        recs = collect_recordings(inputs, language=language)
+    except (OSError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    done = len(read_results(out))
+    with Progress(TextColumn("process"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("process", total=len(recs), completed=min(done, len(recs)), status="")
+        counts = {"kept": 0, "rejected": 0}
+
+        def on_result(r) -> None:
+            counts["kept"] += len(r.utterances)
+            counts["rejected"] += len(r.rejections)
+            bar.update(task, advance=1, status=f"{counts['kept']} kept, {counts['rejected']} rejected")
+
+        summary = run(recs, out, cfg, workers=workers, runner="ray" if ray else "local",
+                      ray_address=None if ray in ("", "local") else ray, progress=on_result)
+    table = Table(title=f"{out}: {summary['utterances']} utterances, {summary['hours_kept']:.3f} h kept "
+                        f"of {summary['audio_hours_in']:.3f} h in")
+    for col in ("language/tier", "clips", "hours"):
+        table.add_column(col)
+    for key, v in summary["tiers"].items():
+        table.add_row(key, str(v["clips"]), f"{v['hours']:.3f}")
+    console.print(table)
+    a = summary["agreement"]
+    if a["clips"]:
+        console.print(f"ASR agreement over {a['clips']} clips: mean WER {a['mean_wer']:.3f}, median {a['median_wer']:.3f}, "
+                      f"mean CER {a['mean_cer']:.3f}, WER <= 0.05 on {a['share_wer_le_0.05']:.1%}")
+    if summary["rover"]["clips"]:
+        console.print(f"ROVER: {summary['rover']['clips']} segments kept, mean disagreement {summary['rover']['mean_disagreement']:.3f}")
+    console.print(f"rejected: {summary['rejected']['total']} {summary['rejected']['by_stage']} (see {out}/rejected.jsonl)")
