@@ -147,3 +147,21 @@ def test_results_round_trip_and_torn_lines(toy_set, tmp_path):
     assert len(back) == 1 and back[0].to_dict() == r.to_dict() and back[0].key == r.key
     assert RunResult.from_dict(json.loads(json.dumps(r.to_dict()))).counts == r.counts
     assert load_results(tmp_path / "absent.jsonl") == []
+
+
+def test_a_crashing_system_loses_one_clip_not_the_run(toy_set):
+    class Crashy(Scripted):
+        def transcribe(self, audio, language=None):
+            if len(audio) == 24000:
+                raise RuntimeError("index out of range")
+            return super().transcribe(audio, language)
+
+    r = evaluate(Crashy({16000: "hello world", 8000: "123"}), load_clips(load_set(toy_set)), make_scoring("en"), SpeedConfig(repeats=1, warmup=0))
+    assert [u.error for u in r.utterances] == [None, "RuntimeError: index out of range", None]
+    assert r.failures == 1 and r.counts.deletions == 1 and r.counts.hits == 3
+
+
+def test_a_set_without_readable_audio_has_no_rate(tmp_path):
+    broken = write_set(tmp_path / "broken", [{"bytes": b"RIFF....", "text": "x"}])
+    r = evaluate(Scripted({}), load_clips(load_set(broken)), make_scoring("en"), SpeedConfig(repeats=1))
+    assert r.clips == 0 and math.isnan(r.rate) and list(r.unreadable) == ["u0"]

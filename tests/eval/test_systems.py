@@ -76,6 +76,7 @@ def test_every_system_kind_is_registered():
 
 
 # ---- the peers on real speech -----------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["faster-whisper:int8:beam1", "faster-whisper:float32:beam5"])
 def test_faster_whisper_on_real_speech(spec, lj_clip, an4_clip):
     system = build_system(spec, threads=1)
@@ -107,6 +108,7 @@ def checkpoint(tiny_tokenizer, tmp_path_factory):
     return make_tiny_model(tiny_tokenizer, seed=7).save(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
+@pytest.mark.slow
 def test_unisono_adapter_matches_the_model(checkpoint, lj_clip):
     from unisono.model.unisono import Unisono
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -73,6 +74,7 @@ class RunResult:
     audio_seconds: float = 0.0
     unreadable: dict[str, str] = field(default_factory=dict)  # utterance id -> why its audio could not be read
     decode_stats: dict | None = None  # DecodeStats.to_dict() summed over the set (unisono only)
+    measured_at: str = ""  # UTC time the timed passes ended (ISO 8601); shows which results were timed together
 
     @property
     def key(self) -> tuple:
@@ -88,7 +90,7 @@ class RunResult:
 
     @property
     def rate(self) -> float:
-        return self.counts.rate
+        return self.counts.rate if self.utterances else float("nan")
 
     @property
     def seconds(self) -> float:
@@ -192,6 +194,8 @@ def evaluate(
             return system.transcribe(clip, language=s.language), None, system.decode_stats()
         except TranscriptionError as e:
             return "", str(e), None
+        except Exception as e:  # noqa: BLE001 - one clip that breaks a peer must not lose the run
+            return "", f"{type(e).__name__}: {e}", None
 
     outputs, timing = timed_runs(run, loaded.clips, speed, progress)
     stats = None
@@ -207,6 +211,7 @@ def evaluate(
             stats = st if stats is None else stats.merge(st)
     result.repeat_seconds = [round(t, 5) for t in timing.repeat_seconds]
     result.decode_stats = stats.to_dict() if stats is not None else None
+    result.measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return result
 
 

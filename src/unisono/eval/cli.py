@@ -91,7 +91,7 @@ def asr(
     done = {} if fresh or results_path is None else {r.key: r for r in load_results(results_path)}
     if fresh and results_path is not None and results_path.exists():
         results_path.unlink()
-    results = []
+    results, reused = [], 0
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
                   TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
         for s in sets:
@@ -102,6 +102,7 @@ def asr(
                 if key in done:
                     err.print(f"{system.name} on {s.name}: read back from {results_path}")
                     results.append(done[key])
+                    reused += 1
                     continue
                 if loaded is None:
                     loaded = load_clips(s)
@@ -128,6 +129,10 @@ def asr(
                   "(PocketSphinx always uses one), after a warm-up, and each RTF is the median of "
                   f"{repeats} timed passes over the set. Absolute RTFs depend on the machine and its load; "
                   f"the ratios to {ref_name}, measured in the same run, are what carries over.")
+        if reused:
+            header += (f"\n\n{reused} of the {len(results)} (set, system) results were read back from earlier "
+                       "invocations into this folder (a run resumes per set and system); each set's note says when "
+                       "its systems were timed.")
         path = write_asr_report(results, report, ref_name, _command_line(parts), header)
         err.print(f"report: {path}")
 

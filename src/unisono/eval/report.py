@@ -96,6 +96,9 @@ def set_table(results: Sequence[RunResult], set_name: str, reference: str) -> Ta
     unit = "words" if first.unit == "word" else "chars"
     note = (f"{first.clips} utterances, {first.audio_seconds / 60:.1f} min of audio, scored with the `{first.scoring}` convention "
             f"({metric}); S/D/I/N in {unit}. RTF: median of {first.repeats} timed passes after {first.warmup} warm-up clip(s).")
+    times = sorted(r.measured_at for r in rs if r.measured_at)
+    if times:
+        note += f" Timed {times[0]}" + (f" to {times[-1]}" if times[-1] != times[0] else "") + " (end of each system's passes, UTC)."
     if first.unreadable:
         note += f" {len(first.unreadable)} file(s) could not be read and are left out: {', '.join(sorted(first.unreadable))}."
     with_stats = any(r.decode_stats for r in rs)
