@@ -446,12 +446,13 @@ class _RayProcessor:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         n = len(batch["id"])
-        recs = [Recording(**{k: (None if _is_null(batch[k][i]) else batch[k][i]) for k in batch}) for i in range(n)]
+        recs = [Recording(**{k: (None if _is_null(batch[k][i]) else str(batch[k][i])) for k in batch}) for i in range(n)]
         return {"result": [json.dumps(self.processor(r).to_dict(), ensure_ascii=False) for r in recs]}
 
 
 def _is_null(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v))
+    # Ray's numpy batches turn a missing string into NaN (of any float width)
+    return v is None or (isinstance(v, (float, np.floating)) and bool(np.isnan(v)))
 
 
 def _run_ray(recs: Sequence[Recording], config: ProcessConfig, out_dir: Path, workers: int,
