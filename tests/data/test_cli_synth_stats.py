@@ -56,3 +56,12 @@ def test_stats_refuses_bad_input(tmp_path: Path) -> None:
     assert out.returncode == 2 and "Traceback" not in out.stderr
     out = run("data", "stats", str(bad), "--by", "text")
     assert out.returncode == 2 and "--by" in out.stderr
+
+
+@pytest.mark.slow
+def test_synth_refuses_a_corrupt_manifest(tmp_path: Path) -> None:
+    corpus = tmp_path / "synth"
+    write_sentences(corpus / SENTENCES_NAME, [Sentence("a1", "Hello there all.", "Hello there all.", "en", "t#0")])
+    (corpus / "manifest.jsonl").write_text('{"id": "x"\n{"id": "y"}\n')
+    out = run("data", "synth", "--out", str(corpus), "--max-clips", "1", "--workers", "1")
+    assert out.returncode == 1 and "manifest.jsonl:1: not valid JSON" in out.stderr and "Traceback" not in out.stderr

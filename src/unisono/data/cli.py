@@ -26,6 +26,7 @@ def synth(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from unisono.data.augment import AugmentConfig
+    from unisono.data.manifest import ManifestError
     from unisono.data.synth import SynthConfig, build
     from unisono.data.text import TextConfig
 
@@ -56,7 +57,11 @@ def synth(
                 bar.update(tasks[lang], completed=done,
                            status=f"{done:.2f} {unit}, {p.clips[lang]} clips, {p.rejected} rejected")
 
-        report = build(cfg, on_progress=on_progress, on_text=on_text)
+        try:
+            report = build(cfg, on_progress=on_progress, on_text=on_text)
+        except (ManifestError, RuntimeError) as e:  # a corrupt manifest or no voice: say so, no traceback
+            console.print(f"[red]error[/red] {e}")
+            raise typer.Exit(code=1) from None
     for lang in sorted(report.hours):
         console.print(f"{lang}: {report.clips.get(lang, 0)} clips, {report.hours[lang]:.2f} h")
     console.print(f"this run: {report.new_clips} clips, {report.new_audio_s / 3600:.2f} h of audio in "

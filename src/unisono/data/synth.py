@@ -277,16 +277,7 @@ def build(cfg: SynthConfig, on_progress: Callable[[_Progress], None] | None = No
           on_text: Callable[[str, int], None] | None = None) -> SynthReport:
     """Build (or resume) the corpus in `cfg.out_dir` until every language meets its target."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    sentences = prepare_sentences(cfg, on_text)
-    prepare_rirs(cfg)
-    start = time.monotonic()  # throughput counts synthesis, not the one-off text collection
-    all_voices = available_voices(cfg.languages, cfg.engines)
-    by_lang: dict[str, dict[str, list[Voice]]] = {}
-    for lang in cfg.languages:
-        by_lang[lang] = {e: [v for v in all_voices if v.engine == e and v.language == lang] for e in cfg.engines}
-        if not any(by_lang[lang].values()):
-            raise RuntimeError(f"no installed voice speaks {lang!r}: install espeak-ng (and flite/festival for English)")
-
+    # What is done comes first: a corrupt manifest stops the run before any slow preparation.
     manifest_path, rejected_path = cfg.out_dir / MANIFEST_NAME, cfg.out_dir / REJECTED_NAME
     progress = _Progress(cfg)
     done: set[str] = set()
@@ -300,6 +291,16 @@ def build(cfg: SynthConfig, on_progress: Callable[[_Progress], None] | None = No
             done.add(r.id)
             progress.rejected += 1
             progress.attempted[r.id.split("-", 1)[0]] += 1
+
+    sentences = prepare_sentences(cfg, on_text)
+    prepare_rirs(cfg)
+    start = time.monotonic()  # throughput counts synthesis, not the one-off text collection
+    all_voices = available_voices(cfg.languages, cfg.engines)
+    by_lang: dict[str, dict[str, list[Voice]]] = {}
+    for lang in cfg.languages:
+        by_lang[lang] = {e: [v for v in all_voices if v.engine == e and v.language == lang] for e in cfg.engines}
+        if not any(by_lang[lang].values()):
+            raise RuntimeError(f"no installed voice speaks {lang!r}: install espeak-ng (and flite/festival for English)")
 
     streams = {lang: job_stream([s for s in sentences if s.language == lang], by_lang[lang], cfg)
                for lang in cfg.languages}
