@@ -7,7 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
-from unisono.data.engines import SynthesisError, Voice, available_voices, render, sample_params
+from unisono.data.engines import (
+    SynthesisError,
+    Voice,
+    available_voices,
+    festival_session,
+    festival_voices,
+    render,
+    sample_params,
+)
 
 needs_espeak = pytest.mark.skipif(not shutil.which("espeak-ng"), reason="espeak-ng is not installed")
 
@@ -40,12 +48,27 @@ def _one_voice_per_engine() -> list[Voice]:
 
 @pytest.mark.parametrize("voice", _one_voice_per_engine(), ids=lambda v: v.id)
 def test_every_engine_speaks(voice: Voice) -> None:
+    """Twice: festival runs as a session kept between utterances, which must not carry state."""
     text = "The quick brown fox jumps over the lazy dog." if voice.language == "en" else "今天的天气非常好。"
     params = sample_params(voice, np.random.default_rng(0))
     audio = render(voice, text, params)
     assert audio.dtype == np.float32 and audio.ndim == 1
     assert 1.0 < len(audio) / 16000 < 8.0
     assert np.sqrt(np.mean(audio**2)) > 0.01
+    assert np.array_equal(render(voice, text, params), audio)
+
+
+def test_festival_session_survives_a_crash() -> None:
+    if "kal_diphone" not in festival_voices():
+        pytest.skip("festival's kal_diphone voice is not installed")
+    voice = Voice("festival", "kal_diphone", "en")
+    params = {"rate": 1.0, "duration_stretch": 1.0, "f0_mean_hz": 105}
+    first = render(voice, "Before the crash.", params)
+    session = festival_session()
+    session.proc.kill()
+    session.proc.wait()
+    assert len(render(voice, "After the crash.", params)) > 0.5 * 16000
+    assert np.array_equal(render(voice, "Before the crash.", params), first)
 
 
 @needs_espeak
@@ -67,8 +90,15 @@ def test_params_stay_in_range() -> None:
             assert 25 <= p["pitch"] <= 75
 
 
+@needs_espeak
+@pytest.mark.parametrize("voice", [Voice("espeak-ng", "no-such-voice", "en"), Voice("espeak-ng", "en-us+nope", "en"),
+                                   Voice("flite", "nope", "en"), Voice("festival", "nope_diphone", "en")])
+def test_unknown_voices_are_refused_not_replaced(voice: Voice) -> None:
+    # The engines themselves fall back to a default voice: the clip would be mislabelled.
+    with pytest.raises(SynthesisError, match="has no voice"):
+        render(voice, "Hello there.", {"rate": 1.0, "wpm": 175, "pitch": 50, "duration_stretch": 1.0, "f0_mean_hz": 100})
+
+
 def test_failures_are_typed() -> None:
-    with pytest.raises(SynthesisError):
-        render(Voice("espeak-ng", "no-such-voice", "en"), "Hello there.", {"rate": 1.0, "wpm": 175, "pitch": 50})
     with pytest.raises(ValueError, match="unknown engine"):
         render(Voice("sapi", "x", "en"), "Hello there.", {})

@@ -15,9 +15,11 @@ together with the engine-independent `rate` factor (>1 is faster).
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -137,40 +139,127 @@ def sample_params(voice: Voice, rng: np.random.Generator) -> dict:
     return {"rate": rate, "hts_speed": rate, "semitones": round(float(rng.uniform(-2.5, 2.5)), 2)}
 
 
-def _check_espeak_voice(name: str) -> None:
-    # espeak-ng quietly falls back to its default voice on an unknown name, which would
-    # mislabel every clip: refuse instead.
-    base, _, variant = name.partition("+")
-    if base.lower() not in _espeak_voices() or (variant and variant not in espeak_variants()):
-        raise SynthesisError(f"espeak-ng has no voice {name!r} (see `espeak-ng --voices` and `--voices=variant`)")
+def _festival_setup(voice: Voice, params: dict) -> str:
+    """Scheme that selects the voice (which resets its parameters) and sets rate and pitch."""
+    if "duration_stretch" in params:
+        setup = (f"(Parameter.set 'Duration_Stretch {params['duration_stretch']}) "
+                 f"(set! int_lr_params (list (list 'target_f0_mean {params['f0_mean_hz']}) "
+                 "(list 'target_f0_std 20) (list 'model_f0_mean 170) (list 'model_f0_std 34)))")
+    else:
+        setup = ("(Parameter.set 'Duration_Stretch 1.0) "
+                 f"(set! hts_engine_params (append hts_engine_params (list (list \"-r\" {params['hts_speed']}) "
+                 f"(list \"-fm\" {params['semitones']}))))")
+    return f"(begin (voice_{voice.name}) {setup})"
+
+
+class FestivalSession:
+    """One festival process kept running, fed one utterance at a time on its standard input.
+
+    Starting festival and loading a voice costs ~0.5 s; synthesising a sentence ~0.1 s. So
+    each worker keeps one process and writes, per utterance, the voice setup, the synthesis
+    and a marker file created when festival reaches it (festival buffers its standard output
+    when it is a pipe, so output cannot signal completion). A process that dies or hangs is
+    replaced on the next call.
+    """
+
+    def __init__(self, timeout: float = TIMEOUT_S):
+        self.timeout = timeout
+        self.folder = Path(tempfile.mkdtemp(prefix="unisono-festival-"))
+        self.proc: subprocess.Popen | None = None
+        self.count = 0
+
+    def _start(self) -> None:
+        self.log = open(self.folder / "festival.log", "ab")
+        self.proc = subprocess.Popen(["festival"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=self.log, text=True)
+
+    def _stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def _log_tail(self) -> str:
+        return (self.folder / "festival.log").read_bytes()[-300:].decode(errors="replace").strip()
+
+    def synthesise(self, setup: str, text: str, wav: Path) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        self.count += 1
+        done = self.folder / f"{self.count}.done"
+        quoted = text.replace("\\", " ").replace('"', '\\"').replace("\n", " ")
+        command = (f"{setup} (utt.save.wave (utt.synth (Utterance Text \"{quoted}\")) \"{wav}\" 'riff) "
+                   f"(fclose (fopen \"{done}\" \"w\"))\n")
+        try:
+            self.proc.stdin.write(command)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._stop()
+            raise SynthesisError(f"festival exited: {self._log_tail()}") from None
+        deadline = time.monotonic() + self.timeout
+        while not done.exists():
+            if self.proc.poll() is not None:
+                self.proc = None
+                raise SynthesisError(f"festival exited: {self._log_tail()}")
+            if time.monotonic() > deadline:
+                self._stop()
+                raise SynthesisError(f"festival took over {self.timeout:.0f} s")
+            time.sleep(0.002)
+        done.unlink()
+
+    def close(self) -> None:
+        self._stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@lru_cache(maxsize=1)
+def festival_session() -> FestivalSession:
+    """This process's festival (one per worker process)."""
+    session = FestivalSession()
+    atexit.register(session.close)
+    return session
+
+
+def check_voice(voice: Voice) -> None:
+    """Refuse a voice the engine does not have.
+
+    espeak-ng and flite quietly fall back to a default voice on an unknown name, and a
+    festival session would keep the previous voice: every clip would be mislabelled.
+    """
+    if voice.engine == "espeak-ng":
+        base, _, variant = voice.name.partition("+")
+        if base.lower() not in _espeak_voices() or (variant and variant not in espeak_variants()):
+            raise SynthesisError(f"espeak-ng has no voice {voice.name!r} (see `espeak-ng --voices` and `--voices=variant`)")
+    elif voice.engine == "flite" and voice.name not in flite_voices():
+        raise SynthesisError(f"flite has no voice {voice.name!r} (installed: {', '.join(flite_voices())})")
+    elif voice.engine == "festival" and voice.name not in festival_voices():
+        raise SynthesisError(f"festival has no voice {voice.name!r} (installed: {', '.join(festival_voices())})")
 
 
 def _command(voice: Voice, params: dict, text_file: Path, wav: Path) -> list[str]:
     if voice.engine == "espeak-ng":
-        _check_espeak_voice(voice.name)
         return ["espeak-ng", "-v", voice.name, "-s", str(params["wpm"]), "-p", str(params["pitch"]),
                 "-f", str(text_file), "-w", str(wav)]
     if voice.engine == "flite":
         return ["flite", "-voice", voice.name, "--setf", f"duration_stretch={params['duration_stretch']}",
                 "--setf", f"int_f0_target_mean={params['f0_mean_hz']}", "-f", str(text_file), "-o", str(wav)]
     if voice.engine == "festival":
-        if "duration_stretch" in params:
-            setup = (f"(Parameter.set 'Duration_Stretch {params['duration_stretch']}) "
-                     f"(set! int_lr_params (list (list 'target_f0_mean {params['f0_mean_hz']}) "
-                     "(list 'target_f0_std 20) (list 'model_f0_mean 170) (list 'model_f0_std 34)))")
-        else:
-            setup = (f"(set! hts_engine_params (append hts_engine_params (list (list \"-r\" {params['hts_speed']}) "
-                     f"(list \"-fm\" {params['semitones']}))))")
-        return ["text2wave", "-eval", f"(begin (voice_{voice.name}) {setup})", "-o", str(wav), str(text_file)]
+        return ["text2wave", "-eval", _festival_setup(voice, params), "-o", str(wav), str(text_file)]
     raise ValueError(f"unknown engine {voice.engine!r}; choose from {', '.join(ENGINES)}")
 
 
 def render(voice: Voice, text: str, params: dict, sample_rate: int = 16000) -> np.ndarray:
     """Speak `text` with `voice` and `params`; mono float32 at `sample_rate`."""
+    if voice.engine not in ENGINES:
+        raise ValueError(f"unknown engine {voice.engine!r}; choose from {', '.join(ENGINES)}")
+    check_voice(voice)
     with tempfile.TemporaryDirectory(prefix="unisono-tts-") as tmp:
         text_file, wav = Path(tmp) / "text.txt", Path(tmp) / "out.wav"
-        text_file.write_text(text + "\n", encoding="utf-8")
-        _run(_command(voice, params, text_file, wav))
+        if voice.engine == "festival":
+            festival_session().synthesise(_festival_setup(voice, params), text, wav)
+        else:
+            text_file.write_text(text + "\n", encoding="utf-8")
+            _run(_command(voice, params, text_file, wav))
         if not wav.exists() or wav.stat().st_size <= 44:
             raise SynthesisError(f"{voice.id} wrote no audio for {text[:60]!r}")
         return load_audio(wav, sample_rate)
