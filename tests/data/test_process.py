@@ -68,7 +68,6 @@ class EchoRecogniser:
         return f"clip of {len(audio) // 1600} tenths"
 
 
-@pytest.mark.slow
 def test_a_killed_run_resumes_without_duplicates_or_losses(batch, tmp_path, monkeypatch):
     from unisono.data import process as proc
 
@@ -119,30 +118,62 @@ def test_a_failing_recogniser_costs_only_its_segment(batch, tmp_path, monkeypatc
     assert rej.stage == "asr" and "500" in rej.reason and summary["utterances"] == 0
 
 
+class FixedRecogniser:
+    languages = None
+
+    def __init__(self, name, text):
+        self.name, self.text = name, text
+
+    def transcribe(self, audio, language):
+        return self.text
+
+
+@pytest.mark.parametrize("max_disagreement, kept", [(0.05, False), (0.2, True)])
+def test_long_form_discards_by_rover_disagreement(batch, tmp_path, monkeypatch, max_disagreement, kept):
+    from unisono.data import process as proc
+    from unisono.data.rover import RoverConfig
+
+    texts = {"a": "The cat sat on the mat.", "b": "the cat sat on the mat", "c": "the cat sat on a mat"}
+    monkeypatch.setattr(proc.Processor, "backend", lambda self, spec: FixedRecogniser(spec, texts[spec]))
+    cfg = ProcessConfig(long_form=True, long_form_asr=("a", "b", "c"), detect_synthetic=False,
+                        rover=RoverConfig(max_disagreement=max_disagreement))
+    recs = [r for r in collect_recordings([batch]) if r.id.endswith("LJ001-0002")]
+    run(recs, tmp_path, cfg)
+    utts, rejected = read_manifest(tmp_path), read_rejections(tmp_path)
+    if kept:  # one slot of six disagrees: 0.167 <= 0.2
+        (u,) = utts
+        assert u.text == "The cat sat on the mat." and u.meta["fused"] == "the cat sat on the mat"
+        assert u.meta["rover"]["disagreement"] == pytest.approx(1 / 6, abs=1e-4) and u.meta["tier"] == "rover"
+    else:
+        (r,) = rejected
+        assert not utts and r.stage == "rover" and "disagreement 0.167 > 0.05" in r.reason
+
+
 @pytest.mark.slow
-def test_long_form_fuses_three_recognisers(real_speech_dir, tmp_path):
-    # ~40 s: three LJ clips with pauses, longer than one window -> the long-form path
-    wavs = [load_audio(real_speech_dir / "ljspeech_lj001" / "wav" / f"LJ001-000{k}.wav") for k in (1, 3, 4, 5)]
-    gap = np.zeros(16000, np.float32)
-    long = np.concatenate([x for a in wavs for x in (a, gap)])
-    assert len(long) / 16000 > 30
+def test_long_form_with_the_bundled_recognisers(real_speech_dir, tmp_path):
+    # two LJ clips 3 s apart: a pause longer than max_merge_gap_s, so two utterances
+    wavs = [load_audio(real_speech_dir / "ljspeech_lj001" / "wav" / f"LJ001-000{k}.wav") for k in (2, 7)]
+    long = np.concatenate([wavs[0], np.zeros(3 * 16000, np.float32), wavs[1]])
     (tmp_path / "in").mkdir()
     save_audio(tmp_path / "in" / "long.wav", long, 16000)
-    summary = run(collect_recordings([tmp_path / "in"]), tmp_path / "out", ProcessConfig(detect_synthetic=False))
+    # PocketSphinx rarely agrees with Whisper to 0.05 on LJ Speech: keep everything, check the records
+    from unisono.data.rover import RoverConfig
+
+    cfg = ProcessConfig(long_form=True, detect_synthetic=False, rover=RoverConfig(max_disagreement=1.0))
+    summary = run(collect_recordings([tmp_path / "in"]), tmp_path / "out", cfg)
     utts = read_manifest(tmp_path / "out")
-    rejected = read_rejections(tmp_path / "out")
-    assert len(utts) + len(rejected) >= 2  # re-cut into several utterances
-    assert all(r.stage == "rover" and "disagreement" in r.reason for r in rejected)
+    assert len(utts) == 2 and summary["rover"]["clips"] == 2
     for u in utts:
         assert u.meta["tier"] == "rover" and u.duration <= 30
-        assert u.meta["rover"]["disagreement"] <= 0.05 and len(u.meta["rover"]["systems"]) == 3
+        assert set(u.meta["asr"]) == {"whisper-tiny.en", "pocketsphinx-en-us", "whisper-tiny.en-beam5"}
+        assert 0 <= u.meta["rover"]["disagreement"] <= 1
         assert u.text[0].isupper() and u.text[-1] in ".?"  # refined
-    assert summary["rover"]["clips"] == len(utts)
+    assert "comparatively modern" in utts[0].meta["fused"]
 
 
 @pytest.mark.slow
 def test_process_pool_matches_in_process(batch, tmp_path):
-    recs = collect_recordings([batch])
+    recs = [r for r in collect_recordings([batch]) if r.id.split("/")[-1] in ("LJ001-0002", "corrupt", "hiss")]
     run(recs, tmp_path / "serial")
     run(recs, tmp_path / "pool", workers=2)
     key = lambda d: sorted((u.id, u.text, u.meta["tier"]) for u in read_manifest(d))  # noqa: E731
@@ -154,12 +185,12 @@ def test_process_pool_matches_in_process(batch, tmp_path):
 @pytest.mark.slow
 def test_ray_data_runner_on_a_local_instance(batch, tmp_path):
     ray = pytest.importorskip("ray")
-    recs = [r for r in collect_recordings([batch]) if r.id.split("/")[-1] in ("LJ001-0002", "corrupt", "empty")]
+    recs = [r for r in collect_recordings([batch]) if r.id.split("/")[-1] in ("LJ001-0002", "corrupt")]
     try:
         summary = run(recs, tmp_path / "ray", ProcessConfig(detect_synthetic=False), workers=1, runner="ray")
     finally:
         ray.shutdown()
     run(recs, tmp_path / "local", ProcessConfig(detect_synthetic=False))
-    assert summary["recordings"] == 3 and summary["rejected"]["by_stage"].get("load") == 2
+    assert summary["recordings"] == 2 and summary["rejected"]["by_stage"].get("load") == 1
     key = lambda d: sorted((u.id, u.text, u.meta["tier"]) for u in read_manifest(d))  # noqa: E731
     assert key(tmp_path / "ray") == key(tmp_path / "local")
