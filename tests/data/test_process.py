@@ -194,3 +194,20 @@ def test_ray_data_runner_on_a_local_instance(batch, tmp_path):
     assert summary["recordings"] == 2 and summary["rejected"]["by_stage"].get("load") == 1
     key = lambda d: sorted((u.id, u.text, u.meta["tier"]) for u in read_manifest(d))  # noqa: E731
     assert key(tmp_path / "ray") == key(tmp_path / "local")
+
+
+def test_cli_process_reports_tiers_and_rejections(batch, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from unisono.data import process as proc
+    from unisono.data.cli import app
+
+    monkeypatch.setattr(proc.Processor, "backend", lambda self, spec: EchoRecogniser(spec))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["process", str(batch), "--out", str(out), "--no-synthetic"])
+    assert result.exit_code == 0, result.output
+    assert "en/gold" in result.output or "en/silver" in result.output
+    assert "rejected: 4" in result.output
+    assert len(read_manifest(out)) == 2 and len(read_rejections(out)) == 4
+    bad = CliRunner().invoke(app, ["process", str(tmp_path / "nowhere"), "--out", str(out)])
+    assert bad.exit_code == 2 and "no such file" in bad.output
