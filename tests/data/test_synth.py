@@ -137,7 +137,7 @@ def _flacs(root: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_kill_and_resume_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
-    n = 120
+    n = 60
     sentences = _sentences()
     cli = [sys.executable, "-m", "unisono.cli", "data", "synth", "--max-clips", str(n), "--workers", "2",
            "--engines", "espeak-ng"]
