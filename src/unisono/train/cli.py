@@ -1,5 +1,131 @@
-"""`unisono train ...` commands. Heavy imports stay inside the commands so the CLI starts fast."""
+"""`unisono train ...` commands. Heavy imports stay inside the commands so the CLI starts fast.
+
+    unisono train align    --config FILE [--out DIR] [--resume] [--init DIR] [--set KEY=VALUE]...
+    unisono train pretrain | cooldown | sft-asr | mtp   (the same options)
+    unisono train features MANIFEST... --out DIR [--encoder unisono-tiny]
+
+Several processes: `torchrun --nproc_per_node N -m unisono.cli train STAGE ...` (FSDP2).
+"""
+
+from typing import Optional
 
 import typer
 
 app = typer.Typer(help="Train the backbone through the report's stages: align, pretrain, cooldown, sft-asr, mtp.", no_args_is_help=True)
+
+STAGE_HELP = {
+    "align": "Alignment: the adaptor alone learns to feed the frozen decoder (ASR data).",
+    "pretrain": "Vocabulary expansion with speech tokens, then the unified task mix (warm-up and main phases).",
+    "cooldown": "Cool-down: the best data, longer sequences, instructive TTS.",
+    "sft-asr": "ASR fine-tuning: encoder frozen, token-budget batches, SpecAugment, cosine LR.",
+    "mtp": "MTP head: branches alone on the frozen backbone, then jointly at a lower LR.",
+}
+
+
+def _train(stage: str, config: Optional[str], out: Optional[str], resume: bool, init: Optional[str],
+           overrides: list[str], threads: Optional[int]) -> None:
+    import logging
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from unisono.train.config import default_config_path, load_config
+    from unisono.train.trainer import RunExistsError, Trainer
+
+    err = Console(stderr=True)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)])
+    path = Path(config) if config else default_config_path(stage)
+    sets = list(overrides)
+    if init:
+        sets.append(f"model.init={init}")
+    if threads:
+        sets.append(f"run.threads={threads}")
+    try:
+        cfg = load_config(path, sets)
+    except (ValueError, FileNotFoundError) as e:
+        raise typer.BadParameter(str(e), param_hint="--config / --set") from None
+    if cfg.stage != stage:
+        raise typer.BadParameter(f"{path} configures stage {cfg.stage!r}, not {stage!r}", param_hint="--config")
+    run_dir = Path(out) if out else Path("runs") / stage
+    try:
+        model_dir = Trainer(cfg, run_dir, resume=resume).run()
+    except RunExistsError as e:
+        err.print(f"[red]error[/red] {e}")
+        raise typer.Exit(code=2) from None
+    except (ValueError, FileNotFoundError) as e:  # bad data or config found once the run starts
+        err.print(f"[red]error[/red] {e}")
+        raise typer.Exit(code=1) from None
+    err.print(f"[green]done[/green] {stage}: model written to {model_dir}")
+
+
+def _register(stage: str) -> None:
+    def command(
+        config: Optional[str] = typer.Option(None, "--config", "-c", help=f"Stage config (default: the shipped configs/{stage}.yaml)."),
+        out: Optional[str] = typer.Option(None, "--out", "-o", help=f"Run folder (default: runs/{stage})."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+        init: Optional[str] = typer.Option(None, "--init", help="Start from this checkpoint directory (sets model.init)."),
+        overrides: list[str] = typer.Option([], "--set", help="Override a config field: KEY=VALUE (e.g. phases.0.steps=100)."),
+        threads: Optional[int] = typer.Option(None, help="CPU threads per process."),
+    ) -> None:
+        _train(stage, config, out, resume, init, overrides, threads)
+
+    command.__doc__ = STAGE_HELP[stage]
+    app.command(name=stage)(command)
+
+
+for _stage in STAGE_HELP:
+    _register(_stage)
+
+
+@app.command()
+def features(
+    manifests: list[str] = typer.Argument(..., help="Manifest files (or folders holding manifest.jsonl)."),
+    out: str = typer.Option(..., "--out", "-o", help="Feature store folder (an existing one is completed, not redone)."),
+    encoder: str = typer.Option("unisono-tiny", help="A registered config name or a checkpoint directory: its encoder."),
+    batch_seconds: float = typer.Option(120.0, help="Seconds of audio encoded together."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads."),
+) -> None:
+    """Cache the frozen encoder's output for every clip (then set data.features to OUT)."""
+    from pathlib import Path
+
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from unisono.model.config import CONFIGS, UnisonoConfig
+    from unisono.model.encoder import AudioEncoder
+    from unisono.train.data import Corpus
+    from unisono.train.features import build_feature_store
+
+    if threads:
+        torch.set_num_threads(threads)
+    err = Console(stderr=True)
+    if (Path(encoder) / "config.json").is_file():
+        from unisono.model.unisono import Unisono
+
+        enc = Unisono.load(encoder).encoder
+    elif encoder in CONFIGS:
+        cfg = UnisonoConfig.from_name(encoder).encoder
+        if not cfg.source:
+            raise typer.BadParameter(f"config {encoder!r} has no pretrained encoder source", param_hint="--encoder")
+        enc = AudioEncoder.from_source(cfg.source, cfg)
+    else:
+        raise typer.BadParameter(f"{encoder!r} is neither a checkpoint directory nor a registered config", param_hint="--encoder")
+    enc.eval()
+    try:
+        corpus = Corpus.load(manifests)
+    except (ValueError, FileNotFoundError) as e:
+        raise typer.BadParameter(str(e), param_hint="MANIFESTS") from None
+
+    def clips():
+        from unisono.audio.io import load_audio
+
+        for row, root in zip(corpus.rows, corpus.roots):
+            yield row.id, (lambda p=row.audio_path(root): load_audio(p, max_duration_s=30.0))
+
+    with Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                  disable=not err.is_terminal) as bar:
+        task = bar.add_task("encode", total=len(corpus.rows))
+        store = build_feature_store(enc, clips(), out, batch_seconds=batch_seconds, progress=lambda n: bar.advance(task, n))
+    err.print(f"[green]done[/green] {len(store)} clips in {out}")

@@ -1,0 +1,87 @@
+"""The model side of a stage: where it starts, the vocabulary expansion, what each phase trains.
+
+- `initial_model`: a checkpoint directory (the previous stage's `model/`), or a registered
+  config with fresh adaptor/decoder weights and a byte-level BPE trained on the stage's texts.
+- `expand_speech_vocabulary`: the pretraining stage's first act. The vocabulary layout
+  [text | special | speech] puts new speech rows after every existing id, so text and special
+  tokens keep their ids and embeddings; the new rows start at the mean of the existing ones
+  plus small noise (new tokens then start with ordinary logits instead of extreme ones).
+- `set_trainable`: the phase's parameter patterns; a frozen encoder stays frozen whatever they say.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from unisono.model.unisono import Unisono
+from unisono.train.config import ModelInit
+
+
+def initial_model(init: ModelInit, texts: Iterable[str]) -> Unisono:
+    """The model a stage starts from (float32, CPU)."""
+    from unisono.model.config import CONFIGS, UnisonoConfig
+    from unisono.model.unisono import build
+
+    path = Path(init.init)
+    if (path / "config.json").is_file():
+        if init.overrides:
+            raise ValueError(f"model.overrides apply to a fresh model; {path} is a checkpoint (remove the overrides)")
+        return Unisono.load(path)
+    if init.init not in CONFIGS:
+        raise ValueError(
+            f"model.init {init.init!r} is neither a checkpoint directory (no config.json there) "
+            f"nor a registered config ({', '.join(sorted(CONFIGS))})"
+        )
+    config = UnisonoConfig.from_name(init.init, **init.overrides)
+    texts = list(texts)
+    if not texts:
+        raise ValueError("a fresh model trains its tokenizer on the training texts, and there are none")
+    return build(config, texts, vocab_size=init.tokenizer_vocab_size)
+
+
+@torch.no_grad()
+def expand_speech_vocabulary(model: Unisono, n_speech_tokens: int, noise_std: float = 0.02) -> Unisono:
+    """Grow the speech-token block to `n_speech_tokens` codes (in place); text rows unchanged."""
+    old = model.vocab
+    if n_speech_tokens <= old.n_speech:
+        return model
+    vocab = old.with_speech_tokens(n_speech_tokens)
+    keep = old.speech_offset + old.n_speech  # rows in use before: text, special, old speech codes
+    embed = model.decoder.get_input_embeddings().weight
+    mean = embed[:keep].float().mean(0)
+    model.decoder.resize_token_embeddings(vocab.size, mean_resizing=False)
+    for table in {id(t): t for t in (model.decoder.get_input_embeddings().weight, model.decoder.get_output_embeddings().weight)}.values():
+        new_rows = table[keep:]
+        new_rows.copy_(mean + noise_std * torch.randn_like(new_rows, dtype=torch.float32))
+    model.vocab = vocab
+    model.config.vocab.n_speech_tokens = n_speech_tokens
+    return model
+
+
+def set_trainable(model: torch.nn.Module, patterns: list[str], encoder_frozen: bool = True) -> list[str]:
+    """requires_grad = name matches a pattern; returns the trainable parameter names."""
+    names = []
+    for name, p in model.named_parameters():
+        train = any(fnmatch(name, pat) for pat in patterns)
+        if encoder_frozen and name.startswith("encoder."):
+            train = False
+        p.requires_grad_(train)
+        if train:
+            names.append(name)
+    if not names:
+        raise ValueError(f"no parameter matches the trainable patterns {patterns}")
+    return names
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: matrices decay; norms, biases and embeddings (tied to the output head) do not."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and "embed_tokens" not in name and "lm_head" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
