@@ -126,3 +126,22 @@ def test_dataloader_yields_padded_batches_and_skips_unreadable_clips(tmp_path):
             assert torch.all(row[n:] == 0)
         seen += batch["id"]
     assert sorted(seen) == [f"c{k}" for k in range(5)]  # every readable clip once; the corrupt one skipped
+
+
+def test_stage_reads_from_the_duckdb_index(tmp_path):
+    from unisono.data.index import MetadataIndex
+    from unisono.data.manifest import write_manifest
+    from unisono.data.sampler import from_index
+
+    rng = np.random.default_rng(0)
+    utts = []
+    for k, tier in enumerate(["gold", "gold", "silver", "bronze", "synthetic"]):
+        save_audio(tmp_path / f"c{k}.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32), 16000)
+        utts.append(Utterance(f"c{k}", f"c{k}.wav", "hi", "en", 0.5, meta={"tier": tier, "quality": 0.9}))
+    write_manifest(tmp_path / "manifest.jsonl", utts)
+    with MetadataIndex() as ix:
+        ix.add_manifest(tmp_path)
+        chosen = from_index(ix, "alignment")  # gold, silver, synthetic
+    assert sorted(u.id for u in chosen) == ["c0", "c1", "c2", "c4"]
+    batches = list(make_loader(chosen, "alignment", BatchConfig(max_tokens=100)))
+    assert sorted(i for b in batches for i in b["id"]) == sorted(u.id for u in chosen)
