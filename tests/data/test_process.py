@@ -211,3 +211,25 @@ def test_cli_process_reports_tiers_and_rejections(batch, tmp_path, monkeypatch):
     assert len(read_manifest(out)) == 2 and len(read_rejections(out)) == 4
     bad = CliRunner().invoke(app, ["process", str(tmp_path / "nowhere"), "--out", str(out)])
     assert bad.exit_code == 2 and "no such file" in bad.output
+
+
+def test_huge_stereo_and_odd_rate_inputs(batch, tmp_path, monkeypatch):
+    import soundfile as sf
+    import soxr
+
+    from unisono.data import process as proc
+
+    monkeypatch.setattr(proc.Processor, "backend", lambda self, spec: EchoRecogniser(spec))
+    mono = load_audio(batch / "LJ001-0002.wav")
+    stereo = np.stack([mono, 0.5 * mono], axis=1)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    sf.write(inbox / "stereo44k.wav", soxr.resample(stereo, 16000, 44100), 44100)
+    recs = collect_recordings([inbox])
+    run(recs, tmp_path / "ok", ProcessConfig(detect_synthetic=False))
+    (u,) = read_manifest(tmp_path / "ok")
+    info = sf.info(tmp_path / "ok" / u.audio)
+    assert info.samplerate == 16000 and info.channels == 1
+    run(recs, tmp_path / "huge", ProcessConfig(detect_synthetic=False, max_file_s=1.0))
+    (r,) = read_rejections(tmp_path / "huge")
+    assert r.stage == "load" and "AudioTooLongError" in r.reason and "limit of 1.0 s" in r.reason
