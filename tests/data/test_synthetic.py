@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 
 import numpy as np
@@ -31,6 +32,7 @@ def test_logistic_fit_separates_separable_data():
     assert abs(det.weights[0]) > 5 * max(abs(det.weights[1]), abs(det.weights[2]))  # only feature 0 matters
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_bundled_detector_tells_espeak_from_a_person(tmp_path, real_speech_dir):
     det = SyntheticVoiceDetector.bundled()
     wav = tmp_path / "s.wav"
