@@ -45,6 +45,7 @@ def test_bad_files_are_rejected_with_reasons_and_the_run_completes(batch, tmp_pa
     utts = read_manifest(tmp_path)
     assert {u.meta["segment"]["recording"].split("/")[-1] for u in utts} == {"LJ001-0002", "LJ001-0007"}
     assert summary["recordings"] == 6 and summary["rejected"]["by_stage"]["load"] == 3
+    assert summary["agreement"]["clips"] == 2 and summary["agreement"]["kept"] == len(utts)
     for u in utts:
         assert u.duration <= 30.0
         assert u.meta["tier"] in ("gold", "silver", "bronze")
@@ -162,7 +163,7 @@ def test_long_form_with_the_bundled_recognisers(real_speech_dir, tmp_path):
     cfg = ProcessConfig(long_form=True, detect_synthetic=False, rover=RoverConfig(max_disagreement=1.0))
     summary = run(collect_recordings([tmp_path / "in"]), tmp_path / "out", cfg)
     utts = read_manifest(tmp_path / "out")
-    assert len(utts) == 2 and summary["rover"]["clips"] == 2
+    assert len(utts) == 2 and summary["rover"]["kept"] == summary["rover"]["segments"] == 2
     for u in utts:
         assert u.meta["tier"] == "rover" and u.duration <= 30
         assert set(u.meta["asr"]) == {"whisper-tiny.en", "pocketsphinx-en-us", "whisper-tiny.en-beam5"}
@@ -233,3 +234,21 @@ def test_huge_stereo_and_odd_rate_inputs(batch, tmp_path, monkeypatch):
     run(recs, tmp_path / "huge", ProcessConfig(detect_synthetic=False, max_file_s=1.0))
     (r,) = read_rejections(tmp_path / "huge")
     assert r.stage == "load" and "AudioTooLongError" in r.reason and "limit of 1.0 s" in r.reason
+
+
+def test_summary_measures_the_primary_transcript_against_references(batch, tmp_path, monkeypatch):
+    from unisono.data import process as proc
+    from unisono.data.manifest import Utterance, write_manifest
+
+    monkeypatch.setattr(proc.Processor, "backend", lambda self, spec: FixedRecogniser(spec, "in being comparatively modern"))
+    shutil.copy(batch / "LJ001-0002.wav", tmp_path / "a.wav")
+    shutil.copy(batch / "LJ001-0002.wav", tmp_path / "b.wav")
+    write_manifest(tmp_path / "set" / "manifest.jsonl", [
+        Utterance("a", "../a.wav", "In being comparatively modern.", "en", 1.9),
+        Utterance("b", "../b.wav", "something else entirely here", "en", 1.9),
+    ])
+    summary = run(collect_recordings([tmp_path / "set"]), tmp_path / "out", ProcessConfig(asr=("x", "y"), detect_synthetic=False))
+    checks = {c["id"]: c for r in read_results(tmp_path / "out") for c in r.checks}
+    assert checks["set/a_000"]["reference_wer"] == 0.0 and checks["set/b_000"]["reference_wer"] == 1.0
+    assert summary["primary_reference_wer"]["kept"] == {"clips": 2, "mean": 0.5}
+    assert summary["agreement"]["clips"] == 2 and summary["agreement"]["mean_wer"] == 0.0

@@ -173,10 +173,14 @@ def process(
     console.print(table)
     a = summary["agreement"]
     if a["clips"]:
-        console.print(f"ASR agreement over {a['clips']} clips: mean WER {a['mean_wer']:.3f}, median {a['median_wer']:.3f}, "
-                      f"mean CER {a['mean_cer']:.3f}, WER <= 0.05 on {a['share_wer_le_0.05']:.1%}")
-    if summary["rover"]["clips"]:
-        console.print(f"ROVER: {summary['rover']['clips']} segments kept, mean disagreement {summary['rover']['mean_disagreement']:.3f}")
+        console.print(f"ASR agreement over {a['clips']} cross-validated clips ({a['kept']} kept): mean WER {a['mean_wer']:.3f}, "
+                      f"median {a['median_wer']:.3f}, mean CER {a['mean_cer']:.3f}, WER <= 0.05 on {a['share_wer_le_0.05']:.1%}")
+    r = summary["rover"]
+    if r["segments"]:
+        console.print(f"ROVER: {r['kept']} of {r['segments']} segments kept, median disagreement {r['median_disagreement']:.3f}")
+    for outcome, v in summary["primary_reference_wer"].items():
+        if v["clips"]:
+            console.print(f"primary recogniser vs the inputs' transcripts, {outcome}: WER {v['mean']:.3f} over {v['clips']} clips")
     console.print(f"rejected: {summary['rejected']['total']} {summary['rejected']['by_stage']} (see {out}/rejected.jsonl)")
 
 

@@ -87,16 +87,20 @@ class RecordingResult:
     utterances: list[Utterance]
     rejections: list[Rejection]
     seconds: float = 0.0  # audio duration processed
+    # one record per transcribed segment, kept or not: its agreement figures and outcome, so a
+    # run's statistics cover everything the recognisers saw, not only what survived
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"recording": self.recording, "seconds": round(self.seconds, 3),
                 "utterances": [u.to_dict() for u in self.utterances],
-                "rejections": [r.to_dict() for r in self.rejections]}
+                "rejections": [r.to_dict() for r in self.rejections], "checks": self.checks}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RecordingResult:
         return cls(d["recording"], [Utterance.from_dict(u) for u in d["utterances"]],
-                   [Rejection.from_dict(r) for r in d["rejections"]], float(d.get("seconds", 0.0)))
+                   [Rejection.from_dict(r) for r in d["rejections"]], float(d.get("seconds", 0.0)),
+                   list(d.get("checks", [])))
 
 
 class Processor:
@@ -196,9 +200,17 @@ class Processor:
                            "speech_s": sum(s.duration for s in inner), "synthetic": synthetic})
 
         self._stage = "rover" if long_form else "crossval"
-        utterances = (self._long_form(rec, drafts, capable, rejections) if long_form
-                      else self._short_form(rec, drafts, capable, rejections))
-        return RecordingResult(rec.id, utterances, rejections, duration)
+        checks: list[dict[str, Any]] = []
+        utterances = (self._long_form(rec, drafts, capable, rejections, checks) if long_form
+                      else self._short_form(rec, drafts, capable, rejections, checks))
+        if rec.reference and len(segments) == 1 and checks and capable:
+            # a reference transcript covers the whole recording: comparable when it is one segment
+            from unisono.data.crossval import normalizer, word_error_rate
+
+            norm = normalizer(rec.language)
+            primary = drafts[0]["texts"][capable[0].name] if drafts else ""
+            checks[0]["reference_wer"] = round(word_error_rate(norm(rec.reference), norm(primary)), 4)
+        return RecordingResult(rec.id, utterances, rejections, duration, checks)
 
     def _utterance(self, rec: Recording, d: dict[str, Any], text: str, meta: dict[str, Any]) -> Utterance:
         seg: Span = d["span"]
@@ -224,7 +236,7 @@ class Processor:
         self._write_audio(u, d["clip"])
         return u
 
-    def _short_form(self, rec, drafts, capable, rejections) -> list[Utterance]:
+    def _short_form(self, rec, drafts, capable, rejections, checks) -> list[Utterance]:
         from unisono.data.crossval import agreement, assign_tier, rejection_reason
 
         cfg = self.config
@@ -236,6 +248,8 @@ class Processor:
                 agree = agreement(d["texts"][names[0]], d["texts"][names[1]], rec.language, d["speech_s"],
                                   (names[0], names[1]), cfg.tiers)
             tier = assign_tier(agree, d["ann"].quality, d["ann"].speakers, cfg.tiers)
+            if agree is not None:
+                checks.append({"id": d["id"], "language": rec.language, "tier": tier, **agree.to_dict()})
             if tier is None:
                 rejections.append(Rejection(d["id"], "crossval", rejection_reason(agree, cfg.tiers), rec.path))
                 continue
@@ -247,7 +261,7 @@ class Processor:
             out.append(self._utterance(rec, d, text, meta))
         return out
 
-    def _long_form(self, rec, drafts, capable, rejections) -> list[Utterance]:
+    def _long_form(self, rec, drafts, capable, rejections, checks) -> list[Utterance]:
         from unisono.data.crossval import normalizer
         from unisono.data.rover import normalize_tokens, rover
 
@@ -261,7 +275,10 @@ class Processor:
                 continue
             hyps = [normalize_tokens(d["texts"][n], rec.language, normalizer(rec.language), cfg.rover) for n in names]
             fused = rover(hyps)
-            if fused.disagreement > cfg.rover.max_disagreement:
+            kept_here = fused.disagreement <= cfg.rover.max_disagreement
+            checks.append({"id": d["id"], "language": rec.language, "tier": "rover" if kept_here else None,
+                           "disagreement": round(fused.disagreement, 4), "slots": len(fused.slots)})
+            if not kept_here:
                 rejections.append(Rejection(d["id"], "rover", f"disagreement {fused.disagreement:.3f} > "
                                             f"{cfg.rover.max_disagreement} over {len(fused.slots)} slots", rec.path))
                 continue
@@ -370,8 +387,9 @@ def summarize(results: Sequence[RecordingResult]) -> dict[str, Any]:
         key = f"{u.language}/{u.meta.get('tier')}"
         tiers[key]["clips"] += 1
         tiers[key]["hours"] += u.duration / 3600
-    agree = [u.meta["agreement"] for u in utts if u.meta.get("agreement")]
-    rover_d = [u.meta["rover"]["disagreement"] for u in utts if u.meta.get("rover")]
+    checks = [c for r in results for c in r.checks]
+    agree = [c for c in checks if "wer" in c]  # every cross-validated segment, kept or rejected
+    rover_d = [c["disagreement"] for c in checks if "disagreement" in c]
     # Where the inputs came with transcripts, how good is the kept text, per tier? Only
     # recordings kept as one segment can be compared (a reference cannot be split by time).
     per_rec = Counter(u.meta.get("segment", {}).get("recording") for u in utts)
@@ -395,8 +413,22 @@ def summarize(results: Sequence[RecordingResult]) -> dict[str, Any]:
             "median_wer": round(float(np.median([a["wer"] for a in agree])), 4) if agree else None,
             "mean_cer": round(float(np.mean([a["cer"] for a in agree])), 4) if agree else None,
             "share_wer_le_0.05": round(float(np.mean([a["wer"] <= 0.05 for a in agree])), 4) if agree else None,
+            "kept": sum(a["tier"] is not None for a in agree),
         },
-        "rover": {"clips": len(rover_d), "mean_disagreement": round(float(np.mean(rover_d)), 4) if rover_d else None},
+        "rover": {
+            "segments": len(rover_d),
+            "kept": sum(c["tier"] is not None for c in checks if "disagreement" in c),
+            "median_disagreement": round(float(np.median(rover_d)), 4) if rover_d else None,
+        },
+        # the primary recogniser's WER against the inputs' own transcripts, kept vs rejected:
+        # what cross-validation filters out, measured (one-segment recordings with a reference)
+        "primary_reference_wer": {
+            outcome: {"clips": len(v), "mean": round(float(np.mean(v)), 4) if v else None}
+            for outcome, v in (
+                ("kept", [c["reference_wer"] for c in checks if "reference_wer" in c and c["tier"] is not None]),
+                ("rejected", [c["reference_wer"] for c in checks if "reference_wer" in c and c["tier"] is None]),
+            )
+        },
         "reference_wer_by_tier": {t: {"clips": len(v), "mean": round(float(np.mean(v)), 4)} for t, v in sorted(ref_wer.items())},
         "synthetic_flagged": sum(1 for u in utts if u.meta.get("synthetic")),
     }
