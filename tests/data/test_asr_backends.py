@@ -59,3 +59,14 @@ def test_bundled_recognisers_transcribe_real_speech(real_speech_dir):
         assert supports(b, "en") and not supports(b, "zh")
         text = b.transcribe(audio, "en")
         assert word_error_rate(norm(row["text"]), norm(text)) <= bar, (spec, text)
+
+
+def test_check_spec_loads_nothing_and_refuses_bad_specs(tmp_path):
+    from unisono.data.asr_backends import check_spec
+
+    for good in ("whisper", "whisper:beam5", "pocketsphinx", "openai:http://127.0.0.1:9/v1"):
+        check_spec(good)
+    for bad, msg in (("sphinx", "unknown recogniser"), (f"unisono:{tmp_path}", "no unisono checkpoint"),
+                     ("whisper:fast", "unknown whisper option"), (f"whisper:model={tmp_path}/x", "no model folder")):
+        with pytest.raises(ValueError, match=msg):
+            check_spec(bad)

@@ -134,9 +134,9 @@ def test_long_form_discards_by_rover_disagreement(batch, tmp_path, monkeypatch, 
     from unisono.data import process as proc
     from unisono.data.rover import RoverConfig
 
-    texts = {"a": "The cat sat on the mat.", "b": "the cat sat on the mat", "c": "the cat sat on a mat"}
+    texts = {"whisper": "The cat sat on the mat.", "pocketsphinx": "the cat sat on the mat", "whisper:beam5": "the cat sat on a mat"}
     monkeypatch.setattr(proc.Processor, "backend", lambda self, spec: FixedRecogniser(spec, texts[spec]))
-    cfg = ProcessConfig(long_form=True, long_form_asr=("a", "b", "c"), detect_synthetic=False,
+    cfg = ProcessConfig(long_form=True, detect_synthetic=False,
                         rover=RoverConfig(max_disagreement=max_disagreement))
     recs = [r for r in collect_recordings([batch]) if r.id.endswith("LJ001-0002")]
     run(recs, tmp_path, cfg)
@@ -212,6 +212,8 @@ def test_cli_process_reports_tiers_and_rejections(batch, tmp_path, monkeypatch):
     assert len(read_manifest(out)) == 2 and len(read_rejections(out)) == 4
     bad = CliRunner().invoke(app, ["process", str(tmp_path / "nowhere"), "--out", str(out)])
     assert bad.exit_code == 2 and "no such file" in bad.output
+    typo = CliRunner().invoke(app, ["process", str(batch), "--out", str(out), "--asr", "whisper,sphinx"])
+    assert typo.exit_code == 2 and "unknown recogniser 'sphinx'" in typo.output
 
 
 def test_huge_stereo_and_odd_rate_inputs(batch, tmp_path, monkeypatch):
@@ -247,7 +249,7 @@ def test_summary_measures_the_primary_transcript_against_references(batch, tmp_p
         Utterance("a", "../a.wav", "In being comparatively modern.", "en", 1.9),
         Utterance("b", "../b.wav", "something else entirely here", "en", 1.9),
     ])
-    summary = run(collect_recordings([tmp_path / "set"]), tmp_path / "out", ProcessConfig(asr=("x", "y"), detect_synthetic=False))
+    summary = run(collect_recordings([tmp_path / "set"]), tmp_path / "out", ProcessConfig(detect_synthetic=False))
     checks = {c["id"]: c for r in read_results(tmp_path / "out") for c in r.checks}
     assert checks["set/a_000"]["reference_wer"] == 0.0 and checks["set/b_000"]["reference_wer"] == 1.0
     assert summary["primary_reference_wer"]["kept"] == {"clips": 2, "mean": 0.5}

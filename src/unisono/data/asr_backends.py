@@ -194,12 +194,29 @@ def build_backend(spec: str, *, threads: int = 1, transport: Any = None) -> ASRB
     raise ValueError(f"unknown recogniser {spec!r}; known: whisper, pocketsphinx, unisono:DIR, openai:URL")
 
 
+def check_spec(spec: str) -> None:
+    """Refuse a malformed spec or a missing model folder before any worker starts (loads nothing)."""
+    kind, _, rest = spec.partition(":")
+    if kind not in ("whisper", "pocketsphinx", "unisono", "openai"):
+        raise ValueError(f"unknown recogniser {spec!r}; known: whisper, pocketsphinx, unisono:DIR, openai:URL")
+    if kind == "unisono" and rest and not (Path(rest) / "config.json").is_file():
+        raise ValueError(f"{spec!r}: no unisono checkpoint at {rest} (config.json is missing)")
+    if kind == "whisper":
+        for p in (p for p in rest.split(":") if p):
+            if p.startswith("model=") and not Path(p[len("model="):]).is_dir():
+                raise ValueError(f"{spec!r}: no model folder {p[len('model='):]}")
+            if not (p.startswith(("beam", "model=")) or p in ("int8", "float32", "int8_float32")):
+                raise ValueError(f"{spec!r}: unknown whisper option {p!r} (beamN, model=DIR, int8, float32)")
+    if kind in ("unisono", "openai") and not rest:
+        raise ValueError(f"{spec!r}: name the checkpoint directory or the server's URL")
+
+
 def build_backends(specs: Sequence[str], *, threads: int = 1) -> list[ASRBackend]:
     return [build_backend(s, threads=threads) for s in specs]
 
 
 __all__ = [
     "ASRBackend", "DEFAULT_LONG_FORM", "DEFAULT_SHORT_FORM", "OpenAIBackend", "OpenAIConfig", "PocketSphinxBackend",
-    "TranscriptionError", "UnisonoBackend", "WhisperBackend", "WhisperConfig", "build_backend", "build_backends",
+    "TranscriptionError", "UnisonoBackend", "WhisperBackend", "WhisperConfig", "build_backend", "build_backends", "check_spec",
     "supports",
 ]

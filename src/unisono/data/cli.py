@@ -147,6 +147,10 @@ def process(
         detect_synthetic=not no_synthetic,
     )
     try:
+        from unisono.data.asr_backends import check_spec
+
+        for spec in (*cfg.asr, *cfg.long_form_asr):
+            check_spec(spec)
         recs = collect_recordings(inputs, language=language)
     except (OSError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")

@@ -522,7 +522,11 @@ def run(
     """
     from unisono.data.manifest import ManifestWriter
 
+    from unisono.data.asr_backends import check_spec
+
     config = config or ProcessConfig()
+    for spec in (*config.asr, *config.long_form_asr):
+        check_spec(spec)  # a typo should stop the run here, not reject every recording
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = {r.recording for r in read_results(out_dir)}
