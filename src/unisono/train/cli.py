@@ -25,6 +25,7 @@ STAGE_HELP = {
 def _train(stage: str, config: Optional[str], out: Optional[str], resume: bool, init: Optional[str],
            overrides: list[str], threads: Optional[int]) -> None:
     import logging
+    import os
     from pathlib import Path
 
     from rich.console import Console
@@ -56,7 +57,8 @@ def _train(stage: str, config: Optional[str], out: Optional[str], resume: bool, 
     except (ValueError, FileNotFoundError) as e:  # bad data or config found once the run starts
         err.print(f"[red]error[/red] {e}")
         raise typer.Exit(code=1) from None
-    err.print(f"[green]done[/green] {stage}: model written to {model_dir}")
+    if os.environ.get("RANK", "0") == "0":
+        err.print(f"[green]done[/green] {stage}: model written to {model_dir}")
 
 
 def _register(stage: str) -> None:

@@ -18,6 +18,7 @@ Every field is plain data: `StageConfig.to_dict()` is written beside the run, an
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -156,11 +157,12 @@ class StageConfig:
         if isinstance(data.specaugment, dict):
             data.specaugment = _build(SpecAugmentConfig, data.specaugment, "data.specaugment")
         optim = _build(OptimConfig, d.get("optim") or {}, "optim")
-        optim.betas = tuple(optim.betas)  # type: ignore[assignment]
+        optim.betas = tuple(float(b) for b in optim.betas)  # type: ignore[assignment]
         phases = [_build(PhaseConfig, p, f"phases[{i}]") for i, p in enumerate(d.get("phases") or [])]
         for p in phases:
             if p.router_aux_coef is not None:
-                p.router_aux_coef = tuple(p.router_aux_coef)  # type: ignore[assignment]
+                start, end = p.router_aux_coef
+                p.router_aux_coef = (float(start), float(end))  # type: ignore[assignment]
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown top-level key(s) {sorted(unknown)}; known: stage, model, data, optim, run, phases")
@@ -181,10 +183,30 @@ def _build(cls: type, d: dict[str, Any], where: str) -> Any:
     unknown = set(d) - names
     if unknown:
         raise ValueError(f"unknown key(s) {sorted(unknown)} in `{where}`; known: {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    d = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in d.items()}
     try:
         return cls(**d)
     except TypeError as e:
         raise ValueError(f"`{where}`: {e}") from None
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Numbers written as YAML 1.1 reads them: `1e-3` (no dot) is a string there, a float here."""
+    wanted = {hint} if not typing.get_args(hint) else set(typing.get_args(hint))
+    if isinstance(value, str) and (float in wanted or int in wanted) and str not in wanted:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"`{where}` must be a number, got {value!r}") from None
+        return int(number) if int in wanted and float not in wanted and number.is_integer() else number
+    if isinstance(value, bool) or value is None:
+        return value
+    if float in wanted and isinstance(value, int):
+        return float(value)
+    if int in wanted and float not in wanted and isinstance(value, (int, float)) and not float(value).is_integer():
+        raise ValueError(f"`{where}` must be a whole number, got {value!r}")
+    return value
 
 
 def apply_override(d: dict[str, Any], assignment: str) -> None:

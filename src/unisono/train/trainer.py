@@ -190,7 +190,11 @@ class Trainer:
         """RUN/model: the trained weights in a plain unisono checkpoint directory."""
         model_state, _ = self._full_state(None)
         if self.is_main:
-            base.load_state_dict(model_state, strict=False)
+            if self.distributed:  # `base` holds sharded parameters now: fill a plain copy
+                base = Unisono.load(self.out / "init")
+            missing, unexpected = base.load_state_dict(model_state, strict=False)
+            if unexpected or [k for k in missing if not k.startswith("encoder.")]:
+                raise RuntimeError(f"trained state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
             stages = list(base.config.meta.get("stages", []))
             stages.append({
                 "stage": self.config.stage,

@@ -1,0 +1,50 @@
+"""`unisono train STAGE` and `unisono train features` from the command line."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.train.conftest import stage_overrides
+from unisono.cli import app
+
+runner = CliRunner()
+
+
+def test_every_stage_is_a_command():
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    for stage in ("align", "pretrain", "cooldown", "sft-asr", "mtp", "features"):
+        assert stage in result.output
+
+
+def test_bad_overrides_and_mismatched_configs_are_refused(tmp_path):
+    from unisono.train.config import default_config_path
+
+    result = runner.invoke(app, ["train", "align", "--set", "phases.0.lr=fast", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "must be a number" in " ".join(result.output.split())
+    result = runner.invoke(app, ["train", "mtp", "--config", str(default_config_path("align")), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "configures stage 'align'" in " ".join(result.output.split())
+    result = runner.invoke(app, ["train", "align", "--set", f"data.train=[{tmp_path}/none.jsonl]", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "does not exist" in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_align_then_features_then_sft_from_the_command_line(corpus, tmp_path):
+    sets = [x for s in stage_overrides("align", corpus) for x in ("--set", s)]
+    result = runner.invoke(app, ["train", "align", "--out", str(tmp_path / "align"), *sets])
+    assert result.exit_code == 0, result.output
+    model = tmp_path / "align" / "model"
+    assert (model / "config.json").is_file()
+
+    # cache the encoder of that model, then fine-tune on the cached frames
+    result = runner.invoke(app, ["train", "features", str(corpus), "--out", str(tmp_path / "feats"), "--encoder", str(model)])
+    assert result.exit_code == 0, result.output
+    sets = [x for s in stage_overrides("sft-asr", corpus, init=str(model), extra=(f"data.features={tmp_path / 'feats'}",))
+            for x in ("--set", s)]
+    result = runner.invoke(app, ["train", "sft-asr", "--out", str(tmp_path / "sft"), *sets])
+    assert result.exit_code == 0, result.output
+    from unisono.model.unisono import Unisono
+
+    stages = Unisono.load(tmp_path / "sft" / "model").config.meta["stages"]
+    assert [s["stage"] for s in stages] == ["align", "sft-asr"]  # the model carries its history
