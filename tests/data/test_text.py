@@ -69,6 +69,8 @@ def sample_roots(tmp_path: Path) -> TextConfig:
     loc = tmp_path / "locale"
     loc.mkdir()
     write_mo(loc / "demo.mo", {"Could not open the file.": "无法打开文件。", "Deleted %s files": "删除了 %s 个文件"})
+    (loc / "broken.mo").write_bytes(b"not a catalogue")  # skipped, not fatal
+    (loc / "truncated.mo").write_bytes((loc / "demo.mo").read_bytes()[:40])
     info = tmp_path / "info"
     info.mkdir()
     (info / "fortunes-min.list").write_text(f"{fortunes}\n{fortunes / 'wisdom'}\n")

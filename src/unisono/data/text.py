@@ -24,7 +24,8 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+import struct
+from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -201,9 +202,7 @@ def gettext_catalogues(cfg: TextConfig, owners: dict[str, str]) -> Iterator[Pass
         try:
             with open(path, "rb") as f:
                 catalogue = gettext.GNUTranslations(f)._catalog  # the parsed msgid -> msgstr table
-        except (OSError, UnicodeDecodeError, gettext.error if hasattr(gettext, "error") else OSError):
-            continue
-        except Exception:  # a malformed catalogue is skipped, not fatal
+        except (OSError, ValueError, UnicodeDecodeError, struct.error):  # a malformed catalogue is skipped
             continue
         origin = _origin(path, owners, path.stem)
         for msgid, msgstr in catalogue.items():
