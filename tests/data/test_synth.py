@@ -25,6 +25,7 @@ from unisono.data.synth import (
     build,
     choose_voice,
     job_stream,
+    render_job,
     trim_silence,
 )
 from unisono.data.engines import Voice
@@ -206,3 +207,26 @@ def test_speech_too_short_for_its_text_is_rejected(tmp_path: Path, monkeypatch: 
     # 36 and 47 characters need over 1 s at 33 characters a second; 19 to 29 do not.
     assert set(reasons) == {long, "This package is maintained by volunteers."}
     assert report.clips == {"en": 5 - len(reasons)}
+
+
+def _dies_on_one_sentence(job: dict, out_dir: str, cfg: dict) -> dict:
+    """A job function whose worker process dies (as if killed or out of memory) on one sentence."""
+    if job["sentence"]["text"] == "大家都是志愿者。":
+        os._exit(1)
+    return render_job(job, out_dir, cfg)
+
+
+def test_a_job_that_kills_its_worker_is_rejected_and_the_rest_is_made(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import unisono.data.synth as synth
+
+    monkeypatch.setattr(synth, "render_job", _dies_on_one_sentence)
+    cfg = _corpus(tmp_path, _sentences(), max_clips={"en": 5, "zh": 4}, engines=("espeak-ng",), workers=2,
+                  augment=AugmentConfig(p_clean=1.0))
+    report = build(cfg)
+    rejected = read_rejections(tmp_path)
+    assert [r.input for r in rejected] == ["大家都是志愿者。"]
+    assert "worker process died" in rejected[0].reason
+    utts = read_manifest(tmp_path)
+    assert report.clips == {"en": 5, "zh": 3} and len({u.id for u in utts}) == 8
+    assert _flacs(tmp_path) == {u.audio for u in utts}

@@ -29,6 +29,7 @@ import time
 import traceback
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -355,6 +356,9 @@ def build(cfg: SynthConfig, on_progress: Callable[[_Progress], None] | None = No
 
 def _run_pool(cfg: SynthConfig, next_job: Callable[[], dict | None], record: Callable[[dict], None],
               worker_cfg: dict) -> None:
+    """Jobs on a process pool. A worker that dies (killed, out of memory) breaks the pool: the
+    jobs it held are run again one at a time in a fresh pool, and a job that kills its worker
+    on its own is rejected with that reason, so one such job cannot stop the run."""
     out_dir = str(cfg.out_dir)
     if cfg.workers <= 1:
         while (job := next_job()) is not None:
@@ -362,16 +366,45 @@ def _run_pool(cfg: SynthConfig, next_job: Callable[[], dict | None], record: Cal
         return
     # A few jobs queued per worker keep every core busy without planning far past the target.
     max_in_flight = 2 * cfg.workers
-    with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
-        in_flight = set()
-        while True:
-            while len(in_flight) < max_in_flight and (job := next_job()) is not None:
-                in_flight.add(pool.submit(render_job, job, out_dir, worker_cfg))
-            if not in_flight:
-                return
-            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                record(fut.result())
+    suspects: list[dict] = []  # jobs that were in flight when a worker died
+    while True:
+        pool = ProcessPoolExecutor(max_workers=cfg.workers)
+        in_flight: dict = {}
+
+        def submit(job: dict) -> None:
+            try:
+                fut = pool.submit(render_job, job, out_dir, worker_cfg)
+            except BrokenProcessPool:
+                in_flight[object()] = job  # counted with the jobs the dead worker took down
+                raise
+            in_flight[fut] = job
+
+        try:
+            while True:
+                if suspects:  # one at a time, so that a job which kills its worker is caught alone
+                    if not in_flight:
+                        submit(suspects.pop(0))
+                else:
+                    while len(in_flight) < max_in_flight and (job := next_job()) is not None:
+                        submit(job)
+                if not in_flight:
+                    return
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    result = fut.result()  # raises BrokenProcessPool if the worker died
+                    del in_flight[fut]
+                    record(result)
+        except BrokenProcessPool:
+            lost = list(in_flight.values())
+            if len(lost) == 1 and lost[0].get("suspect"):
+                # It ran alone and its worker died again: the job itself is the cause.
+                job = lost[0]
+                record({"rejection": Rejection(job["id"], "synth", "the worker process died running this job",
+                                               job["sentence"].get("text")).to_dict()})
+            else:
+                suspects.extend({**job, "suspect": True} for job in lost)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_ray(cfg: SynthConfig, next_job: Callable[[], dict | None], record: Callable[[dict], None],
