@@ -163,3 +163,14 @@ def test_spec_augment_masks_bands_within_limits():
     z = spec_augment(x, cfg, torch.Generator().manual_seed(0), length=250)
     assert torch.equal(y, z)  # seeded: the same masks again
     assert torch.equal(spec_augment(x, SpecAugmentConfig(prob=0.0), g), x)
+
+
+def test_worker_processes_deliver_the_same_stream(model, corpus):
+    from unisono.train.data import loader
+
+    data = stream(model, corpus, specaugment=SpecAugmentConfig())
+    local = loader(data, start=1, stride=2, num_workers=0)
+    workers = loader(data, start=1, stride=2, num_workers=1)
+    for _ in range(3):
+        x, y = next(local), next(workers)  # micro-batches 1, 3, 5 of the stream
+        assert torch.equal(x.input_ids, y.input_ids) and torch.equal(x.mel, y.mel)

@@ -3,6 +3,7 @@
     unisono train align    --config FILE [--out DIR] [--resume] [--init DIR] [--set KEY=VALUE]...
     unisono train pretrain | cooldown | sft-asr | mtp   (the same options)
     unisono train features MANIFEST... --out DIR [--encoder unisono-tiny]
+    unisono train plot RUN... --out loss.png
 
 Several processes: `torchrun --nproc_per_node N -m unisono.cli train STAGE ...` (FSDP2).
 """
@@ -86,6 +87,7 @@ def features(
     out: str = typer.Option(..., "--out", "-o", help="Feature store folder (an existing one is completed, not redone)."),
     encoder: str = typer.Option("unisono-tiny", help="A registered config name or a checkpoint directory: its encoder."),
     batch_seconds: float = typer.Option(120.0, help="Seconds of audio encoded together."),
+    shard_clips: int = typer.Option(500, help="Clips per shard file (a killed run loses at most one shard's work)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads."),
 ) -> None:
     """Cache the frozen encoder's output for every clip (then set data.features to OUT)."""
@@ -129,5 +131,21 @@ def features(
     with Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
                   disable=not err.is_terminal) as bar:
         task = bar.add_task("encode", total=len(corpus.rows))
-        store = build_feature_store(enc, clips(), out, batch_seconds=batch_seconds, progress=lambda n: bar.advance(task, n))
+        store = build_feature_store(enc, clips(), out, batch_seconds=batch_seconds, shard_clips=shard_clips, progress=lambda n: bar.advance(task, n))
     err.print(f"[green]done[/green] {len(store)} clips in {out}")
+
+
+@app.command()
+def plot(
+    runs: list[str] = typer.Argument(..., help="Run folders in training order (e.g. runs/align runs/sft-asr runs/mtp)."),
+    out: str = typer.Option("loss.png", "--out", "-o", help="PNG to write."),
+    window: int = typer.Option(10, help="Moving-average window in steps."),
+) -> None:
+    """Plot the loss curves of training runs."""
+    from unisono.train.plot import plot_runs
+
+    try:
+        path = plot_runs(runs, out, window=window)
+    except FileNotFoundError as e:
+        raise typer.BadParameter(str(e), param_hint="RUNS") from None
+    typer.echo(str(path))

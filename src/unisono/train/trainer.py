@@ -303,14 +303,13 @@ class Trainer:
                 coef = router_coef(phase_step, phase)
                 if coef is not None:
                     model.config.decoder.router_aux_loss_coef = coef
-                logs, tokens = [], 0
+                logs = []
                 for _ in range(accum):
                     batch = next(batches).to(self.device)
-                    tokens += int(batch.attention_mask.sum())
                     with autocast:
                         out = model(batch, main=phase.main_loss, mtp=phase.mtp_loss)
                     (out.loss / accum).backward()
-                    logs.append(out.logs)
+                    logs.append({**out.logs, "tokens": float(batch.attention_mask.sum())})
                 grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
                 lr = scheduler.get_last_lr()[0]
                 optimizer.step()
@@ -320,10 +319,11 @@ class Trainer:
                 step += 1
 
                 row = self._reduce_logs(logs)
+                row["tokens"] = int(round(row["tokens"] * per_step))  # mean per micro-batch -> per step
                 if hasattr(grad_norm, "full_tensor"):
                     grad_norm = grad_norm.full_tensor()
                 row.update(step=step, phase=phase.name, phase_step=phase_step, lr=lr, grad_norm=float(grad_norm),
-                           tokens=tokens * world, seconds=time.perf_counter() - t0, failed_clips=data.failed_clips)
+                           seconds=time.perf_counter() - t0, failed_clips=data.failed_clips)
                 if coef is not None:
                     row["router_aux_coef"] = coef
                 if self.is_main:
