@@ -11,6 +11,7 @@ from unisono.data.cli import app as data_app
 from unisono.eval.cli import app as eval_app
 from unisono.model.cli import app as convert_app
 from unisono.train.cli import app as train_app
+from unisono.train.codec_cli import app as codec_app
 
 app = typer.Typer(
     help="unisono: one audio-language backbone for ASR, TTS and realtime dialogue.",
@@ -21,6 +22,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(convert_app, name="convert")
+app.add_typer(codec_app, name="codec")
 
 
 def _resolve_model(model: Path | None) -> Path:
