@@ -206,3 +206,68 @@ def mtp(
     if not all(r.identical for r in results):
         err.print("[red]MTP output differs from greedy output[/red]")
         raise typer.Exit(code=1)
+
+
+@app.command()
+def codec(
+    manifests: list[Path] = typer.Option(..., "--manifest", "-m", help="A JSONL manifest or set folder (repeat for more).", show_default=False),
+    codec_dir: Optional[Path] = typer.Option(None, "--codec", help="Speech codec folder (default: the shipped one)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N utterances of each set."),
+    threads: int = typer.Option(2, help="CPU threads for the codec and the recogniser."),
+    speaker: bool = typer.Option(True, "--speaker/--no-speaker", help="Speaker similarity with resemblyzer (GE2E)."),
+    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Write README.md and results.json here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of original vs resynthesised spectrograms."),
+) -> None:
+    """Speech codec resynthesis (wav -> tokens -> wav): recogniser WER on original vs resynthesis,
+    speaker similarity, token rate and bitrate, RTFs, streaming first-chunk latency."""
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from unisono.eval.codec import SpeakerSimilarity, evaluate_set, plot_spectrograms, write_report
+    from unisono.eval.manifest import ManifestError, load_set
+    from unisono.eval.systems import FasterWhisperConfig, FasterWhisperSystem
+    from unisono.model.speech.codec import SpeechCodec, default_codec_path
+
+    console, err = Console(), Console(stderr=True)
+    try:
+        sets = [load_set(m).head(limit) for m in manifests]
+    except ManifestError as e:
+        raise typer.BadParameter(str(e), param_hint="--manifest") from None
+    torch.set_num_threads(threads)
+    path = codec_dir or default_codec_path()
+    try:
+        c = SpeechCodec.load(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--codec") from None
+    recognizer = FasterWhisperSystem(FasterWhisperConfig(threads=threads))
+    similarity = SpeakerSimilarity() if speaker else None
+    examples: dict = {}
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+                  TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+        for s in sets:
+            task = bar.add_task(s.name, total=sum(u.duration or 0 for u in s.utterances))
+            results.append(evaluate_set(c, recognizer, similarity, s, progress=lambda sec, task=task: bar.advance(task, sec),
+                                        keep_audio=examples))
+            bar.remove_task(task)
+    table = Table(title=f"speech codec {path}")
+    for col in ("set", "clips", "WER orig", "WER resynth", "spk sim", "tok/s", "bit/s", "tok RTF", "detok RTF",
+                "stream RTF", "1st chunk ms", "stream tok agree"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.name, str(len(r.clips)), f"{100 * r.wer_original:.1f}%", f"{100 * r.wer_resynth:.1f}%",
+                      f"{r.speaker_similarity:.3f}", f"{r.token_rate:.1f}", f"{r.bitrate_nominal:.0f}",
+                      f"{r.tokenizer_rtf:.3f}", f"{r.detokenizer_rtf:.3f}", f"{r.stream_detokenizer_rtf:.3f}",
+                      f"{r.first_chunk_ms:.0f}", f"{100 * r.stream_agreement:.1f}%")
+    console.print(table)
+    parts = ["codec"] + [a for m in manifests for a in ("--manifest", str(m))] + (["--codec", str(codec_dir)] if codec_dir else [])
+    parts += (["--limit", str(limit)] if limit is not None else []) + ["--threads", str(threads)]
+    parts += ([] if speaker else ["--no-speaker"]) + (["--report", str(report)] if report else []) + (["--plot", str(plot)] if plot else [])
+    if report:
+        info = {"path": str(path), "codebook": c.config.tokenizer.codebook_size, "layer": c.config.tokenizer.layer,
+                "lookahead_tokens": c.lookahead_tokens, "parameters": c.num_parameters()}
+        err.print(f"report: {write_report(results, report, _command_line(parts), info)}")
+    if plot and examples:
+        err.print(f"plot: {plot_spectrograms(examples, plot, c)}")
