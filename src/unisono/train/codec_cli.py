@@ -57,3 +57,118 @@ def prepare(
         data = run(config, out, progress=lambda done, total: bar.update(task, completed=done, total=total))
     typer.echo(f"{len(data)} clips, {sum(c['samples'] for c in data.clips) / 16000 / 3600:.2f} h, "
                f"{data.total_tokens} tokens in {out}; held-out set in {out / 'test-en'}")
+
+
+def _codec_config(run: Path, layer: int | None = None, codebook: int | None = None):
+    """The run's CodecConfig (run/codec.json), created from the defaults and the options on first use."""
+    import json
+
+    from unisono.model.speech.config import CodecConfig
+
+    path = run / "codec.json"
+    if path.is_file():
+        config = CodecConfig.from_dict(json.loads(path.read_text()))
+        if (layer and layer != config.tokenizer.layer) or (codebook and codebook != config.tokenizer.codebook_size):
+            raise typer.BadParameter(f"{run} was set up with layer {config.tokenizer.layer}, codebook "
+                                     f"{config.tokenizer.codebook_size}; use another run folder")
+        return config
+    config = CodecConfig()
+    if layer:
+        config.tokenizer.layer = layer
+    if codebook:
+        config.tokenizer.codebook_size = codebook
+    run.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config.to_dict(), indent=2))
+    return config
+
+
+@app.command("fit-tokenizer")
+def fit_tokenizer(
+    data: Path = typer.Argument(..., help="Folder written by `unisono codec prepare`."),
+    run: Path = typer.Argument(..., help="Run folder (codec.json, tokenizer.safetensors, tokens.npy)."),
+    layer: int = typer.Option(4, help="Encoder layer to quantise (4: the output of Whisper tiny's encoder)."),
+    codebook: int = typer.Option(1024, help="Codebook size."),
+    frames: int = typer.Option(300_000, help="Frames k-means is fitted on (a seeded sample)."),
+    threads: int = typer.Option(2, help="CPU threads."),
+) -> None:
+    """Fit the k-means codebook and tokenize every prepared clip."""
+    import torch
+
+    from unisono.train.codec_data import CodecData
+    from unisono.train.codec_train import fit_tokenizer as fit
+
+    torch.set_num_threads(threads)
+    config = _codec_config(run, layer, codebook)
+    fit(CodecData(data, layer=config.tokenizer.layer), run, config.tokenizer.codebook_size, max_frames=frames)
+
+
+@app.command()
+def train(
+    part: str = typer.Argument(..., help="vocoder or token2mel."),
+    data: Path = typer.Argument(..., help="Folder written by `unisono codec prepare`."),
+    run: Path = typer.Argument(..., help="Run folder; training resumes from its checkpoint."),
+    steps: int = typer.Option(4000, help="Total optimiser steps."),
+    batch: int = typer.Option(16, help="Segments (vocoder) or clips (token2mel) per step."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate."),
+    until: Optional[int] = typer.Option(None, help="Stop at this step (the schedule still ends at --steps)."),
+    threads: int = typer.Option(1, help="CPU threads."),
+) -> None:
+    """Train the vocoder (mel -> audio) or the token-to-mel model (tokens + voice -> mel)."""
+    import numpy as np
+    import torch
+    from rich.console import Console
+
+    from unisono.train.codec_data import CodecData
+    from unisono.train.codec_train import TOKENS_FILE, Token2MelJob, TrainConfig, VocoderJob
+
+    if part not in ("vocoder", "token2mel"):
+        raise typer.BadParameter(f"{part!r}; choose vocoder or token2mel", param_hint="PART")
+    torch.set_num_threads(threads)
+    config = _codec_config(run)
+    cfg = TrainConfig(steps=steps, batch=batch, lr=lr, threads=threads)
+    err = Console(stderr=True)
+    log = lambda s: err.print(s, highlight=False)  # noqa: E731
+    if part == "vocoder":
+        job = VocoderJob(CodecData(data), run, config, cfg, log=log)
+    else:
+        if not (run / TOKENS_FILE).is_file():
+            raise typer.BadParameter(f"{run / TOKENS_FILE} is missing: run `unisono codec fit-tokenizer` first")
+        job = Token2MelJob(CodecData(data), np.load(run / TOKENS_FILE), run, config, cfg, log=log)
+    job.train(until=until)
+    err.print(f"{part}: step {job.step} saved in {job.ckpt}")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run folder with tokenizer.safetensors, vocoder.pt and token2mel.pt."),
+    out: Path = typer.Argument(..., help="Codec folder to write (e.g. the speech/ folder of a checkpoint)."),
+) -> None:
+    """Write the trained codec as float16 safetensors + config.json (loadable by SpeechCodec.load)."""
+    from unisono.train.codec_train import export_codec
+
+    path = export_codec(run, out, _codec_config(run))
+    size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
+    typer.echo(f"codec written to {path} ({size:.1f} MB)")
+
+
+@app.command()
+def resynth(
+    audio: Path = typer.Argument(..., help="Input audio (any format soundfile reads)."),
+    out: Path = typer.Argument(..., help="Output WAV (16 kHz)."),
+    codec: Optional[Path] = typer.Option(None, help="Codec folder (default: the shipped one)."),
+    reference: Optional[Path] = typer.Option(None, help="Voice reference clip (default: the input itself)."),
+) -> None:
+    """Audio -> speech tokens -> audio, and print the tokens."""
+    from unisono.audio.io import AudioError, load_audio, save_audio
+    from unisono.model.speech.codec import SpeechCodec, default_codec_path
+
+    try:
+        wave = load_audio(audio, max_duration_s=600)
+        ref = load_audio(reference, max_duration_s=600) if reference else None
+    except (AudioError, OSError) as e:
+        raise typer.BadParameter(str(e)) from None
+    c = SpeechCodec.load(codec or default_codec_path())
+    tokens = c.tokenize(wave)
+    voice = c.speaker_embedding(wave if ref is None else ref)
+    save_audio(out, c.detokenize(tokens, voice), 16000)
+    typer.echo(" ".join(str(t) for t in tokens.tolist()))

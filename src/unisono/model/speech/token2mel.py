@@ -34,11 +34,9 @@ class SpeakerEncoder(nn.Module):
     def __init__(self, config: SpeakerEncoderConfig, n_mels: int):
         super().__init__()
         self.config = config
-        layers, c_in = [], n_mels
-        for _ in range(config.n_layers):
-            layers += [nn.Conv1d(c_in, config.channels, 5, padding=2), nn.GELU()]
-            c_in = config.channels
-        self.convs = nn.Sequential(*layers)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(n_mels if i == 0 else config.channels, config.channels, 5, padding=2) for i in range(config.n_layers)
+        )
         self.proj = nn.Linear(2 * config.channels, config.dim)
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -46,7 +44,10 @@ class SpeakerEncoder(nn.Module):
         if lengths is None:
             lengths = torch.full((B,), Fr, device=mel.device)
         mask = length_mask(lengths, Fr)[:, None, :].float()  # (B, 1, F)
-        h = self.convs(mel * mask) * mask  # (B, C, F)
+        h = mel
+        for conv in self.convs:
+            h = F.gelu(conv(h * mask))  # zero past each item's end before every convolution
+        h = h * mask  # (B, C, F)
         n = mask.sum(-1).clamp(min=1.0)  # (B, 1)
         mean = h.sum(-1) / n  # (B, C)
         std = ((((h - mean[..., None]) * mask) ** 2).sum(-1) / n).clamp(min=1e-6).sqrt()

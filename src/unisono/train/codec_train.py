@@ -1,0 +1,327 @@
+"""Training of the speech codec on a prepared data folder (`unisono.train.codec_data`).
+
+Three independent jobs, each resumable from its last checkpoint:
+
+1. `fit_tokenizer`: k-means (scikit-learn MiniBatchKMeans) on pooled encoder features of one
+   layer -> the codebook; then every clip's tokens (nearest centroid).
+2. `train_vocoder`: mel -> waveform on random 0.8 s segments. Loss = L1 between log-mels +
+   multi-resolution STFT loss (spectral convergence + log-magnitude L1), as in Parallel WaveGAN
+   (Yamamoto et al. 2020) without the adversarial term.
+3. `train_token2mel`: tokens + a voice -> mel. The voice is taken from another clip of the same
+   speaker, so the model learns to take timbre from the reference and words from the tokens.
+   Loss = L1 between log-mels.
+
+Run folder:
+
+    run/
+      tokenizer.safetensors     centroids (K, D) float32, with config
+      tokens.npy                int16 tokens of every clip, in the data folder's order
+      vocoder.pt, token2mel.pt  training state (model, optimiser, step, RNG), written atomically
+      vocoder.jsonl, token2mel.jsonl   loss log
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unisono.model.speech.config import CodecConfig
+from unisono.model.speech.mel import MelSpectrogram
+from unisono.model.speech.token2mel import SpeakerEncoder, Token2Mel, length_mask
+from unisono.model.speech.vocoder import Vocoder
+from unisono.train.codec_data import CodecData
+
+TOKENIZER_FILE = "tokenizer.safetensors"
+TOKENS_FILE = "tokens.npy"
+
+
+# ---- 1. tokenizer -------------------------------------------------------------------------------
+
+def fit_tokenizer(data: CodecData, run: Path, codebook_size: int, max_frames: int = 300_000, seed: int = 0,
+                  log: Callable[[str], None] = print) -> torch.Tensor:
+    """Fit the codebook on (a seeded sample of) the stored features, then tokenize every clip."""
+    from safetensors.torch import save_file
+    from sklearn.cluster import MiniBatchKMeans
+
+    assert data.features is not None and data.layer is not None
+    run.mkdir(parents=True, exist_ok=True)
+    feats = data.features
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(feats.shape[0], size=min(max_frames, feats.shape[0]), replace=False))
+    sample = np.asarray(feats[take], dtype=np.float32)
+    t0 = time.time()
+    km = MiniBatchKMeans(n_clusters=codebook_size, batch_size=8192, n_init=3, max_iter=100, random_state=seed,
+                         reassignment_ratio=0.001)
+    km.fit(sample)
+    log(f"k-means: {codebook_size} centroids on {len(sample)} frames in {time.time() - t0:.0f} s, inertia/frame {km.inertia_ / len(sample):.2f}")
+    centroids = torch.from_numpy(km.cluster_centers_.astype(np.float32))
+    save_file({"centroids": centroids}, str(run / TOKENIZER_FILE),
+              metadata={"layer": str(data.layer), "codebook_size": str(codebook_size)})
+    tokens = assign_tokens(feats, centroids)
+    np.save(run / TOKENS_FILE, tokens)
+    used = np.bincount(tokens, minlength=codebook_size)
+    p = used / used.sum()
+    log(f"codebook use: {int((used > 0).sum())}/{codebook_size} entries, perplexity {math.exp(-(p[p > 0] * np.log(p[p > 0])).sum()):.0f}")
+    return centroids
+
+
+def assign_tokens(features: np.ndarray, centroids: torch.Tensor, block: int = 65536) -> np.ndarray:
+    """Nearest centroid of every row, computed in blocks (the same rule as SpeechTokenizer.quantize)."""
+    out = np.empty(features.shape[0], dtype=np.int16)
+    c = centroids.float()
+    half_norm = 0.5 * (c * c).sum(-1)
+    for s in range(0, features.shape[0], block):
+        x = torch.from_numpy(np.asarray(features[s:s + block], dtype=np.float32))
+        out[s:s + block] = (x @ c.T - half_norm).argmax(-1).numpy().astype(np.int16)
+    return out
+
+
+# ---- training loop parts ----------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    steps: int = 4000
+    lr: float = 1e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    batch: int = 16  # vocoder: segments per step; token2mel: clips per step
+    segment_frames: int = 80  # vocoder: mel frames per segment (0.8 s)
+    max_tokens: int = 200  # token2mel: longest crop, in tokens (8 s)
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    threads: int = 1
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def save_state(path: Path, **state: object) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path) -> dict | None:
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
+def stft_loss(pred: torch.Tensor, target: torch.Tensor, resolutions=((256, 64), (512, 128), (1024, 256))) -> torch.Tensor:
+    """Multi-resolution STFT loss: spectral convergence + L1 of log magnitudes, averaged."""
+    total = pred.new_zeros(())
+    for n_fft, hop in resolutions:
+        window = torch.hann_window(n_fft, device=pred.device)
+        P = torch.stft(pred, n_fft, hop, window=window, return_complex=True).abs().clamp(min=1e-5)
+        T = torch.stft(target, n_fft, hop, window=window, return_complex=True).abs().clamp(min=1e-5)
+        sc = torch.linalg.norm(T - P, dim=(1, 2)) / torch.linalg.norm(T, dim=(1, 2)).clamp(min=1e-5)
+        total = total + sc.mean() + F.l1_loss(P.log(), T.log())
+    return total / len(resolutions)
+
+
+class _Job:
+    """Shared loop: resume, AdamW with warm-up + cosine, atomic checkpoints, a JSONL loss log."""
+
+    name = "job"
+
+    def __init__(self, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log: Callable[[str], None]):
+        self.run, self.codec_config, self.cfg, self.log = run, codec_config, cfg, log
+        run.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        self.rng = random.Random(cfg.seed)
+        self.modules = self.build()
+        params = [p for m in self.modules.values() for p in m.parameters()]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+        self.step = 0
+        state = load_state(self.ckpt)
+        if state is not None:
+            for k, m in self.modules.items():
+                m.load_state_dict(state["modules"][k])
+            self.opt.load_state_dict(state["opt"])
+            self.step = int(state["step"])
+            self.rng.setstate(state["rng"])
+            torch.set_rng_state(state["torch_rng"])
+            log(f"{self.name}: resumed at step {self.step}")
+
+    @property
+    def ckpt(self) -> Path:
+        return self.run / f"{self.name}.pt"
+
+    def build(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def save(self) -> None:
+        save_state(self.ckpt, modules={k: m.state_dict() for k, m in self.modules.items()}, opt=self.opt.state_dict(),
+                   step=self.step, rng=self.rng.getstate(), torch_rng=torch.get_rng_state(),
+                   codec_config=self.codec_config.to_dict(), train_config=asdict(self.cfg))
+
+    def train(self, until: int | None = None, progress: Callable[[int], None] | None = None) -> None:
+        cfg = self.cfg
+        until = min(until or cfg.steps, cfg.steps)
+        for m in self.modules.values():
+            m.train()
+        logf = open(self.run / f"{self.name}.jsonl", "a")
+        t0, window = time.time(), []
+        try:
+            while self.step < until:
+                for g in self.opt.param_groups:
+                    g["lr"] = lr_at(self.step, cfg)
+                loss, logs = self.loss()
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad = torch.nn.utils.clip_grad_norm_([p for m in self.modules.values() for p in m.parameters()], 1.0)
+                self.opt.step()
+                self.step += 1
+                window.append(logs | {"grad_norm": float(grad)})
+                if self.step % cfg.log_every == 0:
+                    avg = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                    row = {"step": self.step, "lr": lr_at(self.step - 1, cfg), "s_per_step": (time.time() - t0) / len(window)} | avg
+                    logf.write(json.dumps(row) + "\n")
+                    logf.flush()
+                    self.log(f"{self.name} step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step"))
+                    t0, window = time.time(), []
+                if self.step % cfg.checkpoint_every == 0 or self.step == until:
+                    self.save()
+                if progress:
+                    progress(self.step)
+        finally:
+            logf.close()
+
+
+# ---- 2. vocoder ---------------------------------------------------------------------------------
+
+class VocoderJob(_Job):
+    name = "vocoder"
+
+    def __init__(self, data: CodecData, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print):
+        self.data = data
+        self.weights = np.array([max(0, c["samples"] - 1) for c in data.clips], dtype=np.float64)
+        super().__init__(run, codec_config, cfg, log)
+        self.mel = MelSpectrogram(codec_config.mel)
+
+    def build(self):
+        return {"vocoder": Vocoder(self.codec_config.vocoder, self.codec_config.mel)}
+
+    def batch(self) -> torch.Tensor:
+        """(B, segment samples) random segments, drawn in proportion to clip length."""
+        n = self.cfg.segment_frames * self.codec_config.mel.hop_length
+        out = np.zeros((self.cfg.batch, n), dtype=np.float32)
+        rng = np.random.default_rng(self.rng.getrandbits(32))
+        for b, i in enumerate(rng.choice(len(self.weights), size=self.cfg.batch, p=self.weights / self.weights.sum())):
+            audio = self.data.audio_of(int(i))
+            start = int(rng.integers(0, max(1, len(audio) - n)))
+            seg = audio[start:start + n]
+            out[b, :len(seg)] = seg
+        return torch.from_numpy(out)
+
+    def loss(self):
+        wave = self.batch()
+        mel = self.mel(wave)[..., : self.cfg.segment_frames]  # (B, n_mels, F)
+        pred = self.modules["vocoder"](mel)  # (B, F * hop)
+        mel_loss = F.l1_loss(self.mel(pred)[..., : self.cfg.segment_frames], mel)
+        spec_loss = stft_loss(pred, wave)
+        return mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
+
+
+# ---- 3. token -> mel ------------------------------------------------------------------------------
+
+class Token2MelJob(_Job):
+    name = "token2mel"
+
+    def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print):
+        self.data, self.tokens = data, tokens
+        total = sum(c["tokens"] for c in data.clips)
+        if len(tokens) != total:
+            raise ValueError(f"{len(tokens)} tokens for {total} stored frames: fit the tokenizer on this data folder")
+        self.by_speaker: dict[str, list[int]] = {}
+        for i, c in enumerate(data.clips):
+            self.by_speaker.setdefault(c["speaker"], []).append(i)
+        super().__init__(run, codec_config, cfg, log)
+        self.mel = MelSpectrogram(codec_config.mel)
+
+    def build(self):
+        c = self.codec_config
+        return {
+            "speaker": SpeakerEncoder(c.speaker, c.mel.n_mels),
+            "token2mel": Token2Mel(c.token2mel, c.tokenizer.codebook_size, c.mel.n_mels, c.speaker.dim),
+        }
+
+    def _reference(self, i: int) -> np.ndarray:
+        """Up to 6 s of another clip of the same speaker (the clip itself if it is the only one)."""
+        same = self.by_speaker[self.data.clips[i]["speaker"]]
+        j = self.rng.choice([k for k in same if k != i] or [i])
+        audio = self.data.audio_of(j)
+        n = min(len(audio), 6 * 16000)
+        start = self.rng.randint(0, len(audio) - n)
+        return audio[start:start + n]
+
+    def batch(self):
+        cfg, spt = self.cfg, self.codec_config.tokenizer.samples_per_token
+        up, floor = self.codec_config.token2mel.upsample, math.log(self.codec_config.mel.log_floor)
+        idx = [self.rng.randrange(len(self.data)) for _ in range(cfg.batch)]
+        crops = []
+        for i in idx:
+            c = self.data.clips[i]
+            n = min(c["tokens"], cfg.max_tokens)
+            a = self.rng.randint(0, c["tokens"] - n)
+            crops.append((i, a, n))
+        T = max(n for _, _, n in crops)
+        tokens = torch.zeros(len(crops), T, dtype=torch.long)
+        target = torch.full((len(crops), self.codec_config.mel.n_mels, up * T), floor)
+        lengths = torch.tensor([n for _, _, n in crops])
+        refs = []
+        for b, (i, a, n) in enumerate(crops):
+            c = self.data.clips[i]
+            tokens[b, :n] = torch.from_numpy(self.tokens[c["feature_offset"] + a: c["feature_offset"] + a + n].astype(np.int64))
+            audio = torch.from_numpy(self.data.audio_of(i)[a * spt: (a + n) * spt])
+            m = self.mel(audio)[:, : up * n]
+            target[b, :, : m.shape[-1]] = m
+            refs.append(self._reference(i))
+        ref_len = torch.tensor([len(r) // self.codec_config.mel.hop_length + 1 for r in refs])
+        ref = torch.zeros(len(refs), max(len(r) for r in refs))
+        for b, r in enumerate(refs):
+            ref[b, : len(r)] = torch.from_numpy(r)
+        ref_mel = self.mel(ref)
+        return tokens, lengths, target, ref_mel, ref_len
+
+    def loss(self):
+        tokens, lengths, target, ref_mel, ref_len = self.batch()
+        spk = self.modules["speaker"](ref_mel, ref_len)
+        pred = self.modules["token2mel"](tokens, spk, lengths)  # (B, n_mels, 4T)
+        up = self.codec_config.token2mel.upsample
+        mask = length_mask(lengths * up, pred.shape[-1])[:, None, :].float()  # (B, 1, 4T)
+        l1 = ((pred - target).abs() * mask).sum() / (mask.sum() * pred.shape[1])
+        return l1, {"mel_l1": float(l1.detach())}
+
+
+def export_codec(run: Path, out: Path, codec_config: CodecConfig) -> Path:
+    """Gather the trained parts of a run into a SpeechCodec folder (float16 safetensors)."""
+    from safetensors.torch import load_file
+
+    from unisono.model.speech.codec import SpeechCodec
+
+    centroids = load_file(str(run / TOKENIZER_FILE))["centroids"]
+    codec = SpeechCodec(codec_config, centroids=centroids)
+    voc, t2m = load_state(run / "vocoder.pt"), load_state(run / "token2mel.pt")
+    if voc is None or t2m is None:
+        raise FileNotFoundError(f"{run} lacks vocoder.pt or token2mel.pt: train both first")
+    codec.vocoder.load_state_dict(voc["modules"]["vocoder"])
+    codec.speaker.load_state_dict(t2m["modules"]["speaker"])
+    codec.token2mel.load_state_dict(t2m["modules"]["token2mel"])
+    return codec.save(out)
