@@ -1,0 +1,161 @@
+"""Codec training: data preparation (held-out texts, offsets, resume after a kill), k-means
+tokens, training jobs (loss falls, exact resume), export to a loadable codec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unisono.model.config import EncoderConfig
+from unisono.model.encoder import AudioEncoder
+from unisono.model.speech.codec import SpeechCodec
+from unisono.model.speech.config import CodecConfig, SpeakerEncoderConfig, Token2MelConfig, TokenizerConfig, VocoderConfig
+from unisono.model.speech.tokenizer import SpeechTokenizer
+from unisono.train.codec_data import AUDIO, INDEX, CodecData, PrepareConfig, SourceSpec, prepare
+from unisono.train.codec_train import (
+    TOKENS_FILE,
+    Token2MelJob,
+    TrainConfig,
+    VocoderJob,
+    assign_tokens,
+    export_codec,
+    fit_tokenizer,
+)
+
+D = 32  # the tiny encoder's width
+
+
+def tiny_tokenizer() -> SpeechTokenizer:
+    torch.manual_seed(0)
+    enc = AudioEncoder(EncoderConfig(d_model=D, n_layers=2, n_heads=2, ffn_dim=64))
+    return SpeechTokenizer(TokenizerConfig(layer=2, codebook_size=8), encoder=enc, centroids=torch.zeros(8, D))
+
+
+def codec_config() -> CodecConfig:
+    c = CodecConfig(
+        speaker=SpeakerEncoderConfig(channels=16, n_layers=2, dim=8),
+        token2mel=Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64),
+        vocoder=VocoderConfig(dim=32, intermediate_dim=64, n_layers=2),
+    )
+    c.tokenizer.layer, c.tokenizer.codebook_size = 2, 8
+    return c
+
+
+def write_manifest(folder: Path, n: int, engines=("espeak-ng", "flite"), seed: int = 0) -> Path:
+    from unisono.audio.io import save_audio
+
+    rng = np.random.default_rng(seed)
+    (folder / "wav").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        seconds = 1.0 + 0.15 * (i % 4)
+        t = np.arange(int(seconds * 16000)) / 16000
+        save_audio(folder / "wav" / f"u{i}.wav", (0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32))
+        rows.append({"id": f"u{i}", "audio": f"wav/u{i}.wav", "text": f"sentence number {i}", "language": "en",
+                     "duration": seconds, "speaker": f"v{i % 3}",
+                     "meta": {"engine": engines[i % len(engines)], "augment": [{"kind": "noise"}] if i % 5 == 4 else []}})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "manifest.jsonl"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("codec")
+    manifest = write_manifest(root / "synth", 14)
+    prepare(prepare_config(manifest), root / "data", tokenizer_factory=tiny_tokenizer, block_seconds=3.0)
+    return root
+
+
+def prepare_config(manifest: Path) -> PrepareConfig:
+    return PrepareConfig(sources=[SourceSpec(str(manifest), limit=None, languages=("en",))], layers=(1, 2),
+                         test_source=str(manifest), test_clips=3)
+
+
+def test_prepare_keeps_test_texts_out_and_accounts_for_every_byte(prepared):
+    data = CodecData(prepared / "data", layer=2)
+    test = [json.loads(line) for line in open(prepared / "data/test-en/manifest.jsonl")]
+    assert len(test) == 3 and all((prepared / "data/test-en" / r["audio"]).is_file() for r in test)
+    assert {r["text"] for r in test}.isdisjoint(c["text"] for c in data.clips)
+    assert not any(c["id"] in ("u4", "u9") for c in data.clips)  # augmented clips are left out
+    assert len(data) + 3 == 14 - 2
+    assert data.audio.size == sum(c["samples"] for c in data.clips)
+    assert data.features.shape == (data.total_tokens, D)
+    for i, c in enumerate(data.clips):
+        assert c["tokens"] == int(np.ceil(c["samples"] / 640))
+    # features of a stored clip are what the tokenizer computes for its audio
+    tok = tiny_tokenizer()
+    again = tok.layer_features([data.audio_of(1)], (2,))[0][2]
+    np.testing.assert_allclose(data.features_of(1).astype(np.float32), again.numpy(), atol=2e-2, rtol=1e-2)
+
+
+def test_prepare_resumes_after_a_kill_without_duplicates(prepared, tmp_path):
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(prepared / "data", data_dir)
+    lines = (data_dir / INDEX).read_text().splitlines(keepends=True)
+    (data_dir / INDEX).write_text("".join(lines[:4]))  # killed after 4 index lines ...
+    with open(data_dir / AUDIO, "ab") as f:
+        f.write(b"\x01\x02" * 999)  # ... with audio of a block it never indexed
+    data = prepare(prepare_config(prepared / "synth/manifest.jsonl"), data_dir, tokenizer_factory=tiny_tokenizer, block_seconds=3.0)
+    before = CodecData(prepared / "data", layer=2)
+    assert sorted(c["id"] for c in data.clips) == sorted(c["id"] for c in before.clips)
+    assert data.audio.size == before.audio.size
+    i = [c["id"] for c in data.clips].index(before.clips[-1]["id"])
+    np.testing.assert_array_equal(data.audio_of(i), before.audio_of(len(before) - 1))
+
+
+def test_prepare_refuses_a_folder_made_with_other_settings(prepared):
+    config = PrepareConfig(sources=[], layers=(2,))
+    with pytest.raises(ValueError, match="other settings"):
+        prepare(config, prepared / "data", tokenizer_factory=tiny_tokenizer)
+
+
+def test_fit_tokenizer_assigns_every_frame_its_nearest_centroid(prepared, tmp_path):
+    data = CodecData(prepared / "data", layer=2)
+    centroids = fit_tokenizer(data, tmp_path, codebook_size=8, log=lambda s: None)
+    tokens = np.load(tmp_path / TOKENS_FILE)
+    assert len(tokens) == data.total_tokens
+    feats = torch.from_numpy(np.asarray(data.features, dtype=np.float32))
+    np.testing.assert_array_equal(tokens, torch.cdist(feats, centroids).argmin(-1).numpy())
+    np.testing.assert_array_equal(assign_tokens(data.features, centroids, block=7), tokens)
+
+
+@pytest.mark.slow
+def test_training_jobs_learn_resume_exactly_and_export(prepared, tmp_path):
+    data = CodecData(prepared / "data")
+    fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=lambda s: None)
+    tokens = np.load(tmp_path / "run" / TOKENS_FILE)
+    cfg = TrainConfig(steps=40, lr=3e-3, warmup=5, batch=4, segment_frames=20, max_tokens=30, log_every=5, checkpoint_every=5)
+    quiet = lambda s: None  # noqa: E731
+
+    voc = VocoderJob(data, tmp_path / "run", codec_config(), cfg, log=quiet)
+    voc.train()
+    log = [json.loads(line) for line in open(tmp_path / "run/vocoder.jsonl")]
+    assert log[-1]["mel_l1"] < log[0]["mel_l1"]
+
+    # token2mel: 6 steps straight vs 3 steps, a "kill", and a resumed job
+    straight = Token2MelJob(data, tokens, tmp_path / "a", codec_config(), TrainConfig(steps=6, batch=3, log_every=3, checkpoint_every=3), log=quiet)
+    straight.train()
+    first = Token2MelJob(data, tokens, tmp_path / "b", codec_config(), TrainConfig(steps=6, batch=3, log_every=3, checkpoint_every=3), log=quiet)
+    first.train(until=3)
+    resumed = Token2MelJob(data, tokens, tmp_path / "b", codec_config(), TrainConfig(steps=6, batch=3, log_every=3, checkpoint_every=3), log=quiet)
+    assert resumed.step == 3
+    resumed.train()
+    for k, v in straight.modules["token2mel"].state_dict().items():
+        torch.testing.assert_close(resumed.modules["token2mel"].state_dict()[k], v)
+
+    t2m = Token2MelJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=quiet)
+    t2m.train()
+    log = [json.loads(line) for line in open(tmp_path / "run/token2mel.jsonl")]
+    assert log[-1]["mel_l1"] < log[0]["mel_l1"]
+
+    out = export_codec(tmp_path / "run", tmp_path / "speech", codec_config())
+    codec = SpeechCodec.load(out)
+    voice = codec.speaker_embedding(data.audio_of(0))
+    wave = codec.detokenize(torch.from_numpy(tokens[:20].astype(np.int64)), voice)
+    assert wave.shape == (20 * 640,) and np.isfinite(wave).all()
