@@ -1,0 +1,99 @@
+"""Codec evaluation: entropy by hand, streaming latency output, a whole set with a scripted
+recogniser (WER arithmetic, rates), the report, and the CLI on a bad codec folder."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unisono.eval.codec import SetResult, evaluate_set, first_chunk_latency, token_entropy_bits, write_report
+from unisono.model.config import EncoderConfig
+from unisono.model.encoder import AudioEncoder
+from unisono.model.speech import CodecConfig, SpeechCodec
+from unisono.model.speech.config import SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
+from unisono.model.speech.tokenizer import SpeechTokenizer
+
+
+def test_token_entropy_by_hand():
+    assert token_entropy_bits([np.array([0, 0, 1, 1])], 8) == pytest.approx(1.0)
+    assert token_entropy_bits([np.array([0, 1]), np.array([2, 3])], 4) == pytest.approx(2.0)
+    assert token_entropy_bits([np.array([5, 5, 5])], 8) == pytest.approx(0.0)
+
+
+@pytest.fixture(scope="module")
+def codec() -> SpeechCodec:
+    torch.manual_seed(0)
+    c = CodecConfig(speaker=SpeakerEncoderConfig(channels=16, n_layers=2, dim=8),
+                    token2mel=Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64),
+                    vocoder=VocoderConfig(dim=32, intermediate_dim=64, n_layers=2))
+    c.tokenizer.layer, c.tokenizer.codebook_size = 2, 16
+    codec = SpeechCodec(c, centroids=torch.randn(16, 32)).eval()
+    enc = AudioEncoder(EncoderConfig(d_model=32, n_layers=2, n_heads=2, ffn_dim=64))
+    object.__setattr__(codec, "_tokenizer", SpeechTokenizer(c.tokenizer, encoder=enc, centroids=codec.centroids))
+    return codec
+
+
+def test_first_chunk_latency_streams_the_offline_audio(codec):
+    tokens, voice = torch.randint(0, 16, (40,)), torch.randn(8)
+    latency, audio = first_chunk_latency(codec, tokens, voice)
+    assert 0 < latency < 5
+    np.testing.assert_allclose(audio, codec.detokenize(tokens, voice), atol=1e-5)
+
+
+class Scripted:
+    """Hears the reference on original audio and one wrong word on resynthesised audio (told apart by length parity)."""
+
+    def __init__(self, texts: dict[int, str]):
+        self.texts = texts
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+        text = self.texts[-(-len(audio) // 640)]
+        return text if len(audio) % 640 else text.rsplit(" ", 1)[0] + " wrong"
+
+
+def test_evaluate_set_scores_both_sides_and_counts_rates(codec, tmp_path):
+    from unisono.audio.io import save_audio
+    from unisono.eval.manifest import load_set
+
+    texts = {}
+    rows = []
+    for i, (seconds, text) in enumerate(((1.01, "the cat sat down"), (1.51, "hello there"))):
+        n = int(seconds * 16000)
+        t = np.arange(n) / 16000
+        save_audio(tmp_path / f"a{i}.wav", (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+        texts[-(-n // 640)] = text
+        rows.append({"id": f"a{i}", "audio": f"a{i}.wav", "text": text, "language": "en", "duration": seconds})
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples: dict = {}
+    r = evaluate_set(codec, Scripted(texts), None, load_set(tmp_path), keep_audio=examples)
+    assert len(r.clips) == 2
+    assert r.wer_original == 0.0
+    assert r.wer_resynth == pytest.approx(2 / 6)  # one substitution in each, 6 reference words
+    assert r.token_rate == pytest.approx((26 + 38) / (2.52), rel=1e-3)
+    assert r.bitrate_nominal == pytest.approx(r.token_rate * math.log2(16))
+    assert 0 <= r.bitrate_entropy <= r.bitrate_nominal
+    assert r.detokenizer_rtf > 0 and r.first_chunk_ms > 0
+    assert set(examples) == {tmp_path.name}
+
+    path = write_report([r], tmp_path / "report", "unisono eval codec -m x", {"codebook": 16})
+    text = path.read_text()
+    assert "| 0.0% | 33.3% | +33.3 |" in text
+    assert json.loads((tmp_path / "report/results.json").read_text())["sets"][0]["wer_resynth"] == pytest.approx(1 / 3)
+
+
+def test_cli_refuses_a_folder_without_a_codec(tmp_path):
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m/manifest.jsonl").write_text(json.dumps({"id": "a", "audio": "a.wav", "text": "hi", "language": "en", "duration": 1.0}) + "\n")
+    result = CliRunner().invoke(app, ["eval", "codec", "-m", str(tmp_path / "m"), "--codec", str(tmp_path)],
+                                env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert "no speech codec" in result.output
