@@ -19,7 +19,19 @@ app = typer.Typer(help="Speech tokens: prepare data, fit the tokenizer, train th
                   no_args_is_help=True)
 
 SYNTH = Path("corpus/synth/manifest.jsonl")
-REAL_TRAIN = Path("/work/shared/data/real_speech_train")
+
+
+def _real_train_dir() -> Path:
+    """data/real_speech_train of the shared folder: $UNISONO_SHARED, or ../shared beside the checkout."""
+    import os
+
+    for base in (os.environ.get("UNISONO_SHARED"), Path.cwd().parent / "shared", Path.cwd() / "shared"):
+        if base and (Path(base) / "data/real_speech_train").is_dir():
+            return Path(base) / "data/real_speech_train"
+    return Path("../shared/data/real_speech_train")
+
+
+REAL_TRAIN = _real_train_dir()
 
 
 def _progress(description: str):

@@ -262,12 +262,12 @@ class Token2MelJob(_Job):
             "token2mel": Token2Mel(c.token2mel, c.tokenizer.codebook_size, c.mel.n_mels, c.speaker.dim),
         }
 
-    def _reference(self, i: int) -> np.ndarray:
-        """Up to 6 s of another clip of the same speaker (the clip itself if it is the only one)."""
+    def _reference(self, i: int, seconds: float = 4.0) -> np.ndarray:
+        """Up to 4 s of another clip of the same speaker (the clip itself if it is the only one)."""
         same = self.by_speaker[self.data.clips[i]["speaker"]]
         j = self.rng.choice([k for k in same if k != i] or [i])
         audio = self.data.audio_of(j)
-        n = min(len(audio), 6 * 16000)
+        n = min(len(audio), int(seconds * 16000))
         start = self.rng.randint(0, len(audio) - n)
         return audio[start:start + n]
 

@@ -71,6 +71,7 @@ class Token2MelConfig:
     attn_left: int = 8  # tokens each position attends to on its left, per layer
     attn_right: int = 1  # ... and on its right: the look-ahead grows by this per layer
     upsample: int = 4  # mel frames per token
+    post_dim: int = 128  # the post-net runs at 4x the token rate: narrower keeps it cheap
     post_kernel: int = 5  # post-net convolutions at the mel rate (asymmetric: mostly the past)
     post_layers: int = 2
     dropout: float = 0.1

@@ -4,7 +4,7 @@
                                 │                          depthwise conv, FFN] (B, T, D)
     reference mel ─► SpeakerEncoder ─► (B, S) ─────────┐
                                                         ▼
-      repeat x4 (B, 4T, D) + speaker ─► post-net (asymmetric convs) ─► linear ─► mel (B, n_mels, 4T)
+      linear, repeat x4 (B, 4T, P) + speaker ─► post-net (asymmetric convs) ─► linear ─► mel (B, n_mels, 4T)
 
 Each position attends to `attn_left` tokens before it and `attn_right` after it, and the
 convolutions are short, so an output frame depends on a fixed window of tokens
@@ -96,9 +96,11 @@ class Token2Mel(nn.Module):
         self.conv_in = nn.Conv1d(d, d, 3, padding=1)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = nn.LayerNorm(d)
-        self.speaker_post = nn.Linear(speaker_dim, d)
-        self.post = nn.ModuleList(nn.Conv1d(d, d, config.post_kernel) for _ in range(config.post_layers))
-        self.out = nn.Linear(d, n_mels)
+        p = config.post_dim
+        self.to_post = nn.Linear(d, p)
+        self.speaker_post = nn.Linear(speaker_dim, p)
+        self.post = nn.ModuleList(nn.Conv1d(p, p, config.post_kernel) for _ in range(config.post_layers))
+        self.out = nn.Linear(p, n_mels)
 
     def local_mask(self, T: int, lengths: torch.Tensor) -> torch.Tensor:
         """(B, 1, T, T) bool: key j is visible from query i when -left <= j - i <= right and j is
@@ -126,11 +128,11 @@ class Token2Mel(nn.Module):
         allowed = self.local_mask(T, lengths)
         for block in self.blocks:
             x = block(x, allowed, mask)
-        x = self.norm(x) * mask
+        x = self.to_post(self.norm(x)) * mask  # (B, T, P)
         up = self.config.upsample
-        x = x.repeat_interleave(up, dim=1) + self.speaker_post(speaker)[:, None, :]  # (B, up*T, D)
+        x = x.repeat_interleave(up, dim=1) + self.speaker_post(speaker)[:, None, :]  # (B, up*T, P)
         fmask = mask.repeat_interleave(up, dim=1).transpose(1, 2)  # (B, 1, up*T)
-        h = x.transpose(1, 2)  # (B, D, up*T)
+        h = x.transpose(1, 2)  # (B, P, up*T)
         k = self.config.post_kernel
         for conv in self.post:
             h = h + F.gelu(conv(F.pad(h * fmask, (k - 2, 1))))  # mostly the past, one frame ahead
