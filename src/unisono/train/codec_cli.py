@@ -184,3 +184,52 @@ def resynth(
     voice = c.speaker_embedding(wave if ref is None else ref)
     save_audio(out, c.detokenize(tokens, voice), 16000)
     typer.echo(" ".join(str(t) for t in tokens.tolist()))
+
+
+@app.command()
+def tokenize(
+    manifest: Path = typer.Argument(..., help="Input manifest.jsonl (audio paths relative to its folder)."),
+    out: Path = typer.Argument(..., help="Output manifest: the same rows with meta.speech_tokens (a rerun resumes)."),
+    codec: Optional[Path] = typer.Option(None, help="Codec folder (default: the shipped one)."),
+    batch: int = typer.Option(16, help="Clips tokenized together."),
+    threads: int = typer.Option(2, help="CPU threads."),
+) -> None:
+    """Add speech tokens to every row of a manifest (the `speech_tokens` the training tasks read).
+    Audio paths are rewritten relative to the output manifest's folder."""
+    import dataclasses
+    import os
+
+    import torch
+    from rich.console import Console
+
+    from unisono.audio.io import AudioError, load_audio
+    from unisono.data.manifest import ManifestError, ManifestWriter, read_manifest
+    from unisono.model.speech.codec import SpeechCodec, default_codec_path
+
+    torch.set_num_threads(threads)
+    err = Console(stderr=True)
+    try:
+        rows = read_manifest(manifest)
+        done = {u.id for u in read_manifest(out, skip_partial_tail=True)} if out.is_file() else set()
+    except ManifestError as e:
+        raise typer.BadParameter(str(e)) from None
+    c = SpeechCodec.load(codec or default_codec_path())
+    todo = [u for u in rows if u.id not in done]
+    failed = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with ManifestWriter(out) as writer, _progress("tokenizing") as bar:
+        task = bar.add_task("tokenize", total=len(rows), completed=len(rows) - len(todo))
+        for start in range(0, len(todo), batch):
+            group, audio = [], []
+            for u in todo[start:start + batch]:
+                try:
+                    audio.append(load_audio(manifest.parent / u.audio, max_duration_s=600))
+                    group.append(u)
+                except (AudioError, OSError) as e:
+                    err.print(f"[yellow]skipped[/yellow] {u.id}: {e}")
+                    failed += 1
+            for u, tokens in zip(group, c.tokenize(audio) if audio else []):
+                rel = os.path.relpath((manifest.parent / u.audio).resolve(), out.parent.resolve())
+                writer.write(dataclasses.replace(u, audio=rel, meta={**u.meta, "speech_tokens": tokens.tolist()}))
+            bar.advance(task, len(todo[start:start + batch]))
+    err.print(f"{len(rows) - failed} rows with speech tokens in {out}" + (f"; {failed} unreadable" if failed else ""))

@@ -1,0 +1,77 @@
+"""`unisono codec tokenize` and `unisono codec resynth` on a small random codec (bundled encoder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from unisono.cli import app
+from unisono.model.speech import CodecConfig, SpeechCodec
+from unisono.model.speech.config import SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    c = CodecConfig(speaker=SpeakerEncoderConfig(channels=16, n_layers=2, dim=8),
+                    token2mel=Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64),
+                    vocoder=VocoderConfig(dim=32, intermediate_dim=64, n_layers=2))
+    c.tokenizer.codebook_size = 32
+    return SpeechCodec(c, centroids=torch.randn(32, 384)).save(tmp_path_factory.mktemp("codec") / "speech")
+
+
+def _clips(folder: Path) -> Path:
+    from unisono.audio.io import save_audio
+
+    (folder / "wav").mkdir(parents=True)
+    rows = []
+    for i, seconds in enumerate((0.7, 1.3)):
+        t = np.arange(int(seconds * 16000)) / 16000
+        save_audio(folder / "wav" / f"c{i}.wav", (0.2 * np.sin(2 * np.pi * 200 * t)).astype(np.float32))
+        rows.append({"id": f"c{i}", "audio": f"wav/c{i}.wav", "text": "hi", "language": "en", "duration": seconds})
+    (folder / "wav/bad.wav").write_bytes(b"RIFF not audio")
+    rows.append({"id": "bad", "audio": "wav/bad.wav", "text": "x", "language": "en", "duration": 1.0})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "manifest.jsonl"
+
+
+def test_tokenize_adds_speech_tokens_skips_unreadable_audio_and_resumes(codec_dir, tmp_path):
+    from unisono.data.manifest import read_manifest
+
+    manifest = _clips(tmp_path / "in")
+    out = tmp_path / "out" / "manifest.jsonl"
+    args = ["codec", "tokenize", str(manifest), str(out), "--codec", str(codec_dir), "--batch", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = read_manifest(out)
+    assert [u.id for u in rows] == ["c0", "c1"]
+    codec = SpeechCodec.load(codec_dir)
+    for u in rows:
+        from unisono.audio.io import load_audio
+
+        audio = load_audio(out.parent / u.audio)
+        assert u.meta["speech_tokens"] == codec.tokenize(audio).tolist()
+        assert len(u.meta["speech_tokens"]) == int(np.ceil(len(audio) / 640))
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and len(read_manifest(out)) == 2  # nothing written twice
+
+
+def test_resynth_writes_640_samples_per_token(codec_dir, tmp_path):
+    from unisono.audio.io import load_audio
+
+    manifest = _clips(tmp_path / "in")
+    out = tmp_path / "re.wav"
+    result = CliRunner().invoke(app, ["codec", "resynth", str(manifest.parent / "wav/c1.wav"), str(out), "--codec", str(codec_dir)])
+    assert result.exit_code == 0, result.output
+    tokens = result.output.split()
+    assert len(tokens) == int(np.ceil(1.3 * 16000 / 640)) and all(0 <= int(t) < 32 for t in tokens)
+    assert len(load_audio(out)) == 640 * len(tokens)
+    bad = CliRunner().invoke(app, ["codec", "resynth", str(manifest.parent / "wav/bad.wav"), str(out), "--codec", str(codec_dir)])
+    assert bad.exit_code == 2
