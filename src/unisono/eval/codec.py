@@ -145,7 +145,7 @@ def evaluate_set(
         t_stream += time.perf_counter() - t0
         audio_s += seconds
         stream_tok = codec.tokenizer.stream()
-        st = [stream_tok.push(audio[j:j + 2560]) for j in range(0, len(audio), 2560)] + [stream_tok.flush()]
+        st = [stream_tok.push(audio[j:j + 5120]) for j in range(0, len(audio), 5120)] + [stream_tok.flush()]
         st = np.concatenate([s.numpy() for s in st])
         agreement = float(np.mean(st == tokens.numpy())) if len(st) == len(tokens) else float("nan")
         hyp_o = recognizer.transcribe(audio, language="en")
