@@ -115,6 +115,15 @@ def test_prepare_refuses_a_folder_made_with_other_settings(prepared):
         prepare(config, prepared / "data", tokenizer_factory=tiny_tokenizer)
 
 
+def test_clean_clips_may_be_louder_or_faster_but_not_noisy():
+    from unisono.train.codec_data import _is_clean
+
+    row = lambda *kinds: {"meta": {"augment": [{"kind": k} for k in kinds]}}  # noqa: E731
+    assert _is_clean({}) and _is_clean(row()) and _is_clean(row("gain", "speed"))
+    for dirty in (row("noise"), row("gain", "reverb"), row("telephone"), row("speed", "limit")):
+        assert not _is_clean(dirty)
+
+
 def test_fit_tokenizer_assigns_every_frame_its_nearest_centroid(prepared, tmp_path):
     data = CodecData(prepared / "data", layer=2)
     centroids = fit_tokenizer(data, tmp_path, codebook_size=8, log=lambda s: None)

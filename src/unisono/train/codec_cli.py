@@ -4,7 +4,7 @@
     unisono codec fit-tokenizer corpus/codec_data runs/codec  # k-means codebook
     unisono codec train vocoder runs/codec                  # mel -> waveform
     unisono codec train token2mel runs/codec                # tokens + voice -> mel
-    unisono codec export runs/codec src/unisono/assets/speech
+    unisono codec export runs/codec src/unisono/assets/unisono-tiny/speech
     unisono codec resynth in.wav out.wav
 """
 

@@ -39,7 +39,7 @@ class SourceSpec:
     manifest: str  # a manifest.jsonl (audio paths relative to its folder)
     limit: int | None = None  # at most this many clips (seeded random choice)
     languages: tuple[str, ...] = ()  # only these languages (empty: all)
-    clean_only: bool = True  # skip clips with augmentation (noise, reverberation...) in meta.augment
+    clean_only: bool = True  # skip clips with noise, reverberation... in meta.augment (gain and speed are kept)
     per_engine: bool = True  # spread `limit` evenly over the synthesis engines (meta.engine)
 
 
@@ -62,8 +62,13 @@ def _rows(manifest: Path) -> list[dict]:
     return [u.to_dict() | {"_root": str(manifest.parent)} for u in read_manifest(manifest)]
 
 
+# Augmentations that leave the signal clean: the detokenizer may learn to reproduce them.
+# Noise, reverberation, limiting and telephone bands would be learnt as part of the voice.
+CLEAN_AUGMENTATIONS = frozenset({"gain", "speed"})
+
+
 def _is_clean(row: dict) -> bool:
-    return not (row.get("meta") or {}).get("augment")
+    return all(a.get("kind") in CLEAN_AUGMENTATIONS for a in (row.get("meta") or {}).get("augment") or [])
 
 
 def choose_test_set(rows: list[dict], n: int, seed: int) -> list[dict]:

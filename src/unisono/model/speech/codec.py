@@ -223,5 +223,5 @@ class DetokenizerStream:
 
 
 def default_codec_path() -> Path:
-    """The trained codec shipped inside the package."""
-    return Path(__file__).resolve().parents[2] / "assets" / "speech"
+    """The trained codec shipped inside the package: the `speech/` folder of the embedded default model."""
+    return Path(__file__).resolve().parents[2] / "assets" / "unisono-tiny" / "speech"
