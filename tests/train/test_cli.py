@@ -11,6 +11,11 @@ from unisono.cli import app
 runner = CliRunner()
 
 
+def plain(output: str) -> str:
+    """The words of a CLI message, with rich's panel borders and line wrapping removed."""
+    return " ".join(output.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
+
+
 def test_every_stage_is_a_command():
     result = runner.invoke(app, ["train", "--help"])
     assert result.exit_code == 0
@@ -22,11 +27,11 @@ def test_bad_overrides_and_mismatched_configs_are_refused(tmp_path):
     from unisono.train.config import default_config_path
 
     result = runner.invoke(app, ["train", "align", "--set", "phases.0.lr=fast", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "must be a number" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "must be a number" in plain(result.output)
     result = runner.invoke(app, ["train", "mtp", "--config", str(default_config_path("align")), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "configures stage 'align'" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "configures stage 'align'" in plain(result.output)
     result = runner.invoke(app, ["train", "align", "--set", f"data.train=[{tmp_path}/none.jsonl]", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 1 and "does not exist" in " ".join(result.output.split())
+    assert result.exit_code == 1 and "does not exist" in plain(result.output)
 
 
 @pytest.mark.slow
