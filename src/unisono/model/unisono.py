@@ -157,11 +157,11 @@ class Unisono(nn.Module):
         cache: Any,
     ) -> torch.Tensor:
         kwargs = {"output_router_logits": False} if self.is_moe else {}
+        kwargs[_cache_keyword(self.decoder.model)] = cache
         out = self.decoder.model(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             **kwargs,
         )
@@ -297,6 +297,13 @@ class Unisono(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def _cache_keyword(decoder_model: torch.nn.Module) -> str:
+    """transformers 5 renamed the decoders' `past_key_values` argument to `cache` (the old name warns)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(type(decoder_model).forward).parameters else "past_key_values"
 
 
 def build(config: UnisonoConfig, texts_or_tokenizer: Any = None, **tokenizer_kwargs: Any) -> Unisono:

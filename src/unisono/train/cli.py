@@ -4,6 +4,7 @@
     unisono train pretrain | cooldown | sft-asr | mtp   (the same options)
     unisono train features MANIFEST... --out DIR [--encoder unisono-tiny]
     unisono train plot RUN... --out loss.png
+    unisono train export RUN --out DIR [--dtype float16]
 
 Several processes: `torchrun --nproc_per_node N -m unisono.cli train STAGE ...` (FSDP2).
 """
@@ -149,3 +150,35 @@ def plot(
     except FileNotFoundError as e:
         raise typer.BadParameter(str(e), param_hint="RUNS") from None
     typer.echo(str(path))
+
+
+@app.command()
+def export(
+    model: str = typer.Argument(..., help="A run folder (its model/) or a checkpoint directory."),
+    out: str = typer.Option(..., "--out", "-o", help="Checkpoint directory to write (a speech/ folder already there is kept)."),
+    dtype: str = typer.Option("float16", help="Stored precision: float16, bfloat16 or float32."),
+    speech_tokens: int = typer.Option(0, help="Grow the speech-token block to this many codes first (0: as trained)."),
+) -> None:
+    """Write a trained model as a small inference checkpoint (e.g. the embedded default model)."""
+    from pathlib import Path
+
+    import torch
+
+    from unisono.model.unisono import Unisono
+    from unisono.train.model_setup import expand_speech_vocabulary
+
+    dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+    if dtype not in dtypes:
+        raise typer.BadParameter(f"choose one of {', '.join(dtypes)}", param_hint="--dtype")
+    source = Path(model)
+    if not (source / "config.json").is_file() and (source / "model" / "config.json").is_file():
+        source = source / "model"
+    try:
+        net = Unisono.load(source)
+    except FileNotFoundError as e:
+        raise typer.BadParameter(str(e), param_hint="MODEL") from None
+    if speech_tokens:
+        expand_speech_vocabulary(net, speech_tokens)
+    path = net.save(out, dtype=dtypes[dtype])
+    size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    typer.echo(f"{path} ({size / 2**20:.1f} MiB, {net.num_parameters() / 1e6:.1f} M parameters with the encoder)")
