@@ -98,7 +98,7 @@ def _codec_config(run: Path, layer: int | None = None, codebook: int | None = No
 def fit_tokenizer(
     data: Path = typer.Argument(..., help="Folder written by `unisono codec prepare`."),
     run: Path = typer.Argument(..., help="Run folder (codec.json, tokenizer.safetensors, tokens.npy)."),
-    layer: int = typer.Option(4, help="Encoder layer to quantise (4: the output of Whisper tiny's encoder)."),
+    layer: int = typer.Option(3, help="Encoder layer to quantise (4 is the output of Whisper tiny's encoder; 3 resynthesises better)."),
     codebook: int = typer.Option(1024, help="Codebook size."),
     frames: int = typer.Option(300_000, help="Frames k-means is fitted on (a seeded sample)."),
     threads: int = typer.Option(2, help="CPU threads."),
