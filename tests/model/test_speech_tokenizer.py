@@ -55,10 +55,11 @@ def test_a_clip_gets_the_same_tokens_alone_and_in_a_batch(tokenizer, speech):
 
 
 def test_intermediate_layer_features_come_from_that_layer(tokenizer, speech):
-    feats = tokenizer.layer_features([speech[:16000]], (2, 4))[0]
-    assert feats[2].shape == feats[4].shape == (25, 384)
-    assert not torch.allclose(feats[2], feats[4])
-    assert torch.allclose(tokenizer.features([speech[:16000]])[0], feats[4])
+    feats = tokenizer.layer_features([speech[:16000]], (2, 3, 4))[0]
+    assert feats[2].shape == feats[3].shape == feats[4].shape == (25, 384)
+    assert not torch.allclose(feats[2], feats[4]) and not torch.allclose(feats[3], feats[4])
+    assert tokenizer.config.layer == 3
+    assert torch.allclose(tokenizer.features([speech[:16000]])[0], feats[3])
 
 
 def test_clips_over_the_encoder_window_are_cut_into_30_s_windows(tokenizer, speech):
