@@ -222,6 +222,7 @@ class Unisono(nn.Module):
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
         try:
             state = self.state_dict()
             if self.config.encoder.source and self.config.encoder.frozen:

@@ -142,6 +142,7 @@ class SpeechCodec(nn.Module):
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
         try:
             state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "unisono-speech-codec"})
