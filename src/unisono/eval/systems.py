@@ -19,6 +19,7 @@ URLs may carry a port (``openai:http://localhost:8000/v1:model=whisper-1``); pat
 from __future__ import annotations
 
 import io
+from abc import ABC, abstractmethod
 import os
 import re
 from dataclasses import dataclass, field
@@ -84,15 +85,16 @@ def split_specs(text: str) -> list[str]:
 
 
 # ---- the adapters ---------------------------------------------------------------------------
-class System:
+class System(ABC):
     kind: ClassVar[str]
     name: str
     spec: str = ""
     languages: frozenset[str] | None = None  # None: any language
     threads: int | None = None  # CPU threads it computes with (None: not under our control)
 
+    @abstractmethod
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
-        raise NotImplementedError
+        """Text of one 16 kHz mono clip."""
 
     def supports(self, language: str) -> bool:
         return self.languages is None or language.split("-")[0].lower() in self.languages
@@ -104,7 +106,7 @@ class System:
     @classmethod
     def config_from_spec(cls, spec: SystemSpec, threads: int) -> Any:
         """The adapter's config, taking the options it knows out of `spec` (leftovers are errors)."""
-        raise NotImplementedError
+        raise SystemSpecError(f"{cls.__name__} is built in code, not from a --systems spec ({spec.text!r})")
 
 
 @dataclass

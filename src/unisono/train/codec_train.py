@@ -23,6 +23,7 @@ Run folder:
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 import math
 import os
 import random
@@ -132,7 +133,7 @@ def stft_loss(pred: torch.Tensor, target: torch.Tensor, resolutions=((256, 64), 
     return total / len(resolutions)
 
 
-class _Job:
+class _Job(ABC):
     """Shared loop: resume, AdamW with warm-up + cosine, atomic checkpoints, a JSONL loss log."""
 
     name = "job"
@@ -160,11 +161,13 @@ class _Job:
     def ckpt(self) -> Path:
         return self.run / f"{self.name}.pt"
 
+    @abstractmethod
     def build(self) -> dict[str, torch.nn.Module]:
-        raise NotImplementedError
+        """The modules this job trains."""
 
+    @abstractmethod
     def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
+        """One batch's loss and the figures to log."""
 
     def save(self) -> None:
         save_state(self.ckpt, modules={k: m.state_dict() for k, m in self.modules.items()}, opt=self.opt.state_dict(),
