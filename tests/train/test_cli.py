@@ -53,3 +53,28 @@ def test_align_then_features_then_sft_from_the_command_line(corpus, tmp_path):
 
     stages = Unisono.load(tmp_path / "sft" / "model").config.meta["stages"]
     assert [s["stage"] for s in stages] == ["align", "sft-asr"]  # the model carries its history
+
+
+def test_export_writes_a_float16_checkpoint_with_grown_speech_tokens(tiny_tokenizer, tmp_path):
+    import torch
+    from safetensors import safe_open
+    from tests.conftest import make_tiny_model
+
+    from unisono.model.unisono import Unisono
+
+    model = make_tiny_model(tiny_tokenizer)
+    model.save(tmp_path / "run" / "model")
+    n_speech = model.vocab.n_speech + 16
+    result = runner.invoke(app, ["train", "export", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--speech-tokens", str(n_speech)])
+    assert result.exit_code == 0, result.output
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    exported = Unisono.load(tmp_path / "out")
+    assert exported.vocab.n_speech == n_speech
+    # text rows are kept through the growth, up to float16 rounding
+    old, new = model.decoder.get_input_embeddings().weight, exported.decoder.get_input_embeddings().weight
+    keep = model.vocab.speech_offset
+    assert torch.allclose(old[:keep], new[:keep], atol=1e-2)
+
+    result = runner.invoke(app, ["train", "export", str(tmp_path / "run"), "--out", str(tmp_path / "x"), "--dtype", "int4"])
+    assert result.exit_code == 2

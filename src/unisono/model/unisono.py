@@ -16,6 +16,8 @@ not stored again.
 
 from __future__ import annotations
 
+import functools
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +159,7 @@ class Unisono(nn.Module):
         cache: Any,
     ) -> torch.Tensor:
         kwargs = {"output_router_logits": False} if self.is_moe else {}
-        kwargs[_cache_keyword(self.decoder.model)] = cache
+        kwargs[_cache_keyword(type(self.decoder.model))] = cache
         out = self.decoder.model(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -300,11 +302,13 @@ class Unisono(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
-def _cache_keyword(decoder_model: torch.nn.Module) -> str:
-    """transformers 5 renamed the decoders' `past_key_values` argument to `cache` (the old name warns)."""
+@functools.lru_cache(maxsize=None)
+def _cache_keyword(decoder_class: type) -> str:
+    """transformers 5 renamed the decoders' `past_key_values` argument to `cache` (the old name warns).
+    Looked up once per class: decoding calls the decoder at every step."""
     import inspect
 
-    return "cache" if "cache" in inspect.signature(type(decoder_model).forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
 
 
 def build(config: UnisonoConfig, texts_or_tokenizer: Any = None, **tokenizer_kwargs: Any) -> Unisono:
