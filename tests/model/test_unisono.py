@@ -119,3 +119,42 @@ def test_decoder_from_local_checkpoint_keeps_text_embeddings(tiny_tokenizer, tmp
     model = Unisono(cfg, Vocab(tiny_tokenizer, cfg.vocab.n_speech_tokens))
     assert model.decoder.get_input_embeddings().num_embeddings == model.vocab.size
     torch.testing.assert_close(model.decoder.get_input_embeddings().weight[:n_text], lm.get_input_embeddings().weight)
+
+
+def test_ctc_loss_reads_adaptor_frames_through_the_output_head(tiny_tokenizer):
+    model = make_tiny_model(tiny_tokenizer)
+    batch = _asr_batch(model, n_mel_frames=(320, 240))
+    audio, lengths = model.encode_audio(batch.mel, batch.mel_lengths)
+    # the total loss is the next-token/MTP loss plus the weighted CTC term
+    plain, with_ctc = model(batch), model(batch, ctc_weight=0.3)
+    assert abs(float(with_ctc.loss.detach()) - float(plain.loss.detach()) - 0.3 * with_ctc.logs["loss_ctc"]) < 1e-4
+    assert "loss_ctc" not in plain.logs
+
+    # frames that spell each transcript (blank, token, blank, ...) score far better than the same
+    # frames in another clip's order; the classes are <|audio|> (blank) and the text rows
+    with torch.no_grad():  # well-separated rows, so that a spelled frame is unambiguous
+        model.decoder.lm_head.weight.normal_(0.0, 3.0)
+    head = model.decoder.lm_head.weight.detach()
+    spelled = torch.zeros_like(audio)
+    texts = []
+    for b in range(2):
+        t = batch.targets[b][(batch.targets[b] >= 0) & (batch.targets[b] < model.vocab.n_text)]
+        texts.append(t)
+        seq = [model.vocab.audio_id]
+        for tok in t.tolist():
+            seq += [tok, model.vocab.audio_id]
+        seq += [model.vocab.audio_id] * (int(lengths[b]) - len(seq))
+        spelled[b, : int(lengths[b])] = head[seq]
+    model.decoder.model.norm.weight.data.fill_(1.0)
+    good = float(model.ctc_loss(spelled, lengths, batch))
+    swapped = float(model.ctc_loss(spelled.flip(0), lengths.flip(0), batch))
+    assert good < 0.05 and swapped > 5.0, (good, swapped)
+
+    # reference: torch's CTC of each clip alone, over the same class layout, averaged as "mean" does
+    classes = torch.cat([head[model.vocab.audio_id : model.vocab.audio_id + 1], head[: model.vocab.n_text]])
+    ref = []
+    for b in range(2):
+        lp = torch.log_softmax(model.decoder.model.norm(audio[b, : lengths[b]]) @ classes.T, -1)[:, None]
+        ref.append(torch.nn.functional.ctc_loss(lp, texts[b][None] + 1, lengths[b : b + 1], torch.tensor([len(texts[b])]),
+                                                reduction="sum") / len(texts[b]))
+    torch.testing.assert_close(model.ctc_loss(audio, lengths, batch), torch.stack(ref).mean(), rtol=1e-4, atol=1e-4)

@@ -178,8 +178,9 @@ class Unisono(nn.Module):
         return DynamicCache(config=self.decoder.config)
 
     # ---- training --------------------------------------------------------------------------
-    def forward(self, batch: Batch, main: bool = True, mtp: bool = True) -> LossOutput:
-        """Loss of a batch: next-token loss (if `main`) + weighted MTP branch losses (if `mtp`)."""
+    def forward(self, batch: Batch, main: bool = True, mtp: bool = True, ctc_weight: float = 0.0) -> LossOutput:
+        """Loss of a batch: next-token loss (if `main`) + weighted MTP branch losses (if `mtp`)
+        + `ctc_weight` x the CTC loss of the adaptor frames (see `ctc_loss`)."""
         audio = lengths = None
         if batch.mel is not None or batch.encoder_out is not None:
             audio, lengths = self.encode_audio(batch.mel, batch.mel_lengths, batch.encoder_out, batch.encoder_lengths)
@@ -207,17 +208,60 @@ class Unisono(nn.Module):
         if aux is not None and main:
             loss = loss + self.config.decoder.router_aux_loss_coef * aux
             logs["loss_router_aux"] = float(aux.detach())
+        if ctc_weight > 0 and audio is not None:
+            ctc = self.ctc_loss(audio, lengths, batch)
+            if ctc is not None:
+                loss = loss + ctc_weight * ctc
+                logs["loss_ctc"] = float(ctc.detach())
         with torch.no_grad():
             logs["accuracy_main"] = float((main_logits.argmax(-1) == nxt[sel]).float().mean()) if sel.any() else 0.0
         logs["loss"] = float(loss.detach())
         return LossOutput(loss=loss, logs=logs)
 
+    def ctc_loss(self, audio: torch.Tensor, lengths: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        """CTC loss of the adaptor frames read through the model's own output head (final norm,
+        then the text rows of lm_head; `<|audio|>` is the blank) against each clip's transcript.
+
+        An auxiliary loss for training a fresh decoder, as hybrid CTC/attention ASR does: it
+        makes every adaptor frame say which text token it carries, so the decoder learns to
+        read the audio instead of first learning a text-only language model. No parameters of
+        its own: nothing is added to the checkpoint. Clips of rows that hold exactly one audio
+        span and a text answer (ASR rows) are scored; other rows are skipped (None if none)."""
+        spans = (batch.input_ids == self.vocab.audio_id).any(dim=1)  # rows holding an audio span
+        if int(spans.sum()) != audio.shape[0]:  # several clips in a row: no clip-to-answer mapping
+            return None
+        n_text = self.vocab.n_text
+        targets, target_lengths, keep = [], [], []
+        for clip, row in enumerate(spans.nonzero().flatten().tolist()):
+            t = batch.targets[row]
+            t = t[(t >= 0) & (t < n_text)]  # the answer's text tokens (not <|end|> or speech)
+            if t.numel() == 0:
+                continue
+            targets.append(t + 1)  # class 0 is the blank
+            target_lengths.append(t.numel())
+            keep.append(clip)
+        if not keep:
+            return None
+        frames = self.decoder.model.norm(audio[keep])  # (N, T', D)
+        head = self.decoder.lm_head.weight
+        classes = torch.cat([head[self.vocab.audio_id : self.vocab.audio_id + 1], head[:n_text]])  # blank, text
+        log_probs = torch.log_softmax((frames @ classes.T).float(), dim=-1).transpose(0, 1)  # (T', N, C)
+        return nn.functional.ctc_loss(
+            log_probs, torch.cat(targets), lengths[keep], torch.tensor(target_lengths, device=audio.device),
+            blank=0, reduction="mean", zero_infinity=True,  # a clip too short for its text adds nothing
+        )
+
     # ---- persistence -----------------------------------------------------------------------
-    def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write the checkpoint directory (atomically: a temporary folder renamed into place)."""
+    def save(self, directory: str | Path, dtype: torch.dtype | str | None = None) -> Path:
+        """Write the checkpoint directory (atomically: a temporary folder renamed into place).
+        `dtype`: the stored precision of floating tensors (None: as they are), or "int8" for
+        int8 matrices with a scale per row (see `unisono.model.quantize.quantize_state`);
+        `load` reads every form back into the dtype it is asked for."""
         import os
         import shutil
         import tempfile
+
+        from unisono.model.quantize import quantize_state
 
         if self.quantized:
             raise ValueError("an int8-quantised model is for inference; save the float checkpoint it was loaded from")
@@ -231,7 +275,13 @@ class Unisono(nn.Module):
                 state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
             if self.decoder.config.tie_word_embeddings:
                 state.pop("decoder.lm_head.weight", None)  # shares storage with the input embeddings
-            state = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous() for k, v in state.items()}
+            if dtype == "int8":
+                state = quantize_state(state)
+            elif isinstance(dtype, str):
+                raise ValueError(f"dtype must be a torch floating dtype or 'int8', got {dtype!r}")
+            else:
+                state = {k: (v.to(dtype) if dtype and v.is_floating_point() else v) for k, v in state.items()}
+            state = {k: v.contiguous() for k, v in state.items()}
             save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "unisono"})
             (tmp / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
             self.vocab.save(tmp, self.config.vocab.tokenizer_file)
@@ -257,7 +307,7 @@ class Unisono(nn.Module):
     ) -> "Unisono":
         """Load a checkpoint directory. `compute_type="int8"` quantises every Linear layer for
         CPU inference (see `unisono.model.quantize`)."""
-        from unisono.model.quantize import COMPUTE_TYPES, quantize_int8
+        from unisono.model.quantize import COMPUTE_TYPES, dequantize_state, quantize_int8
 
         if compute_type not in COMPUTE_TYPES:
             raise ValueError(f"compute_type must be one of {', '.join(COMPUTE_TYPES)}, got {compute_type!r}")
@@ -274,7 +324,7 @@ class Unisono(nn.Module):
         if not weights.is_file():
             raise FileNotFoundError(f"{directory}: {WEIGHTS_FILE} is missing")
         model = cls(config, vocab)
-        state = load_file(weights)
+        state = dequantize_state(load_file(weights))
         missing, unexpected = model.load_state_dict(state, strict=False)
         allowed_missing = {"decoder.lm_head.weight"} if model.decoder.config.tie_word_embeddings else set()
         if config.encoder.source and config.encoder.frozen:

@@ -4,7 +4,7 @@
     unisono train pretrain | cooldown | sft-asr | mtp   (the same options)
     unisono train features MANIFEST... --out DIR [--encoder unisono-tiny]
     unisono train plot RUN... --out loss.png
-    unisono train export RUN --out DIR [--dtype float16]
+    unisono train export RUN --out DIR [--dtype float16|int8]
 
 Several processes: `torchrun --nproc_per_node N -m unisono.cli train STAGE ...` (FSDP2).
 """
@@ -156,7 +156,7 @@ def plot(
 def export(
     model: str = typer.Argument(..., help="A run folder (its model/) or a checkpoint directory."),
     out: str = typer.Option(..., "--out", "-o", help="Checkpoint directory to write (a speech/ folder already there is kept)."),
-    dtype: str = typer.Option("float16", help="Stored precision: float16, bfloat16 or float32."),
+    dtype: str = typer.Option("float16", help="Stored precision: float16, bfloat16, float32, or int8 (matrices int8 with a scale per row, the rest float16)."),
     speech_tokens: int = typer.Option(0, help="Grow the speech-token block to this many codes first (0: as trained)."),
 ) -> None:
     """Write a trained model as a small inference checkpoint (e.g. the embedded default model)."""
@@ -167,7 +167,7 @@ def export(
     from unisono.model.unisono import Unisono
     from unisono.train.model_setup import expand_speech_vocabulary
 
-    dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+    dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "int8": "int8"}
     if dtype not in dtypes:
         raise typer.BadParameter(f"choose one of {', '.join(dtypes)}", param_hint="--dtype")
     source = Path(model)

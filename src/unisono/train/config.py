@@ -113,6 +113,9 @@ class PhaseConfig:
     min_lr_ratio: float = 0.1  # the schedule ends at lr x min_lr_ratio
     main_loss: bool = True  # next-token loss of the main head (False: MTP stage 1)
     mtp_loss: bool = False  # the MTP branch losses
+    # Weight of the auxiliary CTC loss on the adaptor frames of ASR rows (Unisono.ctc_loss):
+    # speeds up learning to read audio when the decoder starts fresh. 0 disables.
+    ctc_weight: float = 0.0
     # Router load-balancing loss coefficient of MoE decoders, annealed linearly from the first
     # value to the second over the phase. None: the model's own coefficient.
     router_aux_coef: tuple[float, float] | None = None

@@ -307,7 +307,7 @@ class Trainer:
                 for _ in range(accum):
                     batch = next(batches).to(self.device)
                     with autocast:
-                        out = model(batch, main=phase.main_loss, mtp=phase.mtp_loss)
+                        out = model(batch, main=phase.main_loss, mtp=phase.mtp_loss, ctc_weight=phase.ctc_weight)
                     (out.loss / accum).backward()
                     logs.append({**out.logs, "tokens": float(batch.attention_mask.sum())})
                 grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
