@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The recipe of the embedded default model unisono-tiny, on CPU: a synthetic bilingual corpus and
 # the real training speech, the frozen Whisper tiny.en encoder cached once, then
-# align -> sft-asr -> mtp -> sft-asr, and a float16 export into the package.
+# align -> sft-asr -> mtp -> sft-asr -> sft-asr (+CTC) -> pretrain (speech tokens) -> cooldown -> mtp,
+# and an int8 export into the package.
 # Usage: docs/train/tiny.sh            (THREADS, RUNS, SYNTH, REAL and the *_STEPS override)
 set -euo pipefail
 REAL=${REAL:-../shared/data/real_speech_train}
@@ -13,6 +14,11 @@ SFT_STEPS=${SFT_STEPS:-850}
 MTP_STEPS=${MTP_STEPS:-130}
 JOINT_STEPS=${JOINT_STEPS:-20}
 SFT2_STEPS=${SFT2_STEPS:-450}
+SFT3_STEPS=${SFT3_STEPS:-1100}
+PRE_WARM_STEPS=${PRE_WARM_STEPS:-40}
+PRE_STEPS=${PRE_STEPS:-200}
+COOL_STEPS=${COOL_STEPS:-80}
+MTP2_STEPS=${MTP2_STEPS:-150}
 OUT=${OUT:-src/unisono/assets/unisono-tiny}
 
 # 1. 6.5 h of synthetic speech (5 h English, 1.5 h Mandarin) from offline text and voices
@@ -42,7 +48,40 @@ unisono train mtp --out "$RUNS/mtp" --init "$RUNS/sft-asr/model" "${COMMON[@]}" 
 unisono train sft-asr --out "$RUNS/sft2" --init "$RUNS/mtp/model" "${COMMON[@]}" \
   --set data.max_tokens=6000 --set phases.0.steps=$SFT2_STEPS --set phases.0.warmup_steps=20 --set phases.0.lr=6e-4
 
-unisono train plot "$RUNS/align" "$RUNS/sft-asr" "$RUNS/mtp" "$RUNS/sft2" --out docs/train/tiny_loss.png
+# 7. a third ASR pass with the auxiliary CTC loss on the adaptor frames (it makes the decoder
+#    read the audio rather than lean on its language model)
+unisono train sft-asr --out "$RUNS/sft3" --init "$RUNS/sft2/model" "${COMMON[@]}" \
+  --set data.max_tokens=6000 --set phases.0.steps=$SFT3_STEPS --set phases.0.warmup_steps=30 --set phases.0.lr=6e-4 \
+  --set phases.0.ctc_weight=0.3
 
-# 7. into the package: float16, 1024 speech-token rows (the codec's codebook) in the vocabulary
-unisono train export "$RUNS/sft2" --out "$OUT" --dtype float16 --speech-tokens 1024
+# 8. speech tokens on the synthetic corpus (the shipped codec's tokenizer: 25 Hz, 1024 codes)
+unisono codec tokenize "$SYNTH/manifest.jsonl" "${SYNTH}_tok/manifest.jsonl" --threads "$THREADS"
+TOKTRAIN="[$REAL/an4_train, $REAL/speechocean762_train, ${SYNTH}_tok]"
+UNIFIED=(--threads "$THREADS" --resume --set "data.train=$TOKTRAIN" --set "data.features=$RUNS/features"
+         --set run.checkpoint_every=50 --set data.max_tokens=6000)
+
+# 9. unified pretraining: the vocabulary grows 1024 speech rows; warm-up (embeddings, MLPs, adaptor),
+#    then everything; ASR, TTS, text-speech interleaved continuation and text (no conversations in
+#    this corpus, so no speech-to-speech)
+unisono train pretrain --out "$RUNS/pretrain" --init "$RUNS/sft3/model" "${UNIFIED[@]}" \
+  --set "data.tasks={asr: 0.5, tts: 0.2, continue: 0.1, text: 0.2}" \
+  --set phases.0.steps=$PRE_WARM_STEPS --set phases.0.warmup_steps=10 --set phases.0.ctc_weight=0.3 \
+  --set phases.1.steps=$PRE_STEPS --set phases.1.warmup_steps=20 --set phases.1.ctc_weight=0.3
+
+# 10. cool-down: instructive TTS joins, a larger token budget, LR decays to 0 (every row of this
+#     corpus is tier "synthetic" or untiered, so no tier filter)
+unisono train cooldown --out "$RUNS/cooldown" --init "$RUNS/pretrain/model" "${UNIFIED[@]}" \
+  --set data.tiers=null --set data.min_quality=null --set data.max_tokens=9000 \
+  --set "data.tasks={asr: 0.6, tts: 0.1, tts-instruct: 0.15, continue: 0.05, text: 0.1}" \
+  --set phases.0.steps=$COOL_STEPS --set phases.0.ctc_weight=0.3
+
+# 11. MTP branches again, on the final backbone
+unisono train mtp --out "$RUNS/mtp2" --init "$RUNS/cooldown/model" "${COMMON[@]}" \
+  --set data.max_tokens=6000 --set phases.0.steps=$MTP2_STEPS --set phases.0.warmup_steps=20 \
+  --set phases.1.steps=$JOINT_STEPS --set phases.1.warmup_steps=5 --set phases.1.lr=5e-5
+
+unisono train plot "$RUNS/align" "$RUNS/sft-asr" "$RUNS/mtp" "$RUNS/sft2" "$RUNS/sft3" "$RUNS/pretrain" \
+  "$RUNS/cooldown" "$RUNS/mtp2" --out docs/train/tiny_loss.png
+
+# 12. into the package: int8 matrices with a scale per row (half of float16), the codec in speech/
+unisono train export "$RUNS/mtp2" --out "$OUT" --dtype int8
