@@ -42,6 +42,7 @@ def transcribe(
     files: list[Path] = typer.Argument(..., help="Audio files (any format soundfile reads, any rate, any channels).", show_default=False),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint directory (default: the embedded unisono-tiny)."),
     mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Verified multi-token decoding (same output as greedy, fewer passes)."),
+    drafts: Optional[int] = typer.Option(None, "--drafts", min=1, help="MTP drafts per pass (default: the model's choice)."),
     output_format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt or vtt."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write FILE.<format> here instead of printing."),
     language: Optional[str] = typer.Option(None, "--language", "-l", help="Language hint: en or zh (default: the model decides)."),
@@ -82,7 +83,7 @@ def transcribe(
                 failed += 1
                 continue
             task = bar.add_task(path.name, total=len(audio) / 16000)
-            t = m.transcribe(audio, mtp=mtp, language=language, batch_size=batch_size,
+            t = m.transcribe(audio, mtp=mtp, n_drafts=drafts, language=language, batch_size=batch_size,
                              progress=lambda s, task=task: bar.advance(task, s))
             t.source = str(path)
             bar.remove_task(task)

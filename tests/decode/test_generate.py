@@ -119,3 +119,19 @@ def test_max_new_tokens_and_errors(tiny_tokenizer):
     emb, mask = left_pad(model, [[1, 2]])
     with pytest.raises(ValueError, match="stop_ids"):
         generate(model, emb, mask, GenerationConfig())
+
+
+def test_the_model_default_draft_count_is_used_when_none_is_asked(tiny_tokenizer, tmp_path):
+    from unisono.model.unisono import Unisono
+
+    model = make_tiny_model(tiny_tokenizer).double()
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    greedy = run(model, prompts, mtp=False)
+    assert run(model, prompts, mtp=True).stats.n_branches == 5  # no default recorded: every branch
+    model.config.mtp.default_drafts = 2
+    model.save(tmp_path / "m")
+    again = Unisono.load(tmp_path / "m").double()
+    assert again.config.mtp.default_drafts == 2
+    out = run(again, prompts, mtp=True)
+    assert out.stats.n_branches == 2 and out.tokens == greedy.tokens
+    assert run(again, prompts, mtp=True, n_drafts=4).stats.n_branches == 4  # the caller's choice wins

@@ -78,7 +78,7 @@ def generate(
     if (prompt_mask.sum(1) == 0).any():
         raise ValueError("every prompt needs at least one position")
     use_mtp = config.mtp and (proposer is not None or model.mtp is not None) and config.sampling.greedy
-    K = (config.n_drafts or (model.mtp.n_branches if model.mtp is not None else 0)) if use_mtp else 0
+    K = (config.n_drafts or _default_drafts(model)) if use_mtp else 0
     if use_mtp and K == 0:
         raise ValueError("drafting needs n_drafts when the model has no MTP head")
     row_stats = [DecodeStats(n_branches=K, passes=1) for _ in range(B)]  # the prefill pass counts
@@ -167,3 +167,11 @@ def generate(
         stats = stats.merge(s)
     stats.forward_calls = forward_calls
     return GenerationOutput(tokens=out, stopped=stopped.tolist(), stats=stats, row_stats=row_stats)
+
+
+def _default_drafts(model) -> int:
+    """The model's recorded draft count (config.mtp.default_drafts), else all its branches."""
+    if model.mtp is None:
+        return 0
+    preferred = getattr(model.config.mtp, "default_drafts", None)
+    return min(preferred, model.mtp.n_branches) if preferred else model.mtp.n_branches

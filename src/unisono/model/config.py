@@ -86,6 +86,10 @@ class MTPConfig:
     n_heads: int | None = None  # None: the decoder's attention heads
     # Loss = next-token loss + sum_h loss_weight_decay**h * loss_h
     loss_weight_decay: float = 0.8
+    # Drafts per pass at inference when the caller does not say (None: every branch). A trained
+    # model records the count its measurement favoured: on a CPU a later branch can cost more
+    # time than its acceptance saves.
+    default_drafts: int | None = None
 
 
 @dataclass
