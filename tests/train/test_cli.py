@@ -78,3 +78,19 @@ def test_export_writes_a_float16_checkpoint_with_grown_speech_tokens(tiny_tokeni
 
     result = runner.invoke(app, ["train", "export", str(tmp_path / "run"), "--out", str(tmp_path / "x"), "--dtype", "int4"])
     assert result.exit_code == 2
+
+
+def test_export_int8_with_a_recorded_draft_count(tiny_tokenizer, tmp_path):
+    from safetensors import safe_open
+    from tests.conftest import make_tiny_model
+
+    from unisono.model.unisono import Unisono
+
+    make_tiny_model(tiny_tokenizer).save(tmp_path / "run" / "model")
+    result = runner.invoke(app, ["train", "export", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--dtype", "int8", "--drafts", "3"])
+    assert result.exit_code == 0, result.output
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        assert "I8" in {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert Unisono.load(tmp_path / "out").config.mtp.default_drafts == 3
+    result = runner.invoke(app, ["train", "export", str(tmp_path / "run"), "--out", str(tmp_path / "y"), "--drafts", "9"])
+    assert result.exit_code == 2 and "MTP branches" in plain(result.output)

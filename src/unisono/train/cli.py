@@ -158,6 +158,7 @@ def export(
     out: str = typer.Option(..., "--out", "-o", help="Checkpoint directory to write (a speech/ folder already there is kept)."),
     dtype: str = typer.Option("float16", help="Stored precision: float16, bfloat16, float32, or int8 (matrices int8 with a scale per row, the rest float16)."),
     speech_tokens: int = typer.Option(0, help="Grow the speech-token block to this many codes first (0: as trained)."),
+    drafts: int = typer.Option(0, help="Record the MTP drafts per pass inference uses by default (0: keep; see `unisono eval mtp --drafts`)."),
 ) -> None:
     """Write a trained model as a small inference checkpoint (e.g. the embedded default model)."""
     from pathlib import Path
@@ -179,6 +180,10 @@ def export(
         raise typer.BadParameter(str(e), param_hint="MODEL") from None
     if speech_tokens:
         expand_speech_vocabulary(net, speech_tokens)
+    if drafts:
+        if net.mtp is None or drafts > net.mtp.n_branches:
+            raise typer.BadParameter(f"the model has {net.mtp.n_branches if net.mtp else 0} MTP branches", param_hint="--drafts")
+        net.config.mtp.default_drafts = drafts
     path = net.save(out, dtype=dtypes[dtype])
     size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
     typer.echo(f"{path} ({size / 2**20:.1f} MiB, {net.num_parameters() / 1e6:.1f} M parameters with the encoder)")
