@@ -54,8 +54,10 @@ def test_tts_targets_are_the_speech_tokens(vocab):
 
 def test_instructive_tts_takes_the_row_instruction_or_its_synthesis_parameters(vocab):
     assert voice_instruction(row(0, instruction="Whisper it.")) == "Whisper it."
-    assert voice_instruction(row(0, synth={"rate": 120, "pitch": 80})) == "Speak slowly and with a high voice."
-    assert voice_instruction(row(0, synth={"rate": 240})) == "Speak quickly."
+    # as the data engine records them: rate relative to the voice's default, espeak-ng pitch 0..99
+    assert voice_instruction(row(0, synth={"rate": 0.8, "wpm": 140, "pitch": 80})) == "Speak slowly and with a high voice."
+    assert voice_instruction(row(0, synth={"rate": 1.2, "wpm": 210})) == "Speak quickly."
+    assert voice_instruction(row(0, synth={"rate": 1.0, "semitones": -3.0})) == "Speak at a natural pace and with a low voice."
     assert voice_instruction(row(0)) is None
     ex = build_example("tts-instruct", ctx(row(0, synth={"rate": 240})), vocab, 0)
     assert ex.ids[0] == vocab.id("system") and vocab.decode_text(ex.ids[: ex.target_start]).startswith("Speak quickly")

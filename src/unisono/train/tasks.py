@@ -56,18 +56,22 @@ def speech_tokens(row) -> list[int] | None:
 
 def voice_instruction(row) -> str | None:
     """An instruction for instructive TTS: the row's own `instruction`, else one derived from
-    the synthesis parameters the data engine recorded (speaking rate and pitch)."""
+    the synthesis parameters the data engine recorded (`unisono.data.synth`): `rate` is the
+    speaking rate relative to the voice's default (1.0), `pitch` espeak-ng's 0..99 (default 50),
+    `semitones` a pitch shift."""
     meta = row.meta
     if meta.get("instruction"):
         return str(meta["instruction"])
     synth = meta.get("synth") or {}
     words = []
-    rate = synth.get("rate")  # espeak-ng words per minute (default 175)
+    rate = synth.get("rate")
     if isinstance(rate, (int, float)):
-        words.append("slowly" if rate < 150 else "quickly" if rate > 200 else "at a natural pace")
-    pitch = synth.get("pitch")  # espeak-ng 0..99 (default 50)
+        words.append("slowly" if rate < 0.9 else "quickly" if rate > 1.12 else "at a natural pace")
+    pitch, semitones = synth.get("pitch"), synth.get("semitones")
     if isinstance(pitch, (int, float)):
         words.append("with a low voice" if pitch < 35 else "with a high voice" if pitch > 65 else "")
+    elif isinstance(semitones, (int, float)):
+        words.append("with a low voice" if semitones < -2 else "with a high voice" if semitones > 2 else "")
     words = [w for w in words if w]
     return f"Speak {' and '.join(words)}." if words else None
 
