@@ -158,3 +158,17 @@ def test_ctc_loss_reads_adaptor_frames_through_the_output_head(tiny_tokenizer):
         ref.append(torch.nn.functional.ctc_loss(lp, texts[b][None] + 1, lengths[b : b + 1], torch.tensor([len(texts[b])]),
                                                 reduction="sum") / len(texts[b]))
     torch.testing.assert_close(model.ctc_loss(audio, lengths, batch), torch.stack(ref).mean(), rtol=1e-4, atol=1e-4)
+
+
+def test_save_is_world_readable_and_keeps_speech_and_card(tiny_tokenizer, tmp_path):
+    model = make_tiny_model(tiny_tokenizer)
+    target = tmp_path / "ckpt"
+    model.save(target)
+    (target / "speech").mkdir()
+    (target / "speech" / "config.json").write_text("{}")
+    (target / "README.md").write_text("# card\n")
+    model.save(target, dtype="int8")  # a re-export over it keeps what was placed beside the weights
+    assert (target / "speech" / "config.json").read_text() == "{}"
+    assert (target / "README.md").read_text() == "# card\n"
+    assert target.stat().st_mode & 0o777 == 0o755
+    assert all(f.stat().st_mode & 0o044 == 0o044 for f in target.iterdir() if f.is_file())

@@ -285,9 +285,14 @@ class Unisono(nn.Module):
             save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "unisono"})
             (tmp / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
             self.vocab.save(tmp, self.config.vocab.tokenizer_file)
+            for f in tmp.iterdir():  # some writers create private files
+                os.chmod(f, 0o644)
             speech = directory / "speech"
             if speech.is_dir():  # keep the speech detokenizer that was placed there
                 shutil.copytree(speech, tmp / "speech")
+            card = directory / "README.md"
+            if card.is_file():  # and its model card
+                shutil.copy2(card, tmp / "README.md")
             old = directory.with_name(directory.name + ".old")
             if directory.exists():
                 os.replace(directory, old)
