@@ -155,6 +155,7 @@ def test_save_and_load_round_trip_in_float16(codec, tmp_path):
     a, b = codec.detokenize(tokens, voice), loaded.detokenize(tokens, voice)
     assert np.abs(a - b).max() < 0.05 * max(1e-3, np.abs(a).max())
     assert sorted(p.name for p in path.iterdir()) == ["codec.safetensors", "config.json"]
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in path.iterdir())  # readable by all, like a model
 
 
 def test_load_of_a_folder_without_a_codec_says_what_is_missing(tmp_path):

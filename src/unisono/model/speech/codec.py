@@ -147,6 +147,8 @@ class SpeechCodec(nn.Module):
             state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "unisono-speech-codec"})
             (tmp / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
+            for f in tmp.iterdir():  # some writers create private files
+                os.chmod(f, 0o644)
             old = directory.with_name(directory.name + ".old")
             if directory.exists():
                 os.replace(directory, old)
