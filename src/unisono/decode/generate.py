@@ -173,5 +173,5 @@ def _default_drafts(model) -> int:
     """The model's recorded draft count (config.mtp.default_drafts), else all its branches."""
     if model.mtp is None:
         return 0
-    preferred = getattr(model.config.mtp, "default_drafts", None)
+    preferred = model.config.mtp.default_drafts
     return min(preferred, model.mtp.n_branches) if preferred else model.mtp.n_branches
