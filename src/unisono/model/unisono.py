@@ -257,50 +257,28 @@ class Unisono(nn.Module):
         `dtype`: the stored precision of floating tensors (None: as they are), or "int8" for
         int8 matrices with a scale per row (see `unisono.model.quantize.quantize_state`);
         `load` reads every form back into the dtype it is asked for."""
-        import os
-        import shutil
-        import tempfile
-
+        from unisono.model.files import replace_directory
         from unisono.model.quantize import quantize_state
 
         if self.quantized:
             raise ValueError("an int8-quantised model is for inference; save the float checkpoint it was loaded from")
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
-        try:
-            state = self.state_dict()
-            if self.config.encoder.source and self.config.encoder.frozen:
-                state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-            if self.decoder.config.tie_word_embeddings:
-                state.pop("decoder.lm_head.weight", None)  # shares storage with the input embeddings
-            if dtype == "int8":
-                state = quantize_state(state)
-            elif isinstance(dtype, str):
-                raise ValueError(f"dtype must be a torch floating dtype or 'int8', got {dtype!r}")
-            else:
-                state = {k: (v.to(dtype) if dtype and v.is_floating_point() else v) for k, v in state.items()}
-            state = {k: v.contiguous() for k, v in state.items()}
-            save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "unisono"})
+        if isinstance(dtype, str) and dtype != "int8":
+            raise ValueError(f"dtype must be a torch floating dtype or 'int8', got {dtype!r}")
+        state = self.state_dict()
+        if self.config.encoder.source and self.config.encoder.frozen:
+            state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        if self.decoder.config.tie_word_embeddings:
+            state.pop("decoder.lm_head.weight", None)  # shares storage with the input embeddings
+        if dtype == "int8":
+            state = quantize_state(state)
+        else:
+            state = {k: (v.to(dtype) if dtype and v.is_floating_point() else v) for k, v in state.items()}
+        # the speech detokenizer and the model card placed beside the weights stay there
+        with replace_directory(directory, keep=("speech", "README.md")) as tmp:
+            save_file({k: v.contiguous() for k, v in state.items()}, tmp / WEIGHTS_FILE, metadata={"format": "unisono"})
             (tmp / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
             self.vocab.save(tmp, self.config.vocab.tokenizer_file)
-            for f in tmp.iterdir():  # some writers create private files
-                os.chmod(f, 0o644)
-            speech = directory / "speech"
-            if speech.is_dir():  # keep the speech detokenizer that was placed there
-                shutil.copytree(speech, tmp / "speech")
-            card = directory / "README.md"
-            if card.is_file():  # and its model card
-                shutil.copy2(card, tmp / "README.md")
-            old = directory.with_name(directory.name + ".old")
-            if directory.exists():
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return directory
+        return Path(directory)
 
     @classmethod
     def load(

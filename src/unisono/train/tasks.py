@@ -56,7 +56,7 @@ def speech_tokens(row) -> list[int] | None:
 
 def voice_instruction(row) -> str | None:
     """An instruction for instructive TTS: the row's own `instruction`, else one derived from
-    the synthesis parameters the data engine recorded (`unisono.data.synth`): `rate` is the
+    the synthesis parameters the data engine recorded (`unisono.data.engines`): `rate` is the
     speaking rate relative to the voice's default (1.0), `pitch` espeak-ng's 0..99 (default 50),
     `semitones` a pitch shift."""
     meta = row.meta

@@ -135,28 +135,13 @@ class SpeechCodec(nn.Module):
     # -- persistence -------------------------------------------------------------------------
 
     def save(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> Path:
-        import os
-        import shutil
-        import tempfile
+        from unisono.model.files import replace_directory
 
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
-        try:
-            state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
+        with replace_directory(directory) as tmp:
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "unisono-speech-codec"})
             (tmp / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
-            for f in tmp.iterdir():  # some writers create private files
-                os.chmod(f, 0o644)
-            old = directory.with_name(directory.name + ".old")
-            if directory.exists():
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return directory
+        return Path(directory)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "SpeechCodec":
