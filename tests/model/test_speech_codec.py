@@ -1,33 +1,36 @@
-"""Speech codec parts: mel against librosa, iSTFT round trip, receptive fields, exact streaming,
-batching, persistence, bad input."""
+"""Speech codec parts: mel against librosa, iSTFT round trip, receptive fields, exact streaming
+(with and without the flow-matching refiner), batching, persistence, bad input."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from unisono.model.speech import CodecConfig, SpeechCodec
-from unisono.model.speech.config import MelConfig, SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
+from unisono.model.speech.config import MelConfig, RefinerConfig, SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
 from unisono.model.speech.mel import MelSpectrogram, mel_for_tokens
 from unisono.model.speech.streaming import WindowStream
 from unisono.model.speech.vocoder import ISTFT
 
 
-def small_config(**t2m) -> CodecConfig:
+def small_config(refiner: bool = False, **t2m) -> CodecConfig:
     c = CodecConfig(
         speaker=SpeakerEncoderConfig(channels=16, n_layers=2, dim=8),
         token2mel=Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64, **t2m),
         vocoder=VocoderConfig(dim=32, intermediate_dim=64, n_layers=3),
+        refiner=RefinerConfig(channels=16, dilations=(1, 2), steps=3) if refiner else None,
     )
     c.tokenizer.codebook_size = 50
     return c
 
 
-@pytest.fixture(scope="module")
-def codec() -> SpeechCodec:
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "refined"])
+def codec(request) -> SpeechCodec:
     torch.manual_seed(0)
-    return SpeechCodec(small_config(), centroids=torch.randn(50, 384)).eval()
+    return SpeechCodec(small_config(refiner=request.param), centroids=torch.randn(50, 384)).eval()
 
 
 def test_mel_matches_librosa():
@@ -122,9 +125,46 @@ def test_streaming_detokenizer_equals_offline(codec, chunk):
 def test_first_audio_needs_only_the_first_chunk_and_the_lookahead(codec):
     stream = codec.detokenizer_stream(torch.randn(8), chunk_tokens=25, first_chunk_tokens=4)
     first_at = next(i for i in range(1, 40) if stream.push([i % 50]).size)
-    # token2mel waits for its look-ahead; the vocoder's look-ahead fits inside the first chunk
+    # token2mel waits for its look-ahead (the refiner adds none); the vocoder's fits inside the first chunk
     assert first_at == 4 + codec.config.token2mel.receptive_field[1]
+    assert codec.mel_receptive_field[1] == codec.config.token2mel.receptive_field[1]
     assert codec.lookahead_tokens >= codec.config.token2mel.receptive_field[1]
+
+
+def test_refiner_reads_only_the_past_it_declares():
+    from unisono.model.speech.refiner import MelRefiner
+
+    torch.manual_seed(3)
+    config = RefinerConfig(channels=16, dilations=(1, 2), steps=3)
+    refiner = MelRefiner(config, 80, 8).eval()
+    mu, spk = torch.randn(1, 80, 120), torch.randn(1, 8)
+    base = refiner(mu, spk)
+    f = 100
+    later = mu.clone()
+    later[..., f + 1:] += 5.0  # the future of frame f changes: frames up to f do not
+    torch.testing.assert_close(refiner(later, spk)[..., : f + 1], base[..., : f + 1])
+    reach = config.receptive_frames
+    edge = mu.clone()
+    edge[..., f - reach] += 50.0  # just inside the declared past of frame f: it changes (a little: 3 x 2 taps away)
+    assert (refiner(edge, spk)[..., f] - base[..., f]).abs().max() > 0
+    older = mu.clone()
+    older[..., : f - reach] += 5.0  # beyond it: frame f is unchanged
+    torch.testing.assert_close(refiner(older, spk)[..., f], base[..., f])
+
+
+def test_refiner_noise_depends_on_the_absolute_frame_only():
+    from unisono.model.speech.refiner import MelRefiner
+
+    torch.manual_seed(4)
+    refiner = MelRefiner(RefinerConfig(channels=16, dilations=(1,), steps=2, temperature=1.0), 80, 8).eval()
+    mu, spk = torch.randn(1, 80, 60), torch.randn(1, 8)
+    whole = refiner(mu, spk)
+    torch.testing.assert_close(refiner(mu, spk), whole)  # deterministic
+    # a window starting at frame 20 (far enough past the reach of frame 40) gives frame 40 exactly
+    window = refiner(mu[..., 20:], spk, start_frame=20)
+    torch.testing.assert_close(window[..., 40 - 20:], whole[..., 40:])
+    shifted = refiner(mu[..., 20:], spk, start_frame=0)  # the wrong position draws other noise
+    assert not torch.allclose(shifted[..., 20:], whole[..., 40:])
 
 
 def test_batched_token2mel_equals_items_alone(codec):
@@ -173,8 +213,9 @@ def test_bad_tokens_and_short_references_are_refused(codec):
 
 
 def test_config_round_trip_and_mismatched_rates():
-    c = small_config()
-    assert CodecConfig.from_dict(c.to_dict()) == c
+    for c in (small_config(), small_config(refiner=True)):
+        assert CodecConfig.from_dict(c.to_dict()) == c
+        assert CodecConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c  # the dilations come back as a tuple
     with pytest.raises(ValueError, match="upsample"):
         CodecConfig(token2mel=Token2MelConfig(upsample=2))
     with pytest.raises(ValueError, match="unknown"):

@@ -13,11 +13,19 @@ import torch
 from unisono.model.config import EncoderConfig
 from unisono.model.encoder import AudioEncoder
 from unisono.model.speech.codec import SpeechCodec
-from unisono.model.speech.config import CodecConfig, SpeakerEncoderConfig, Token2MelConfig, TokenizerConfig, VocoderConfig
+from unisono.model.speech.config import (
+    CodecConfig,
+    RefinerConfig,
+    SpeakerEncoderConfig,
+    Token2MelConfig,
+    TokenizerConfig,
+    VocoderConfig,
+)
 from unisono.model.speech.tokenizer import SpeechTokenizer
 from unisono.train.codec_data import AUDIO, INDEX, CodecData, PrepareConfig, SourceSpec, prepare
 from unisono.train.codec_train import (
     TOKENS_FILE,
+    RefinerJob,
     Token2MelJob,
     TrainConfig,
     VocoderJob,
@@ -166,5 +174,22 @@ def test_training_jobs_learn_resume_exactly_and_export(prepared, tmp_path):
     out = export_codec(tmp_path / "run", tmp_path / "speech", codec_config())
     codec = SpeechCodec.load(out)
     voice = codec.speaker_embedding(data.audio_of(0))
+    wave = codec.detokenize(torch.from_numpy(tokens[:20].astype(np.int64)), voice)
+    assert wave.shape == (20 * 640,) and np.isfinite(wave).all()
+
+    # the refiner trains on the frozen token2mel of the run and exports with it
+    refined = codec_config()
+    refined.refiner = RefinerConfig(channels=16, dilations=(1, 2), steps=2)
+    with pytest.raises(FileNotFoundError, match="refiner.pt"):
+        export_codec(tmp_path / "run", tmp_path / "speech-r", refined)
+    frozen = {k: v.clone() for k, v in t2m.modules["token2mel"].state_dict().items()}
+    job = RefinerJob(data, tokens, tmp_path / "run", refined, cfg, log=quiet)
+    job.train()
+    log = [json.loads(line) for line in open(tmp_path / "run/refiner.jsonl")]
+    assert log[-1]["flow"] < log[0]["flow"]
+    for k, v in job.token2mel.state_dict().items():
+        torch.testing.assert_close(v, frozen[k])  # only the refiner learned
+    codec = SpeechCodec.load(export_codec(tmp_path / "run", tmp_path / "speech-r", refined))
+    assert codec.refiner is not None
     wave = codec.detokenize(torch.from_numpy(tokens[:20].astype(np.int64)), voice)
     assert wave.shape == (20 * 640,) and np.isfinite(wave).all()

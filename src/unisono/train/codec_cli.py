@@ -116,28 +116,38 @@ def fit_tokenizer(
 
 @app.command()
 def train(
-    part: str = typer.Argument(..., help="vocoder or token2mel."),
+    part: str = typer.Argument(..., help="vocoder, token2mel, or refiner (after token2mel)."),
     data: Path = typer.Argument(..., help="Folder written by `unisono codec prepare`."),
     run: Path = typer.Argument(..., help="Run folder; training resumes from its checkpoint."),
     steps: int = typer.Option(4000, help="Total optimiser steps."),
     batch: int = typer.Option(16, help="Segments (vocoder) or clips (token2mel) per step."),
     lr: float = typer.Option(1e-3, help="Peak learning rate."),
     until: Optional[int] = typer.Option(None, help="Stop at this step (the schedule still ends at --steps)."),
+    max_tokens: int = typer.Option(200, help="token2mel / refiner: longest crop of a clip, in tokens (25 per second)."),
     threads: int = typer.Option(1, help="CPU threads."),
 ) -> None:
-    """Train the vocoder (mel -> audio) or the token-to-mel model (tokens + voice -> mel)."""
+    """Train the vocoder (mel -> audio), the token-to-mel model (tokens + voice -> mel), or the
+    flow-matching mel refiner on top of a trained token-to-mel model. The refiner is added to the
+    run's codec.json the first time it is trained."""
     import numpy as np
     import torch
     from rich.console import Console
 
     from unisono.train.codec_data import CodecData
-    from unisono.train.codec_train import TOKENS_FILE, Token2MelJob, TrainConfig, VocoderJob
+    from unisono.train.codec_train import TOKENS_FILE, RefinerJob, Token2MelJob, TrainConfig, VocoderJob
 
-    if part not in ("vocoder", "token2mel"):
-        raise typer.BadParameter(f"{part!r}; choose vocoder or token2mel", param_hint="PART")
+    if part not in ("vocoder", "token2mel", "refiner"):
+        raise typer.BadParameter(f"{part!r}; choose vocoder, token2mel or refiner", param_hint="PART")
     torch.set_num_threads(threads)
     config = _codec_config(run)
-    cfg = TrainConfig(steps=steps, batch=batch, lr=lr, threads=threads)
+    if part == "refiner" and config.refiner is None:
+        import json
+
+        from unisono.model.speech.config import RefinerConfig
+
+        config.refiner = RefinerConfig()
+        (run / "codec.json").write_text(json.dumps(config.to_dict(), indent=2))
+    cfg = TrainConfig(steps=steps, batch=batch, lr=lr, max_tokens=max_tokens, threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":
@@ -145,7 +155,8 @@ def train(
     else:
         if not (run / TOKENS_FILE).is_file():
             raise typer.BadParameter(f"{run / TOKENS_FILE} is missing: run `unisono codec fit-tokenizer` first")
-        job = Token2MelJob(CodecData(data), np.load(run / TOKENS_FILE), run, config, cfg, log=log)
+        job_class = Token2MelJob if part == "token2mel" else RefinerJob
+        job = job_class(CodecData(data), np.load(run / TOKENS_FILE), run, config, cfg, log=log)
     job.train(until=until)
     err.print(f"{part}: step {job.step} saved in {job.ckpt}")
 

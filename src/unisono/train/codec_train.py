@@ -10,14 +10,16 @@ Three independent jobs, each resumable from its last checkpoint:
 3. `train_token2mel`: tokens + a voice -> mel. The voice is taken from another clip of the same
    speaker, so the model learns to take timbre from the reference and words from the tokens.
    Loss = L1 between log-mels.
+4. `train_refiner`: the flow-matching mel refiner on top of a trained, frozen token-to-mel model
+   (and its speaker encoder): from the L1 estimate to the real mel. Loss = flow matching.
 
 Run folder:
 
     run/
       tokenizer.safetensors     centroids (K, D) float32, with config
       tokens.npy                int16 tokens of every clip, in the data folder's order
-      vocoder.pt, token2mel.pt  training state (model, optimiser, step, RNG), written atomically
-      vocoder.jsonl, token2mel.jsonl   loss log
+      vocoder.pt, token2mel.pt, refiner.pt  training state (model, optimiser, step, RNG), written atomically
+      vocoder.jsonl, token2mel.jsonl, refiner.jsonl   loss log
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch.nn.functional as F
 
 from unisono.model.speech.config import CodecConfig
 from unisono.model.speech.mel import MelSpectrogram
+from unisono.model.speech.refiner import MelRefiner
 from unisono.model.speech.token2mel import SpeakerEncoder, Token2Mel, length_mask
 from unisono.model.speech.vocoder import Vocoder
 from unisono.train.codec_data import CodecData
@@ -313,6 +316,42 @@ class Token2MelJob(_Job):
         return l1, {"mel_l1": float(l1.detach())}
 
 
+class RefinerJob(Token2MelJob):
+    """The same batches as the token-to-mel job; the token-to-mel model and speaker encoder of the
+    run are loaded and frozen, only the refiner trains."""
+
+    name = "refiner"
+
+    def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print):
+        if codec_config.refiner is None:
+            raise ValueError("the codec config has no refiner section")
+        t2m = load_state(run / "token2mel.pt")
+        if t2m is None:
+            raise FileNotFoundError(f"{run / 'token2mel.pt'} is missing: the refiner trains on a trained token-to-mel model")
+        c = codec_config
+        self.speaker = SpeakerEncoder(c.speaker, c.mel.n_mels)
+        self.token2mel = Token2Mel(c.token2mel, c.tokenizer.codebook_size, c.mel.n_mels, c.speaker.dim)
+        self.speaker.load_state_dict(t2m["modules"]["speaker"])
+        self.token2mel.load_state_dict(t2m["modules"]["token2mel"])
+        for m in (self.speaker, self.token2mel):
+            m.eval().requires_grad_(False)
+        super().__init__(data, tokens, run, codec_config, cfg, log)
+
+    def build(self):
+        c = self.codec_config
+        return {"refiner": MelRefiner(c.refiner, c.mel.n_mels, c.speaker.dim)}
+
+    def loss(self):
+        tokens, lengths, target, ref_mel, ref_len = self.batch()
+        with torch.no_grad():
+            spk = self.speaker(ref_mel, ref_len)
+            mu = self.token2mel(tokens, spk, lengths)
+        up = self.codec_config.token2mel.upsample
+        mask = length_mask(lengths * up, mu.shape[-1])[:, None, :].float()
+        fm = self.modules["refiner"].loss(mu, target, spk, mask)
+        return fm, {"flow": float(fm.detach())}
+
+
 def export_codec(run: Path, out: Path, codec_config: CodecConfig) -> Path:
     """Gather the trained parts of a run into a SpeechCodec folder (float16 safetensors)."""
     from safetensors.torch import load_file
@@ -327,4 +366,9 @@ def export_codec(run: Path, out: Path, codec_config: CodecConfig) -> Path:
     codec.vocoder.load_state_dict(voc["modules"]["vocoder"])
     codec.speaker.load_state_dict(t2m["modules"]["speaker"])
     codec.token2mel.load_state_dict(t2m["modules"]["token2mel"])
+    if codec.refiner is not None:
+        ref = load_state(run / "refiner.pt")
+        if ref is None:
+            raise FileNotFoundError(f"{run} has a refiner in codec.json but no refiner.pt: train it first")
+        codec.refiner.load_state_dict(ref["modules"]["refiner"])
     return codec.save(out)

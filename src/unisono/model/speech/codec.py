@@ -3,7 +3,7 @@ directory, the `speech/` folder of a unisono checkpoint.
 
     speech/
       config.json         CodecConfig
-      codec.safetensors   float16: tokenizer.centroids, speaker.*, token2mel.*, vocoder.*
+      codec.safetensors   float16: tokenizer.centroids, speaker.*, token2mel.*, refiner.*, vocoder.*
 
 The tokenizer's encoder is the frozen Whisper encoder named by `tokenizer.encoder_source`; its
 weights are not stored again, and it is only loaded when audio is tokenized (a TTS that only
@@ -29,6 +29,7 @@ from torch import nn
 
 from unisono.model.speech.config import CodecConfig
 from unisono.model.speech.mel import MelSpectrogram
+from unisono.model.speech.refiner import MelRefiner
 from unisono.model.speech.streaming import WindowStream
 from unisono.model.speech.token2mel import SpeakerEncoder, Token2Mel
 from unisono.model.speech.vocoder import Vocoder
@@ -46,6 +47,7 @@ class SpeechCodec(nn.Module):
         self.mel = MelSpectrogram(c.mel)
         self.speaker = SpeakerEncoder(c.speaker, c.mel.n_mels)
         self.token2mel = Token2Mel(c.token2mel, c.tokenizer.codebook_size, c.mel.n_mels, c.speaker.dim)
+        self.refiner = MelRefiner(c.refiner, c.mel.n_mels, c.speaker.dim) if c.refiner else None
         self.vocoder = Vocoder(c.vocoder, c.mel)
         self.register_buffer("centroids", centroids if centroids is not None else torch.zeros(c.tokenizer.codebook_size, 0))
         self._tokenizer = None
@@ -85,7 +87,23 @@ class SpeechCodec(nn.Module):
     def tokens_to_mel(self, tokens: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
         """(T,) tokens, (S,) voice -> (n_mels, 4T) log-mel."""
         tokens = self._check_tokens(tokens)
-        return self.token2mel(tokens[None].to(self.device), speaker[None].to(self.device))[0]
+        return self._mel(tokens[None].to(self.device), speaker[None].to(self.device))[0]
+
+    def _mel(self, tokens: torch.Tensor, speaker: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, T) tokens whose first is token `start` of the clip -> (B, n_mels, 4T): the
+        token-to-mel estimate, refined when the codec has a refiner."""
+        mu = self.token2mel(tokens, speaker)
+        if self.refiner is None:
+            return mu
+        return self.refiner(mu, speaker, start_frame=start * self.config.token2mel.upsample)
+
+    @property
+    def mel_receptive_field(self) -> tuple[int, int]:
+        """(left, right) tokens a token's mel frames depend on: token-to-mel, then the causal refiner."""
+        left, right = self.config.token2mel.receptive_field
+        if self.refiner is not None:
+            left += -(-self.config.refiner.receptive_frames // self.config.token2mel.upsample)
+        return left, right
 
     @torch.no_grad()
     def mel_to_audio(self, mel: torch.Tensor) -> torch.Tensor:
@@ -130,7 +148,7 @@ class SpeechCodec(nn.Module):
     def lookahead_tokens(self) -> int:
         """Tokens the detokenizer must see after a token before that token's audio is final."""
         up = self.config.token2mel.upsample
-        return self.config.token2mel.receptive_field[1] + -(-self.vocoder.receptive_field[1] // up)
+        return self.mel_receptive_field[1] + -(-self.vocoder.receptive_field[1] // up)
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -161,7 +179,8 @@ class SpeechCodec(nn.Module):
 
     def num_parameters(self) -> dict[str, int]:
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        return {"speaker": count(self.speaker), "token2mel": count(self.token2mel), "vocoder": count(self.vocoder),
+        return {"speaker": count(self.speaker), "token2mel": count(self.token2mel),
+                "refiner": count(self.refiner) if self.refiner is not None else 0, "vocoder": count(self.vocoder),
                 "codebook": self.centroids.numel()}
 
 
@@ -175,10 +194,11 @@ class DetokenizerStream:
     def __init__(self, codec: SpeechCodec, speaker: torch.Tensor, chunk_tokens: int, first_chunk_tokens: int):
         self.codec = codec
         spk = speaker.to(codec.device)[None]
-        t2m, up = codec.config.token2mel, codec.config.token2mel.upsample
-        left, right = t2m.receptive_field
+        up = codec.config.token2mel.upsample
+        left, right = codec.mel_receptive_field
         self.mel_stage = WindowStream(
-            lambda tok: codec.token2mel(tok, spk), left, right, up, chunk=chunk_tokens, first_chunk=first_chunk_tokens
+            lambda tok, start: codec._mel(tok, spk, start), left, right, up, chunk=chunk_tokens,
+            first_chunk=first_chunk_tokens, positional=True,
         )
         vleft, vright = codec.vocoder.receptive_field
         self.audio_stage = WindowStream(

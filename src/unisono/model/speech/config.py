@@ -91,6 +91,28 @@ class Token2MelConfig:
 
 
 @dataclass
+class RefinerConfig:
+    """Flow-matching mel refiner (`unisono.model.speech.refiner`): causal dilated convolutions."""
+
+    channels: int = 192
+    dilations: tuple[int, ...] = (1, 2, 4, 1, 2, 4)
+    kernel: int = 5
+    ffn_mult: int = 3
+    time_dim: int = 64
+    steps: int = 6  # Euler steps at inference
+    temperature: float = 1.0  # std of the prior around the token-to-mel estimate
+    seed: int = 0  # of the positional noise
+
+    def __post_init__(self) -> None:
+        self.dilations = tuple(self.dilations)  # JSON gives a list
+
+    @property
+    def receptive_frames(self) -> int:
+        """Past mel frames an output frame depends on (every step re-reads the whole past)."""
+        return self.steps * sum((self.kernel - 1) * d for d in self.dilations)
+
+
+@dataclass
 class VocoderConfig:
     """Vocos-style vocoder: ConvNeXt backbone at the mel rate -> STFT magnitude and phase -> iSTFT."""
 
@@ -115,6 +137,7 @@ class CodecConfig:
     speaker: SpeakerEncoderConfig = field(default_factory=SpeakerEncoderConfig)
     token2mel: Token2MelConfig = field(default_factory=Token2MelConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    refiner: RefinerConfig | None = None  # None: the token-to-mel estimate goes to the vocoder as is
 
     def __post_init__(self) -> None:
         spt = self.tokenizer.samples_per_token
@@ -131,8 +154,8 @@ class CodecConfig:
     def from_dict(cls, d: dict[str, Any]) -> "CodecConfig":
         parts = {f.name: f.type for f in fields(cls)}
         kinds = {"mel": MelConfig, "tokenizer": TokenizerConfig, "speaker": SpeakerEncoderConfig,
-                 "token2mel": Token2MelConfig, "vocoder": VocoderConfig}
+                 "token2mel": Token2MelConfig, "vocoder": VocoderConfig, "refiner": RefinerConfig}
         unknown = set(d) - set(parts)
         if unknown:
             raise ValueError(f"unknown codec config section(s) {sorted(unknown)}; expected {sorted(parts)}")
-        return cls(**{k: kinds[k](**v) for k, v in d.items()})
+        return cls(**{k: None if v is None else kinds[k](**v) for k, v in d.items()})
