@@ -28,6 +28,7 @@ from unisono.train.codec_train import (
     RefinerJob,
     Token2MelJob,
     TrainConfig,
+    VocoderGtaJob,
     VocoderJob,
     assign_tokens,
     export_codec,
@@ -193,3 +194,16 @@ def test_training_jobs_learn_resume_exactly_and_export(prepared, tmp_path):
     assert codec.refiner is not None
     wave = codec.detokenize(torch.from_numpy(tokens[:20].astype(np.int64)), voice)
     assert wave.shape == (20 * 640,) and np.isfinite(wave).all()
+
+    # the vocoder fine-tuned on the detokenizer's own mels starts from vocoder.pt and exports by name
+    gta = VocoderGtaJob(data, tokens, tmp_path / "run", refined, TrainConfig(steps=0, batch=4, max_tokens=10), log=quiet)
+    for k, v in voc.modules["vocoder"].state_dict().items():
+        torch.testing.assert_close(gta.modules["vocoder"].state_dict()[k], v)
+    gta = VocoderGtaJob(data, tokens, tmp_path / "run", refined, TrainConfig(steps=30, lr=3e-3, warmup=5, batch=4, max_tokens=10,
+                                                                             log_every=5, checkpoint_every=10), log=quiet)
+    gta.train()
+    log = [json.loads(line) for line in open(tmp_path / "run/vocoder-gta.jsonl")]
+    assert log[-1]["stft"] < log[0]["stft"]
+    codec = SpeechCodec.load(export_codec(tmp_path / "run", tmp_path / "speech-g", refined, vocoder="vocoder-gta"))
+    for k, v in gta.modules["vocoder"].state_dict().items():
+        torch.testing.assert_close(codec.vocoder.state_dict()[k], v.half().float())

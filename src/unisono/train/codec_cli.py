@@ -116,7 +116,7 @@ def fit_tokenizer(
 
 @app.command()
 def train(
-    part: str = typer.Argument(..., help="vocoder, token2mel, or refiner (after token2mel)."),
+    part: str = typer.Argument(..., help="vocoder, token2mel, refiner (after token2mel), or vocoder-gta (last)."),
     data: Path = typer.Argument(..., help="Folder written by `unisono codec prepare`."),
     run: Path = typer.Argument(..., help="Run folder; training resumes from its checkpoint."),
     steps: int = typer.Option(4000, help="Total optimiser steps."),
@@ -127,17 +127,19 @@ def train(
     threads: int = typer.Option(1, help="CPU threads."),
 ) -> None:
     """Train the vocoder (mel -> audio), the token-to-mel model (tokens + voice -> mel), or the
-    flow-matching mel refiner on top of a trained token-to-mel model. The refiner is added to the
-    run's codec.json the first time it is trained."""
+    flow-matching mel refiner on top of a trained token-to-mel model (it is added to the run's
+    codec.json the first time it is trained), or fine-tune the vocoder on the detokenizer's own
+    mels (vocoder-gta: export it with `--vocoder vocoder-gta`)."""
     import numpy as np
     import torch
     from rich.console import Console
 
     from unisono.train.codec_data import CodecData
-    from unisono.train.codec_train import TOKENS_FILE, RefinerJob, Token2MelJob, TrainConfig, VocoderJob
+    from unisono.train.codec_train import TOKENS_FILE, RefinerJob, Token2MelJob, TrainConfig, VocoderGtaJob, VocoderJob
 
-    if part not in ("vocoder", "token2mel", "refiner"):
-        raise typer.BadParameter(f"{part!r}; choose vocoder, token2mel or refiner", param_hint="PART")
+    jobs = {"token2mel": Token2MelJob, "refiner": RefinerJob, "vocoder-gta": VocoderGtaJob}
+    if part != "vocoder" and part not in jobs:
+        raise typer.BadParameter(f"{part!r}; choose vocoder, token2mel, refiner or vocoder-gta", param_hint="PART")
     torch.set_num_threads(threads)
     config = _codec_config(run)
     if part == "refiner" and config.refiner is None:
@@ -155,8 +157,10 @@ def train(
     else:
         if not (run / TOKENS_FILE).is_file():
             raise typer.BadParameter(f"{run / TOKENS_FILE} is missing: run `unisono codec fit-tokenizer` first")
-        job_class = Token2MelJob if part == "token2mel" else RefinerJob
-        job = job_class(CodecData(data), np.load(run / TOKENS_FILE), run, config, cfg, log=log)
+        try:
+            job = jobs[part](CodecData(data), np.load(run / TOKENS_FILE), run, config, cfg, log=log)
+        except FileNotFoundError as e:
+            raise typer.BadParameter(str(e), param_hint="RUN") from None
     job.train(until=until)
     err.print(f"{part}: step {job.step} saved in {job.ckpt}")
 
@@ -165,11 +169,17 @@ def train(
 def export(
     run: Path = typer.Argument(..., help="Run folder with tokenizer.safetensors, vocoder.pt and token2mel.pt."),
     out: Path = typer.Argument(..., help="Codec folder to write (e.g. the speech/ folder of a checkpoint)."),
+    vocoder: str = typer.Option("vocoder", help="Vocoder checkpoint of the run: vocoder (real mels) or vocoder-gta."),
 ) -> None:
     """Write the trained codec as float16 safetensors + config.json (loadable by SpeechCodec.load)."""
     from unisono.train.codec_train import export_codec
 
-    path = export_codec(run, out, _codec_config(run))
+    if vocoder not in ("vocoder", "vocoder-gta"):
+        raise typer.BadParameter(f"{vocoder!r}; choose vocoder or vocoder-gta", param_hint="--vocoder")
+    try:
+        path = export_codec(run, out, _codec_config(run), vocoder=vocoder)
+    except FileNotFoundError as e:
+        raise typer.BadParameter(str(e), param_hint="RUN") from None
     size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
     typer.echo(f"codec written to {path} ({size:.1f} MB)")
 

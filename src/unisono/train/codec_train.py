@@ -1,6 +1,6 @@
 """Training of the speech codec on a prepared data folder (`unisono.train.codec_data`).
 
-Three independent jobs, each resumable from its last checkpoint:
+Independent jobs, each resumable from its last checkpoint:
 
 1. `fit_tokenizer`: k-means (scikit-learn MiniBatchKMeans) on pooled encoder features of one
    layer -> the codebook; then every clip's tokens (nearest centroid).
@@ -12,14 +12,16 @@ Three independent jobs, each resumable from its last checkpoint:
    Loss = L1 between log-mels.
 4. `train_refiner`: the flow-matching mel refiner on top of a trained, frozen token-to-mel model
    (and its speaker encoder): from the L1 estimate to the real mel. Loss = flow matching.
+5. `train_vocoder_gta`: the vocoder fine-tuned on the detokenizer's own mels against the real
+   audio they came from (tokens are frame-aligned with it). Loss as in 2.
 
 Run folder:
 
     run/
       tokenizer.safetensors     centroids (K, D) float32, with config
       tokens.npy                int16 tokens of every clip, in the data folder's order
-      vocoder.pt, token2mel.pt, refiner.pt  training state (model, optimiser, step, RNG), written atomically
-      vocoder.jsonl, token2mel.jsonl, refiner.jsonl   loss log
+      vocoder.pt, token2mel.pt, refiner.pt, vocoder-gta.pt   training state (model, optimiser, step, RNG), written atomically
+      vocoder.jsonl, token2mel.jsonl, refiner.jsonl, vocoder-gta.jsonl   loss log
 """
 
 from __future__ import annotations
@@ -277,25 +279,31 @@ class Token2MelJob(_Job):
         start = self.rng.randint(0, len(audio) - n)
         return audio[start:start + n]
 
-    def batch(self):
+    def batch(self, equal_length: bool = False):
+        """Random crops of random clips: tokens (B, T), lengths (B,), their real mel (B, n_mels, 4T),
+        a reference mel of the same voice (B, n_mels, R) with lengths (B,), and the crops' audio
+        (B, 640 T). With `equal_length` every crop has the length of the shortest."""
         cfg, spt = self.cfg, self.codec_config.tokenizer.samples_per_token
         up, floor = self.codec_config.token2mel.upsample, math.log(self.codec_config.mel.log_floor)
         idx = [self.rng.randrange(len(self.data)) for _ in range(cfg.batch)]
+        shortest = min(self.data.clips[i]["tokens"] for i in idx)
         crops = []
         for i in idx:
             c = self.data.clips[i]
-            n = min(c["tokens"], cfg.max_tokens)
+            n = min(shortest if equal_length else c["tokens"], cfg.max_tokens)
             a = self.rng.randint(0, c["tokens"] - n)
             crops.append((i, a, n))
         T = max(n for _, _, n in crops)
         tokens = torch.zeros(len(crops), T, dtype=torch.long)
         target = torch.full((len(crops), self.codec_config.mel.n_mels, up * T), floor)
+        waves = torch.zeros(len(crops), spt * T)
         lengths = torch.tensor([n for _, _, n in crops])
         refs = []
         for b, (i, a, n) in enumerate(crops):
             c = self.data.clips[i]
             tokens[b, :n] = torch.from_numpy(self.tokens[c["feature_offset"] + a: c["feature_offset"] + a + n].astype(np.int64))
             audio = torch.from_numpy(self.data.audio_of(i)[a * spt: (a + n) * spt])
+            waves[b, : len(audio)] = audio
             m = self.mel(audio)[:, : up * n]
             target[b, :, : m.shape[-1]] = m
             refs.append(self._reference(i))
@@ -304,16 +312,30 @@ class Token2MelJob(_Job):
         for b, r in enumerate(refs):
             ref[b, : len(r)] = torch.from_numpy(r)
         ref_mel = self.mel(ref)
-        return tokens, lengths, target, ref_mel, ref_len
+        return tokens, lengths, target, ref_mel, ref_len, waves
 
     def loss(self):
-        tokens, lengths, target, ref_mel, ref_len = self.batch()
+        tokens, lengths, target, ref_mel, ref_len, _ = self.batch()
         spk = self.modules["speaker"](ref_mel, ref_len)
         pred = self.modules["token2mel"](tokens, spk, lengths)  # (B, n_mels, 4T)
         up = self.codec_config.token2mel.upsample
         mask = length_mask(lengths * up, pred.shape[-1])[:, None, :].float()  # (B, 1, 4T)
         l1 = ((pred - target).abs() * mask).sum() / (mask.sum() * pred.shape[1])
         return l1, {"mel_l1": float(l1.detach())}
+
+
+def load_frozen_token2mel(run: Path, c: CodecConfig) -> tuple[SpeakerEncoder, Token2Mel]:
+    """The run's trained speaker encoder and token-to-mel model, in eval mode, without gradients."""
+    t2m = load_state(run / "token2mel.pt")
+    if t2m is None:
+        raise FileNotFoundError(f"{run / 'token2mel.pt'} is missing: train the token-to-mel model first")
+    speaker = SpeakerEncoder(c.speaker, c.mel.n_mels)
+    token2mel = Token2Mel(c.token2mel, c.tokenizer.codebook_size, c.mel.n_mels, c.speaker.dim)
+    speaker.load_state_dict(t2m["modules"]["speaker"])
+    token2mel.load_state_dict(t2m["modules"]["token2mel"])
+    for m in (speaker, token2mel):
+        m.eval().requires_grad_(False)
+    return speaker, token2mel
 
 
 class RefinerJob(Token2MelJob):
@@ -325,16 +347,7 @@ class RefinerJob(Token2MelJob):
     def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print):
         if codec_config.refiner is None:
             raise ValueError("the codec config has no refiner section")
-        t2m = load_state(run / "token2mel.pt")
-        if t2m is None:
-            raise FileNotFoundError(f"{run / 'token2mel.pt'} is missing: the refiner trains on a trained token-to-mel model")
-        c = codec_config
-        self.speaker = SpeakerEncoder(c.speaker, c.mel.n_mels)
-        self.token2mel = Token2Mel(c.token2mel, c.tokenizer.codebook_size, c.mel.n_mels, c.speaker.dim)
-        self.speaker.load_state_dict(t2m["modules"]["speaker"])
-        self.token2mel.load_state_dict(t2m["modules"]["token2mel"])
-        for m in (self.speaker, self.token2mel):
-            m.eval().requires_grad_(False)
+        self.speaker, self.token2mel = load_frozen_token2mel(run, codec_config)
         super().__init__(data, tokens, run, codec_config, cfg, log)
 
     def build(self):
@@ -342,7 +355,7 @@ class RefinerJob(Token2MelJob):
         return {"refiner": MelRefiner(c.refiner, c.mel.n_mels, c.speaker.dim)}
 
     def loss(self):
-        tokens, lengths, target, ref_mel, ref_len = self.batch()
+        tokens, lengths, target, ref_mel, ref_len, _ = self.batch()
         with torch.no_grad():
             spk = self.speaker(ref_mel, ref_len)
             mu = self.token2mel(tokens, spk, lengths)
@@ -352,17 +365,59 @@ class RefinerJob(Token2MelJob):
         return fm, {"flow": float(fm.detach())}
 
 
-def export_codec(run: Path, out: Path, codec_config: CodecConfig) -> Path:
-    """Gather the trained parts of a run into a SpeechCodec folder (float16 safetensors)."""
+class VocoderGtaJob(Token2MelJob):
+    """Fine-tunes the run's vocoder on the mels the detokenizer will actually give it (token-to-mel,
+    then the refiner when the codec has one), against the real audio those tokens came from:
+    "ground-truth-aligned" fine-tuning, as Tacotron 2 and HiFi-GAN do for predicted mels. The
+    tokens are frame-aligned with the audio, so no alignment is needed. Starts from vocoder.pt."""
+
+    name = "vocoder-gta"
+
+    def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print):
+        self.speaker, self.token2mel = load_frozen_token2mel(run, codec_config)
+        self.refiner = None
+        if codec_config.refiner is not None:
+            state = load_state(run / "refiner.pt")
+            if state is None:
+                raise FileNotFoundError(f"{run / 'refiner.pt'} is missing: the codec has a refiner; train it first")
+            self.refiner = MelRefiner(codec_config.refiner, codec_config.mel.n_mels, codec_config.speaker.dim)
+            self.refiner.load_state_dict(state["modules"]["refiner"])
+            self.refiner.eval().requires_grad_(False)
+        super().__init__(data, tokens, run, codec_config, cfg, log)
+        if self.step == 0:
+            start = load_state(run / "vocoder.pt")
+            if start is None:
+                raise FileNotFoundError(f"{run / 'vocoder.pt'} is missing: train the vocoder on real mels first")
+            self.modules["vocoder"].load_state_dict(start["modules"]["vocoder"])
+
+    def build(self):
+        return {"vocoder": Vocoder(self.codec_config.vocoder, self.codec_config.mel)}
+
+    def loss(self):
+        tokens, lengths, target, ref_mel, ref_len, wave = self.batch(equal_length=True)
+        with torch.no_grad():
+            spk = self.speaker(ref_mel, ref_len)
+            mel = self.token2mel(tokens, spk, lengths)
+            if self.refiner is not None:
+                mel = self.refiner(mel, spk)
+        pred = self.modules["vocoder"](mel)  # (B, 640 T)
+        mel_loss = F.l1_loss(self.mel(pred)[..., : target.shape[-1]], target)
+        spec_loss = stft_loss(pred, wave)
+        return mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
+
+
+def export_codec(run: Path, out: Path, codec_config: CodecConfig, vocoder: str = "vocoder") -> Path:
+    """Gather the trained parts of a run into a SpeechCodec folder (float16 safetensors);
+    `vocoder` names the vocoder checkpoint: "vocoder" (trained on real mels) or "vocoder-gta"."""
     from safetensors.torch import load_file
 
     from unisono.model.speech.codec import SpeechCodec
 
     centroids = load_file(str(run / TOKENIZER_FILE))["centroids"]
     codec = SpeechCodec(codec_config, centroids=centroids)
-    voc, t2m = load_state(run / "vocoder.pt"), load_state(run / "token2mel.pt")
+    voc, t2m = load_state(run / f"{vocoder}.pt"), load_state(run / "token2mel.pt")
     if voc is None or t2m is None:
-        raise FileNotFoundError(f"{run} lacks vocoder.pt or token2mel.pt: train both first")
+        raise FileNotFoundError(f"{run} lacks {vocoder}.pt or token2mel.pt: train both first")
     codec.vocoder.load_state_dict(voc["modules"]["vocoder"])
     codec.speaker.load_state_dict(t2m["modules"]["speaker"])
     codec.token2mel.load_state_dict(t2m["modules"]["token2mel"])
