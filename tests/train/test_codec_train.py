@@ -207,3 +207,19 @@ def test_training_jobs_learn_resume_exactly_and_export(prepared, tmp_path):
     codec = SpeechCodec.load(export_codec(tmp_path / "run", tmp_path / "speech-g", refined, vocoder="vocoder-gta"))
     for k, v in gta.modules["vocoder"].state_dict().items():
         torch.testing.assert_close(codec.vocoder.state_dict()[k], v.half().float())
+
+    # the command line: inference settings of the refiner are chosen at export
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    (tmp_path / "run/codec.json").write_text(json.dumps(refined.to_dict()))
+    out = tmp_path / "speech-cli"
+    res = CliRunner().invoke(app, ["codec", "export", str(tmp_path / "run"), str(out), "--vocoder", "vocoder-gta",
+                                   "--refiner-temperature", "0.3", "--refiner-steps", "4"])
+    assert res.exit_code == 0, res.output
+    exported = SpeechCodec.load(out).config.refiner
+    assert (exported.temperature, exported.steps, exported.dilations) == (0.3, 4, (1, 2))
+    (tmp_path / "run/codec.json").write_text(json.dumps(codec_config().to_dict()))
+    res = CliRunner().invoke(app, ["codec", "export", str(tmp_path / "run"), str(out), "--refiner-temperature", "0.3"])
+    assert res.exit_code == 2 and "has no refiner" in " ".join(res.output.replace("│", " ").split())

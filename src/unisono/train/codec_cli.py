@@ -170,14 +170,23 @@ def export(
     run: Path = typer.Argument(..., help="Run folder with tokenizer.safetensors, vocoder.pt and token2mel.pt."),
     out: Path = typer.Argument(..., help="Codec folder to write (e.g. the speech/ folder of a checkpoint)."),
     vocoder: str = typer.Option("vocoder", help="Vocoder checkpoint of the run: vocoder (real mels) or vocoder-gta."),
+    refiner_steps: Optional[int] = typer.Option(None, help="Euler steps of the refiner at inference (default: the run's)."),
+    refiner_temperature: Optional[float] = typer.Option(None, help="Noise scale of the refiner at inference (default: the run's)."),
 ) -> None:
     """Write the trained codec as float16 safetensors + config.json (loadable by SpeechCodec.load)."""
     from unisono.train.codec_train import export_codec
 
     if vocoder not in ("vocoder", "vocoder-gta"):
         raise typer.BadParameter(f"{vocoder!r}; choose vocoder or vocoder-gta", param_hint="--vocoder")
+    config = _codec_config(run)
+    if (refiner_steps or refiner_temperature is not None) and config.refiner is None:
+        raise typer.BadParameter(f"{run} has no refiner: train one (`unisono codec train refiner`) or drop the refiner options")
+    if refiner_steps:
+        config.refiner.steps = refiner_steps
+    if refiner_temperature is not None:
+        config.refiner.temperature = refiner_temperature
     try:
-        path = export_codec(run, out, _codec_config(run), vocoder=vocoder)
+        path = export_codec(run, out, config, vocoder=vocoder)
     except FileNotFoundError as e:
         raise typer.BadParameter(str(e), param_hint="RUN") from None
     size = sum(f.stat().st_size for f in path.iterdir()) / 1e6

@@ -99,8 +99,9 @@ class RefinerConfig:
     kernel: int = 5
     ffn_mult: int = 3
     time_dim: int = 64
+    prior_std: float = 1.0  # std of the prior around the token-to-mel estimate (training)
     steps: int = 6  # Euler steps at inference
-    temperature: float = 1.0  # std of the prior around the token-to-mel estimate
+    temperature: float = 1.0  # at inference the prior's noise is scaled by this (< 1: closer to the mode)
     seed: int = 0  # of the positional noise
 
     def __post_init__(self) -> None:

@@ -5,9 +5,10 @@ allow: formants smeared, harmonics averaged away. The refiner samples a mel inst
 flow (Lipman et al. 2023, as in Matcha-TTS and CosyVoice) whose prior is centred on that
 estimate, mu, as in Grad-TTS:
 
-    x0 = mu + temperature * noise        x1 = the real mel
+    x0 = mu + prior_std * noise          x1 = the real mel
     x_t = (1 - t) x0 + t x1              the network learns v(x_t, t | mu, voice) = x1 - x0
-    inference: Euler steps of dx/dt = v from t = 0 to 1
+    inference: Euler steps of dx/dt = v from t = 0 to 1, starting from the noise scaled by a
+    temperature (< 1 samples closer to the mode, as in Grad-TTS)
 
     mu, x_t (B, 2 n_mels, F) ─► 1x1 conv (+ voice) ─► N x [+ time, causal dilated depthwise conv,
         LayerNorm, FFN] ─► LayerNorm ─► linear ─► v (B, n_mels, F)
@@ -91,7 +92,7 @@ class MelRefiner(nn.Module):
         """Flow-matching loss: mean squared velocity error over real frames; mask (B, 1, F)."""
         B = mu.shape[0]
         t = torch.rand(B, device=mu.device)
-        x0 = mu + self.config.temperature * torch.randn_like(mu)
+        x0 = mu + self.config.prior_std * torch.randn_like(mu)
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * target
         v = self.velocity(xt, t, mu, speaker)
         err = ((v - (target - x0)) ** 2) * mask
@@ -103,7 +104,7 @@ class MelRefiner(nn.Module):
         noise of frame f is `position_noise` at start_frame + f."""
         c = self.config
         B, _, Fr = mu.shape
-        x = mu + c.temperature * position_noise(self.noise, start_frame, Fr)[None]
+        x = mu + c.prior_std * c.temperature * position_noise(self.noise, start_frame, Fr)[None]
         dt = 1.0 / c.steps
         for i in range(c.steps):
             t = torch.full((B,), i * dt, device=mu.device)
