@@ -170,7 +170,7 @@ def export(
     run: Path = typer.Argument(..., help="Run folder with tokenizer.safetensors, vocoder.pt and token2mel.pt."),
     out: Path = typer.Argument(..., help="Codec folder to write (e.g. the speech/ folder of a checkpoint)."),
     vocoder: str = typer.Option("vocoder", help="Vocoder checkpoint of the run: vocoder (real mels) or vocoder-gta."),
-    refiner_steps: Optional[int] = typer.Option(None, help="Euler steps of the refiner at inference (default: the run's)."),
+    refiner_steps: Optional[int] = typer.Option(None, min=1, help="Euler steps of the refiner at inference (default: the run's)."),
     refiner_temperature: Optional[float] = typer.Option(None, help="Noise scale of the refiner at inference (default: the run's)."),
 ) -> None:
     """Write the trained codec as float16 safetensors + config.json (loadable by SpeechCodec.load)."""
@@ -179,9 +179,9 @@ def export(
     if vocoder not in ("vocoder", "vocoder-gta"):
         raise typer.BadParameter(f"{vocoder!r}; choose vocoder or vocoder-gta", param_hint="--vocoder")
     config = _codec_config(run)
-    if (refiner_steps or refiner_temperature is not None) and config.refiner is None:
+    if (refiner_steps is not None or refiner_temperature is not None) and config.refiner is None:
         raise typer.BadParameter(f"{run} has no refiner: train one (`unisono codec train refiner`) or drop the refiner options")
-    if refiner_steps:
+    if refiner_steps is not None:
         config.refiner.steps = refiner_steps
     if refiner_temperature is not None:
         config.refiner.temperature = refiner_temperature

@@ -338,6 +338,16 @@ def load_frozen_token2mel(run: Path, c: CodecConfig) -> tuple[SpeakerEncoder, To
     return speaker, token2mel
 
 
+def load_frozen_refiner(run: Path, c: CodecConfig) -> MelRefiner:
+    """The run's trained refiner, in eval mode, without gradients."""
+    state = load_state(run / "refiner.pt")
+    if state is None:
+        raise FileNotFoundError(f"{run / 'refiner.pt'} is missing: the codec config has a refiner; train it first")
+    refiner = MelRefiner(c.refiner, c.mel.n_mels, c.speaker.dim)
+    refiner.load_state_dict(state["modules"]["refiner"])
+    return refiner.eval().requires_grad_(False)
+
+
 class RefinerJob(Token2MelJob):
     """The same batches as the token-to-mel job; the token-to-mel model and speaker encoder of the
     run are loaded and frozen, only the refiner trains."""
@@ -375,14 +385,7 @@ class VocoderGtaJob(Token2MelJob):
 
     def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print):
         self.speaker, self.token2mel = load_frozen_token2mel(run, codec_config)
-        self.refiner = None
-        if codec_config.refiner is not None:
-            state = load_state(run / "refiner.pt")
-            if state is None:
-                raise FileNotFoundError(f"{run / 'refiner.pt'} is missing: the codec has a refiner; train it first")
-            self.refiner = MelRefiner(codec_config.refiner, codec_config.mel.n_mels, codec_config.speaker.dim)
-            self.refiner.load_state_dict(state["modules"]["refiner"])
-            self.refiner.eval().requires_grad_(False)
+        self.refiner = load_frozen_refiner(run, codec_config) if codec_config.refiner is not None else None
         super().__init__(data, tokens, run, codec_config, cfg, log)
         if self.step == 0:
             start = load_state(run / "vocoder.pt")
@@ -415,15 +418,11 @@ def export_codec(run: Path, out: Path, codec_config: CodecConfig, vocoder: str =
 
     centroids = load_file(str(run / TOKENIZER_FILE))["centroids"]
     codec = SpeechCodec(codec_config, centroids=centroids)
-    voc, t2m = load_state(run / f"{vocoder}.pt"), load_state(run / "token2mel.pt")
-    if voc is None or t2m is None:
-        raise FileNotFoundError(f"{run} lacks {vocoder}.pt or token2mel.pt: train both first")
+    voc = load_state(run / f"{vocoder}.pt")
+    if voc is None:
+        raise FileNotFoundError(f"{run / f'{vocoder}.pt'} is missing: train the vocoder first")
     codec.vocoder.load_state_dict(voc["modules"]["vocoder"])
-    codec.speaker.load_state_dict(t2m["modules"]["speaker"])
-    codec.token2mel.load_state_dict(t2m["modules"]["token2mel"])
-    if codec.refiner is not None:
-        ref = load_state(run / "refiner.pt")
-        if ref is None:
-            raise FileNotFoundError(f"{run} has a refiner in codec.json but no refiner.pt: train it first")
-        codec.refiner.load_state_dict(ref["modules"]["refiner"])
+    codec.speaker, codec.token2mel = load_frozen_token2mel(run, codec_config)
+    if codec_config.refiner is not None:
+        codec.refiner = load_frozen_refiner(run, codec_config)
     return codec.save(out)
