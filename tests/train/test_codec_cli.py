@@ -75,3 +75,35 @@ def test_resynth_writes_640_samples_per_token(codec_dir, tmp_path):
     assert len(load_audio(out)) == 640 * len(tokens)
     bad = CliRunner().invoke(app, ["codec", "resynth", str(manifest.parent / "wav/bad.wav"), str(out), "--codec", str(codec_dir)])
     assert bad.exit_code == 2
+
+
+def test_fit_tokenizer_can_reuse_a_trained_codebook(tmp_path):
+    from safetensors.torch import save_file
+
+    from unisono.train.codec_data import CodecData, PrepareConfig, SourceSpec, prepare
+    from unisono.train.codec_train import assign_tokens
+
+    manifest = _clips(tmp_path / "clips")
+    prepare(PrepareConfig(sources=[SourceSpec(str(manifest), None, ())], layers=(3,)), tmp_path / "data")
+    centroids = torch.randn(64, 384)
+    (tmp_path / "trained").mkdir()
+    save_file({"centroids": centroids}, str(tmp_path / "trained/tokenizer.safetensors"), metadata={"layer": "3", "codebook_size": "64"})
+    runner = CliRunner()
+    missing = runner.invoke(app, ["codec", "fit-tokenizer", str(tmp_path / "data"), str(tmp_path / "run"), "--codebook-of", str(tmp_path)])
+    assert missing.exit_code == 2 and "is missing" in missing.output and not (tmp_path / "run/tokens.npy").exists()
+    r = runner.invoke(app, ["codec", "fit-tokenizer", str(tmp_path / "data"), str(tmp_path / "run"),
+                            "--codebook-of", str(tmp_path / "trained"), "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    data = CodecData(tmp_path / "data", layer=3)
+    np.testing.assert_array_equal(np.load(tmp_path / "run/tokens.npy"), assign_tokens(data.features, centroids))
+    config = json.loads((tmp_path / "run/codec.json").read_text())
+    assert config["tokenizer"]["layer"] == 3 and config["tokenizer"]["codebook_size"] == 64
+
+
+def test_training_or_exporting_a_wrong_folder_fails_without_writing_there(tmp_path):
+    runner = CliRunner()
+    (tmp_path / "typo").mkdir()
+    for args in (["train", "token2mel", str(tmp_path), str(tmp_path / "typo")], ["export", str(tmp_path / "typo"), str(tmp_path / "out")]):
+        r = runner.invoke(app, ["codec", *args])
+        assert r.exit_code == 2 and ("missing" in r.output or "needs" in r.output), r.output
+    assert list((tmp_path / "typo").iterdir()) == [] and not (tmp_path / "out").exists()

@@ -33,6 +33,7 @@ from unisono.train.codec_train import (
     assign_tokens,
     export_codec,
     fit_tokenizer,
+    tokenize_data,
 )
 
 D = 32  # the tiny encoder's width
@@ -124,6 +125,19 @@ def test_prepare_refuses_a_folder_made_with_other_settings(prepared):
         prepare(config, prepared / "data", tokenizer_factory=tiny_tokenizer)
 
 
+def test_prepare_keeps_the_texts_of_evaluation_manifests_out(prepared, tmp_path):
+    evaluation = tmp_path / "eval.jsonl"
+    evaluation.write_text("".join(json.dumps({"id": f"e{i}", "audio": "x.wav", "text": f"sentence number {i}", "language": "en",
+                                               "duration": 1.0}) + "\n" for i in (0, 1, 2)))
+    config = prepare_config(prepared / "synth/manifest.jsonl")
+    config.exclude_texts = [str(evaluation)]
+    data = prepare(config, tmp_path / "data", tokenizer_factory=tiny_tokenizer, block_seconds=3.0)
+    before = CodecData(prepared / "data")
+    texts = {c["text"] for c in data.clips}
+    assert texts.isdisjoint({"sentence number 0", "sentence number 1", "sentence number 2"})
+    assert texts == {c["text"] for c in before.clips} - {"sentence number 0", "sentence number 1", "sentence number 2"}
+
+
 def test_clean_clips_may_be_louder_or_faster_but_not_noisy():
     from unisono.train.codec_data import _is_clean
 
@@ -141,6 +155,17 @@ def test_fit_tokenizer_assigns_every_frame_its_nearest_centroid(prepared, tmp_pa
     feats = torch.from_numpy(np.asarray(data.features, dtype=np.float32))
     np.testing.assert_array_equal(tokens, torch.cdist(feats, centroids).argmin(-1).numpy())
     np.testing.assert_array_equal(assign_tokens(data.features, centroids, block=7), tokens)
+
+
+def test_a_reused_codebook_keeps_its_token_ids_on_new_data(prepared, tmp_path):
+    data = CodecData(prepared / "data", layer=2)
+    centroids = fit_tokenizer(data, tmp_path / "a", codebook_size=8, log=lambda s: None)
+    permuted = centroids.flip(0)  # another codebook: its ids must survive as they are, not be refitted
+    tokens = tokenize_data(data, tmp_path / "b", permuted, log=lambda s: None)
+    np.testing.assert_array_equal(tokens, 7 - np.load(tmp_path / "a" / TOKENS_FILE))
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(str(tmp_path / "b/tokenizer.safetensors"))["centroids"], permuted)
 
 
 @pytest.mark.slow

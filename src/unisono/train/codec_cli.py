@@ -43,14 +43,16 @@ def _progress(description: str):
 @app.command()
 def prepare(
     out: Path = typer.Argument(..., help="Folder to write (a rerun resumes it)."),
-    synth: Path = typer.Option(SYNTH, help="Synthetic corpus manifest (clean clips are used)."),
+    synth: list[Path] = typer.Option([SYNTH], help="Synthetic corpus manifest(s); clean clips are used (repeat for several)."),
     real: list[Path] = typer.Option(
         [REAL_TRAIN / "an4_train/manifest.jsonl", REAL_TRAIN / "speechocean762_train/manifest.jsonl"],
         help="Real-speech training manifests (never the evaluation sets).",
     ),
-    english: int = typer.Option(3000, help="Synthetic English clips."),
-    mandarin: int = typer.Option(600, help="Synthetic Mandarin clips."),
+    english: int = typer.Option(3000, help="Synthetic English clips, per synthetic manifest."),
+    mandarin: int = typer.Option(600, help="Synthetic Mandarin clips, per synthetic manifest."),
+    test_source: Optional[Path] = typer.Option(None, help="Manifest the held-out English set is drawn from (default: the first --synth)."),
     test_clips: int = typer.Option(45, help="Held-out synthetic English clips (texts kept out of training)."),
+    exclude_texts: list[Path] = typer.Option([], help="Evaluation manifest whose texts are kept out of training (repeat for several)."),
     layers: str = typer.Option("3,4", help="Encoder layers whose features are stored (comma-separated)."),
     threads: int = typer.Option(2, help="CPU threads."),
 ) -> None:
@@ -59,11 +61,15 @@ def prepare(
 
     from unisono.train.codec_data import PrepareConfig, SourceSpec, prepare as run
 
+    for m in [*synth, *real, *exclude_texts, *([test_source] if test_source else [])]:
+        if not m.is_file():
+            raise typer.BadParameter(f"{m} does not exist")
     torch.set_num_threads(threads)
-    sources = [SourceSpec(str(synth), english, ("en",)), SourceSpec(str(synth), mandarin, ("zh",))]
+    sources = [SourceSpec(str(m), n, (lang,)) for m in synth for n, lang in ((english, "en"), (mandarin, "zh"))]
     sources += [SourceSpec(str(m), None, (), clean_only=False, per_engine=False) for m in real]
     config = PrepareConfig(sources=sources, layers=tuple(int(x) for x in layers.split(",")),
-                           test_source=str(synth), test_clips=test_clips)
+                           test_source=str(test_source or synth[0]), test_clips=test_clips,
+                           exclude_texts=[str(m) for m in exclude_texts])
     with _progress("encoding clips") as bar:
         task = bar.add_task("encode", total=None)
         data = run(config, out, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -101,17 +107,30 @@ def fit_tokenizer(
     layer: int = typer.Option(3, help="Encoder layer to quantise (4 is the output of Whisper tiny's encoder; 3 resynthesises better)."),
     codebook: int = typer.Option(1024, help="Codebook size."),
     frames: int = typer.Option(300_000, help="Frames k-means is fitted on (a seeded sample)."),
+    codebook_of: Optional[Path] = typer.Option(
+        None, help="Reuse this run's codebook (its tokenizer.safetensors) instead of fitting one: new data, same token ids."),
     threads: int = typer.Option(2, help="CPU threads."),
 ) -> None:
     """Fit the k-means codebook and tokenize every prepared clip."""
     import torch
 
     from unisono.train.codec_data import CodecData
-    from unisono.train.codec_train import fit_tokenizer as fit
+    from unisono.train.codec_train import TOKENIZER_FILE, fit_tokenizer as fit, tokenize_data
 
     torch.set_num_threads(threads)
-    config = _codec_config(run, layer, codebook)
-    fit(CodecData(data, layer=config.tokenizer.layer), run, config.tokenizer.codebook_size, max_frames=frames)
+    if codebook_of is None:
+        config = _codec_config(run, layer, codebook)
+        fit(CodecData(data, layer=config.tokenizer.layer), run, config.tokenizer.codebook_size, max_frames=frames)
+        return
+    from safetensors import safe_open
+
+    source = codebook_of / TOKENIZER_FILE
+    if not source.is_file():
+        raise typer.BadParameter(f"{source} is missing", param_hint="--codebook-of")
+    with safe_open(str(source), "pt") as f:
+        centroids, meta = f.get_tensor("centroids"), f.metadata()
+    config = _codec_config(run, int(meta["layer"]), len(centroids))
+    tokenize_data(CodecData(data, layer=config.tokenizer.layer), run, centroids)
 
 
 @app.command()
@@ -140,6 +159,8 @@ def train(
     jobs = {"token2mel": Token2MelJob, "refiner": RefinerJob, "vocoder-gta": VocoderGtaJob}
     if part != "vocoder" and part not in jobs:
         raise typer.BadParameter(f"{part!r}; choose vocoder, token2mel, refiner or vocoder-gta", param_hint="PART")
+    if part != "vocoder" and not (run / TOKENS_FILE).is_file():  # checked before a default codec.json is written there
+        raise typer.BadParameter(f"{run / TOKENS_FILE} is missing: run `unisono codec fit-tokenizer` first")
     torch.set_num_threads(threads)
     config = _codec_config(run)
     if part == "refiner" and config.refiner is None:
@@ -155,8 +176,6 @@ def train(
     if part == "vocoder":
         job = VocoderJob(CodecData(data), run, config, cfg, log=log)
     else:
-        if not (run / TOKENS_FILE).is_file():
-            raise typer.BadParameter(f"{run / TOKENS_FILE} is missing: run `unisono codec fit-tokenizer` first")
         try:
             job = jobs[part](CodecData(data), np.load(run / TOKENS_FILE), run, config, cfg, log=log)
         except FileNotFoundError as e:
@@ -174,10 +193,12 @@ def export(
     refiner_temperature: Optional[float] = typer.Option(None, help="Noise scale of the refiner at inference (default: the run's)."),
 ) -> None:
     """Write the trained codec as float16 safetensors + config.json (loadable by SpeechCodec.load)."""
-    from unisono.train.codec_train import export_codec
+    from unisono.train.codec_train import TOKENIZER_FILE, export_codec
 
     if vocoder not in ("vocoder", "vocoder-gta"):
         raise typer.BadParameter(f"{vocoder!r}; choose vocoder or vocoder-gta", param_hint="--vocoder")
+    if not (run / "codec.json").is_file() or not (run / TOKENIZER_FILE).is_file():
+        raise typer.BadParameter(f"{run} holds no trained codec: it needs codec.json and {TOKENIZER_FILE}", param_hint="RUN")
     config = _codec_config(run)
     if (refiner_steps is not None or refiner_temperature is not None) and config.refiner is None:
         raise typer.BadParameter(f"{run} has no refiner: train one (`unisono codec train refiner`) or drop the refiner options")

@@ -49,6 +49,7 @@ class PrepareConfig:
     layers: tuple[int, ...] = (3, 4)  # encoder layers whose features are stored
     test_source: str | None = None  # manifest the held-out English set is drawn from
     test_clips: int = 45
+    exclude_texts: list[str] = field(default_factory=list)  # manifests (evaluation sets) whose texts never train
     max_seconds: float = 20.0
     seed: int = 0
 
@@ -207,6 +208,7 @@ def prepare(
     saved = directory / "prepare.json"
     if saved.is_file():
         before = json.loads(saved.read_text())
+        before.setdefault("exclude_texts", [])  # folders prepared before the option existed
         if before != json.loads(json.dumps(asked)):
             raise ValueError(f"{directory} was prepared with other settings ({saved}); use a new folder or the same settings")
     else:
@@ -217,7 +219,7 @@ def prepare(
         held_out = choose_test_set(_rows(Path(config.test_source)), config.test_clips, config.seed)
         if not (directory / TEST_SET / "manifest.jsonl").is_file():
             write_test_set(held_out, directory / TEST_SET)
-    held_texts = {r["text"] for r in held_out}
+    held_texts = {r["text"] for r in held_out} | {r["text"] for m in config.exclude_texts for r in _rows(Path(m))}
     wanted = [r for i, s in enumerate(config.sources) for r in choose_clips(s, held_texts, config.seed + i, config.max_seconds)]
 
     index = directory / INDEX

@@ -56,11 +56,9 @@ TOKENS_FILE = "tokens.npy"
 def fit_tokenizer(data: CodecData, run: Path, codebook_size: int, max_frames: int = 300_000, seed: int = 0,
                   log: Callable[[str], None] = print) -> torch.Tensor:
     """Fit the codebook on (a seeded sample of) the stored features, then tokenize every clip."""
-    from safetensors.torch import save_file
     from sklearn.cluster import MiniBatchKMeans
 
     assert data.features is not None and data.layer is not None
-    run.mkdir(parents=True, exist_ok=True)
     feats = data.features
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(feats.shape[0], size=min(max_frames, feats.shape[0]), replace=False))
@@ -71,14 +69,26 @@ def fit_tokenizer(data: CodecData, run: Path, codebook_size: int, max_frames: in
     km.fit(sample)
     log(f"k-means: {codebook_size} centroids on {len(sample)} frames in {time.time() - t0:.0f} s, inertia/frame {km.inertia_ / len(sample):.2f}")
     centroids = torch.from_numpy(km.cluster_centers_.astype(np.float32))
-    save_file({"centroids": centroids}, str(run / TOKENIZER_FILE),
-              metadata={"layer": str(data.layer), "codebook_size": str(codebook_size)})
-    tokens = assign_tokens(feats, centroids)
-    np.save(run / TOKENS_FILE, tokens)
-    used = np.bincount(tokens, minlength=codebook_size)
-    p = used / used.sum()
-    log(f"codebook use: {int((used > 0).sum())}/{codebook_size} entries, perplexity {math.exp(-(p[p > 0] * np.log(p[p > 0])).sum()):.0f}")
+    tokenize_data(data, run, centroids, log)
     return centroids
+
+
+def tokenize_data(data: CodecData, run: Path, centroids: torch.Tensor, log: Callable[[str], None] = print) -> np.ndarray:
+    """Store the codebook in the run and the tokens of every clip of the data folder (tokens.npy).
+    Called with a trained codec's centroids, it tokenizes new data without changing the codebook,
+    so the token ids keep their meaning for the models already trained on them."""
+    from safetensors.torch import save_file
+
+    assert data.features is not None and data.layer is not None
+    run.mkdir(parents=True, exist_ok=True)
+    save_file({"centroids": centroids.contiguous()}, str(run / TOKENIZER_FILE),
+              metadata={"layer": str(data.layer), "codebook_size": str(len(centroids))})
+    tokens = assign_tokens(data.features, centroids)
+    np.save(run / TOKENS_FILE, tokens)
+    used = np.bincount(tokens, minlength=len(centroids))
+    p = used / used.sum()
+    log(f"codebook use: {int((used > 0).sum())}/{len(centroids)} entries, perplexity {math.exp(-(p[p > 0] * np.log(p[p > 0])).sum()):.0f}")
+    return tokens
 
 
 def assign_tokens(features: np.ndarray, centroids: torch.Tensor, block: int = 65536) -> np.ndarray:
