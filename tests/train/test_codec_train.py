@@ -138,6 +138,16 @@ def test_prepare_keeps_the_texts_of_evaluation_manifests_out(prepared, tmp_path)
     assert texts == {c["text"] for c in before.clips} - {"sentence number 0", "sentence number 1", "sentence number 2"}
 
 
+def test_a_clip_drawn_by_two_sources_is_stored_once(prepared, tmp_path):
+    # two synthetic corpora that drew the same sentence give it the same id: the first source keeps it
+    config = prepare_config(prepared / "synth/manifest.jsonl")
+    config.sources = config.sources * 2
+    data = prepare(config, tmp_path / "data", tokenizer_factory=tiny_tokenizer, block_seconds=3.0)
+    ids = [c["id"] for c in data.clips]
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(c["id"] for c in CodecData(prepared / "data").clips)
+
+
 def test_clean_clips_may_be_louder_or_faster_but_not_noisy():
     from unisono.train.codec_data import _is_clean
 

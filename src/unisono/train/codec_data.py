@@ -187,6 +187,13 @@ def _truncate_to_index(directory: Path, clips: list[dict], layers: Sequence[int]
             f.truncate(2 * dim * tokens)
 
 
+def _first_of_each_id(rows: Iterator[dict]) -> list[dict]:
+    """One clip per id, the first source's. Synthetic ids are hashes of the text, so two corpora
+    that drew the same sentence share an id; the index (and a resumed run) count clips by id."""
+    seen: set[str] = set()
+    return [r for r in rows if not (r["id"] in seen or seen.add(r["id"]))]
+
+
 def prepare(
     config: PrepareConfig,
     directory: str | Path,
@@ -220,7 +227,8 @@ def prepare(
         if not (directory / TEST_SET / "manifest.jsonl").is_file():
             write_test_set(held_out, directory / TEST_SET)
     held_texts = {r["text"] for r in held_out} | {r["text"] for m in config.exclude_texts for r in _rows(Path(m))}
-    wanted = [r for i, s in enumerate(config.sources) for r in choose_clips(s, held_texts, config.seed + i, config.max_seconds)]
+    wanted = _first_of_each_id(
+        r for i, s in enumerate(config.sources) for r in choose_clips(s, held_texts, config.seed + i, config.max_seconds))
 
     index = directory / INDEX
     clips = [json.loads(line) for line in open(index) if line.strip()] if index.is_file() else []
