@@ -74,6 +74,7 @@ def test_evaluate_set_scores_both_sides_and_counts_rates(codec, tmp_path):
     assert len(r.clips) == 2
     assert r.wer_original == 0.0
     assert r.wer_resynth == pytest.approx(2 / 6)  # one substitution in each, 6 reference words
+    assert r.runaway_original == r.runaway_resynth == 0
     assert r.token_rate == pytest.approx((26 + 38) / (2.52), rel=1e-3)
     assert r.bitrate_nominal == pytest.approx(r.token_rate * math.log2(16))
     assert 0 <= r.bitrate_entropy <= r.bitrate_nominal
@@ -82,8 +83,18 @@ def test_evaluate_set_scores_both_sides_and_counts_rates(codec, tmp_path):
 
     path = write_report([r], tmp_path / "report", "unisono eval codec -m x", {"codebook": 16})
     text = path.read_text()
-    assert "| 0.0% | 33.3% | +33.3 |" in text
+    assert "| 0.0% | 33.3% | +33.3 |" in text and "| 0 / 0 |" in text
     assert json.loads((tmp_path / "report/results.json").read_text())["sets"][0]["wer_resynth"] == pytest.approx(1 / 3)
+
+
+def test_a_recogniser_loop_counts_as_a_runaway_clip_and_ordinary_errors_do_not():
+    from unisono.eval.codec import is_runaway
+    from unisono.eval.metrics import count_errors
+
+    ref = "the cat sat down"
+    assert is_runaway(count_errors(ref, "the cat sat down " + "and so on " * 2, "word"))
+    assert not is_runaway(count_errors(ref, "a dog stood up and then", "word"))  # 4 substitutions, 1 insertion
+    assert not is_runaway(count_errors(ref, "", "word"))
 
 
 def test_cli_refuses_a_folder_without_a_codec(tmp_path):

@@ -253,12 +253,12 @@ def codec(
                                         keep_audio=examples))
             bar.remove_task(task)
     table = Table(title=f"speech codec {path}")
-    for col in ("set", "clips", "WER orig", "WER resynth", "spk sim", "tok/s", "bit/s", "tok RTF", "detok RTF",
+    for col in ("set", "clips", "WER orig", "WER resynth", "runaway", "spk sim", "tok/s", "bit/s", "tok RTF", "detok RTF",
                 "stream RTF", "1st chunk ms", "stream tok agree"):
         table.add_column(col)
     for r in results:
         table.add_row(r.name, str(len(r.clips)), f"{100 * r.wer_original:.1f}%", f"{100 * r.wer_resynth:.1f}%",
-                      f"{r.speaker_similarity:.3f}", f"{r.token_rate:.1f}", f"{r.bitrate_nominal:.0f}",
+                      f"{r.runaway_original} / {r.runaway_resynth}", f"{r.speaker_similarity:.3f}", f"{r.token_rate:.1f}", f"{r.bitrate_nominal:.0f}",
                       f"{r.tokenizer_rtf:.3f}", f"{r.detokenizer_rtf:.3f}", f"{r.stream_detokenizer_rtf:.3f}",
                       f"{r.first_chunk_ms:.0f}", f"{100 * r.stream_agreement:.1f}%")
     console.print(table)

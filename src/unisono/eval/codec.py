@@ -48,6 +48,10 @@ class SetResult:
     clips: list[ClipResult] = field(default_factory=list)
     wer_original: float = float("nan")
     wer_resynth: float = float("nan")
+    # clips where the recogniser looped: more inserted words than the reference has. A few such
+    # clips can outweigh every other error of a set, so the report counts them beside the WER.
+    runaway_original: int = 0
+    runaway_resynth: int = 0
     speaker_similarity: float = float("nan")
     token_rate: float = float("nan")
     bitrate_nominal: float = float("nan")
@@ -84,6 +88,11 @@ class SpeakerSimilarity:
     def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
         ea, eb = self.embed(a), self.embed(b)
         return float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb) + 1e-9))
+
+
+def is_runaway(counts) -> bool:
+    """The recogniser looped on this clip: it inserted more words than the reference holds."""
+    return counts.insertions > counts.substitutions + counts.deletions + counts.hits
 
 
 def token_entropy_bits(tokens: list[np.ndarray], codebook_size: int) -> float:
@@ -169,6 +178,8 @@ def evaluate_set(
     k = codec.config.tokenizer.codebook_size
     result.wer_original = total(counts_orig).rate
     result.wer_resynth = total(counts_resyn).rate
+    result.runaway_original = sum(is_runaway(c) for c in counts_orig)
+    result.runaway_resynth = sum(is_runaway(c) for c in counts_resyn)
     result.speaker_similarity = statistics.mean(c.speaker_similarity for c in result.clips)
     result.token_rate = sum(c.tokens for c in result.clips) / audio_s
     result.bitrate_nominal = result.token_rate * math.log2(k)
@@ -213,15 +224,16 @@ def write_report(results: list[SetResult], directory: Path, command: str, codec_
     lines = ["# Speech codec: resynthesis", "", f"    {command}", "",
              f"Codec: {codec_info}", "",
              "| set | clips | WER original | WER resynth | Δ | speaker sim | tokens/s | bits/s (nominal / entropy) "
-             "| tokenizer RTF | detok RTF | stream detok RTF | first chunk ms | stream token agreement |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| runaway clips (orig / resynth) | tokenizer RTF | detok RTF | stream detok RTF | first chunk ms | stream token agreement |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         lines.append(
             f"| {r.name} | {len(r.clips)} | {100 * r.wer_original:.1f}% | {100 * r.wer_resynth:.1f}% | "
             f"{100 * (r.wer_resynth - r.wer_original):+.1f} | {r.speaker_similarity:.3f} | {r.token_rate:.1f} | "
-            f"{r.bitrate_nominal:.0f} / {r.bitrate_entropy:.0f} | {r.tokenizer_rtf:.3f} | {r.detokenizer_rtf:.3f} | "
+            f"{r.bitrate_nominal:.0f} / {r.bitrate_entropy:.0f} | {r.runaway_original} / {r.runaway_resynth} | {r.tokenizer_rtf:.3f} | {r.detokenizer_rtf:.3f} | "
             f"{r.stream_detokenizer_rtf:.3f} | {r.first_chunk_ms:.0f} | {100 * r.stream_agreement:.1f}% |")
-    lines += ["", "Per clip: results.json (reference, both transcripts, similarity)."]
+    lines += ["", "Runaway: the recogniser inserted more words than the reference holds (a decoding loop).",
+              "Per clip: results.json (reference, both transcripts, similarity)."]
     path = directory / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
