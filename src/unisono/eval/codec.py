@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from unisono.eval.manifest import EvalSet
+from unisono.eval.metrics import ErrorCounts
 
 
 @dataclass
@@ -90,9 +91,9 @@ class SpeakerSimilarity:
         return float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb) + 1e-9))
 
 
-def is_runaway(counts) -> bool:
+def is_runaway(counts: ErrorCounts) -> bool:
     """The recogniser looped on this clip: it inserted more words than the reference holds."""
-    return counts.insertions > counts.substitutions + counts.deletions + counts.hits
+    return counts.insertions > counts.reference_length
 
 
 def token_entropy_bits(tokens: list[np.ndarray], codebook_size: int) -> float:

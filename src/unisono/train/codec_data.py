@@ -190,8 +190,10 @@ def _truncate_to_index(directory: Path, clips: list[dict], layers: Sequence[int]
 def _first_of_each_id(rows: Iterator[dict]) -> list[dict]:
     """One clip per id, the first source's. Synthetic ids are hashes of the text, so two corpora
     that drew the same sentence share an id; the index (and a resumed run) count clips by id."""
-    seen: set[str] = set()
-    return [r for r in rows if not (r["id"] in seen or seen.add(r["id"]))]
+    first: dict[str, dict] = {}
+    for r in rows:
+        first.setdefault(r["id"], r)
+    return list(first.values())
 
 
 def prepare(
