@@ -33,6 +33,7 @@ from unisono.train.codec_train import (
     assign_tokens,
     export_codec,
     fit_tokenizer,
+    lr_at,
     tokenize_data,
 )
 
@@ -178,6 +179,38 @@ def test_a_reused_codebook_keeps_its_token_ids_on_new_data(prepared, tmp_path):
     assert torch.equal(load_file(str(tmp_path / "b/tokenizer.safetensors"))["centroids"], permuted)
 
 
+def test_oversampled_sources_are_drawn_in_proportion_to_their_weight(prepared, tmp_path):
+    data = CodecData(prepared / "data", layer=2)
+    ids = [c["id"] for c in data.clips]
+    rows = [json.loads(line) for line in open(prepared / "synth/manifest.jsonl")]
+    few = tmp_path / "few.jsonl"  # a second "source": two of the stored clips
+    few.write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] in ids[:2]))
+    weights = data.draw_weights([(str(few), 5.0)])
+    assert weights.tolist() == [5.0, 5.0] + [1.0] * (len(ids) - 2)
+    # the first manifest that holds a clip sets its weight
+    assert data.draw_weights([(str(few), 3.0), (str(prepared / "synth/manifest.jsonl"), 2.0)]).tolist() == [3.0, 3.0] + [2.0] * (len(ids) - 2)
+    with pytest.raises(ValueError, match="no clip"):
+        data.draw_weights([(str(prepared / "data/test-en/manifest.jsonl"), 2.0)])
+    with pytest.raises(ValueError, match="positive"):
+        data.draw_weights([(str(few), 0.0)])
+
+    fit_tokenizer(data, tmp_path / "run", 8, log=lambda s: None)
+    job = Token2MelJob(data, np.load(tmp_path / "run" / TOKENS_FILE), tmp_path / "run", codec_config(),
+                       TrainConfig(oversample=((str(few), 5.0),)), log=lambda s: None)
+    drawn = np.bincount(job.draw_clips(20000), minlength=len(ids)) / 20000
+    np.testing.assert_allclose(drawn, weights / weights.sum(), atol=0.01)
+
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    for bad in (f"{few}", f"{few}=many", f"{tmp_path / 'missing.jsonl'}=2", f"{prepared / 'data/test-en/manifest.jsonl'}=2"):
+        res = CliRunner().invoke(app, ["codec", "train", "token2mel", str(prepared / "data"), str(tmp_path / "run"), "--steps", "1",
+                                       "--oversample", bad])
+        assert res.exit_code == 2 and "--oversample" in res.output, res.output
+    assert not (tmp_path / "run/token2mel.pt").exists()
+
+
 @pytest.mark.slow
 def test_training_jobs_learn_resume_exactly_and_export(prepared, tmp_path):
     data = CodecData(prepared / "data")
@@ -242,6 +275,23 @@ def test_training_jobs_learn_resume_exactly_and_export(prepared, tmp_path):
     codec = SpeechCodec.load(export_codec(tmp_path / "run", tmp_path / "speech-g", refined, vocoder="vocoder-gta"))
     for k, v in gta.modules["vocoder"].state_dict().items():
         torch.testing.assert_close(codec.vocoder.state_dict()[k], v.half().float())
+
+    # fine-tuning in a new run: the weights of the given checkpoint, a fresh step count and schedule
+    # (a vocoder-gta run starts from them, not from its vocoder.pt)
+    import shutil
+
+    (tmp_path / "tune").mkdir()
+    for f in (TOKENS_FILE, "tokenizer.safetensors", "token2mel.pt", "refiner.pt", "vocoder.pt"):
+        shutil.copy(tmp_path / "run" / f, tmp_path / "tune" / f)
+    tune = TrainConfig(steps=4, batch=4, max_tokens=10, init_from=str(tmp_path / "run/vocoder-gta.pt"))
+    again = VocoderGtaJob(data, tokens, tmp_path / "tune", refined, tune, log=quiet)
+    assert again.step == 0 and lr_at(0, tune) < tune.lr
+    for k, v in gta.modules["vocoder"].state_dict().items():
+        torch.testing.assert_close(again.modules["vocoder"].state_dict()[k], v)
+    again.train()
+    assert again.step == 4 and VocoderGtaJob(data, tokens, tmp_path / "tune", refined, tune, log=quiet).step == 4  # then resumes as usual
+    with pytest.raises(FileNotFoundError, match="nothing to start from"):
+        Token2MelJob(data, tokens, tmp_path / "fresh", codec_config(), TrainConfig(init_from=str(tmp_path / "none.pt")), log=quiet)
 
     # the command line: inference settings of the refiner are chosen at export
     from typer.testing import CliRunner

@@ -143,6 +143,13 @@ def train(
     lr: float = typer.Option(1e-3, help="Peak learning rate."),
     until: Optional[int] = typer.Option(None, help="Stop at this step (the schedule still ends at --steps)."),
     max_tokens: int = typer.Option(200, help="token2mel / refiner: longest crop of a clip, in tokens (25 per second)."),
+    init_from: Optional[Path] = typer.Option(
+        None, help="Fine-tune: a new run starts from the weights of this checkpoint of the same job (e.g. "
+                   "runs/old/token2mel.pt), with a fresh schedule and optimiser."),
+    oversample: list[str] = typer.Option(
+        [], metavar="MANIFEST=WEIGHT",
+        help="Draw the clips of this source manifest WEIGHT times as often as the others (token2mel, refiner, "
+             "vocoder-gta); repeatable. E.g. the real speech among synthetic."),
     threads: int = typer.Option(1, help="CPU threads."),
 ) -> None:
     """Train the vocoder (mel -> audio), the token-to-mel model (tokens + voice -> mel), or the
@@ -170,7 +177,17 @@ def train(
 
         config.refiner = RefinerConfig()
         (run / "codec.json").write_text(json.dumps(config.to_dict(), indent=2))
-    cfg = TrainConfig(steps=steps, batch=batch, lr=lr, max_tokens=max_tokens, threads=threads)
+    pairs = []
+    for item in oversample:
+        manifest, sep, weight = item.rpartition("=")
+        try:
+            pairs.append((manifest, float(weight)))
+        except ValueError:
+            sep = ""
+        if not sep or not Path(manifest).is_file():
+            raise typer.BadParameter(f"{item!r}: expected MANIFEST=WEIGHT with an existing manifest", param_hint="--oversample")
+    cfg = TrainConfig(steps=steps, batch=batch, lr=lr, max_tokens=max_tokens,
+                      init_from=str(init_from) if init_from else None, oversample=tuple(pairs), threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":
@@ -180,6 +197,8 @@ def train(
             job = jobs[part](CodecData(data), np.load(run / TOKENS_FILE), run, config, cfg, log=log)
         except FileNotFoundError as e:
             raise typer.BadParameter(str(e), param_hint="RUN") from None
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--oversample") from None
     job.train(until=until)
     err.print(f"{part}: step {job.step} saved in {job.ckpt}")
 

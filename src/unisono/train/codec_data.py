@@ -175,6 +175,24 @@ class CodecData:
     def total_tokens(self) -> int:
         return sum(c["tokens"] for c in self.clips)
 
+    def draw_weights(self, oversample: Sequence[tuple[str, float]]) -> np.ndarray:
+        """How often each clip is drawn, relative to the others: 1, or the weight of the first
+        (manifest, weight) pair whose manifest holds the clip's id. Clips are short or long, real
+        or synthetic; this lets a small source (the real speech) count for more than its share."""
+        weights = np.ones(len(self.clips))
+        position = {c["id"]: i for i, c in enumerate(self.clips)}
+        seen: set[int] = set()
+        for manifest, weight in oversample:
+            if weight <= 0:
+                raise ValueError(f"oversampling weight {weight} for {manifest}: it must be positive")
+            held = [position[r["id"]] for r in _rows(Path(manifest)) if r["id"] in position]
+            if not held:
+                raise ValueError(f"no clip of {self.directory} comes from {manifest}")
+            for i in set(held) - seen:
+                weights[i] = weight
+            seen.update(held)
+        return weights
+
 
 def _truncate_to_index(directory: Path, clips: list[dict], layers: Sequence[int], dim: int) -> None:
     """Cut the binary files back to what the index accounts for (a killed run may have written more)."""

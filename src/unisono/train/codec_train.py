@@ -113,6 +113,8 @@ class TrainConfig:
     batch: int = 16  # vocoder: segments per step; token2mel: clips per step
     segment_frames: int = 80  # vocoder: mel frames per segment (0.8 s)
     max_tokens: int = 200  # token2mel: longest crop, in tokens (8 s)
+    init_from: str | None = None  # a fresh run starts from this checkpoint's weights (fine-tuning), not its step or optimiser
+    oversample: tuple[tuple[str, float], ...] = ()  # token2mel and after: (manifest, weight) pairs, see CodecData.draw_weights
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -171,6 +173,13 @@ class _Job(ABC):
             self.rng.setstate(state["rng"])
             torch.set_rng_state(state["torch_rng"])
             log(f"{self.name}: resumed at step {self.step}")
+        elif cfg.init_from:
+            start = load_state(Path(cfg.init_from))
+            if start is None:
+                raise FileNotFoundError(f"{cfg.init_from} is missing: nothing to start from")
+            for k, m in self.modules.items():
+                m.load_state_dict(start["modules"][k])
+            log(f"{self.name}: starts from the weights of {cfg.init_from} (step {start['step']})")
 
     @property
     def ckpt(self) -> Path:
@@ -270,6 +279,7 @@ class Token2MelJob(_Job):
         self.by_speaker: dict[str, list[int]] = {}
         for i, c in enumerate(data.clips):
             self.by_speaker.setdefault(c["speaker"], []).append(i)
+        self.draw_weights = data.draw_weights(cfg.oversample) if cfg.oversample else None
         super().__init__(run, codec_config, cfg, log)
         self.mel = MelSpectrogram(codec_config.mel)
 
@@ -279,6 +289,12 @@ class Token2MelJob(_Job):
             "speaker": SpeakerEncoder(c.speaker, c.mel.n_mels),
             "token2mel": Token2Mel(c.token2mel, c.tokenizer.codebook_size, c.mel.n_mels, c.speaker.dim),
         }
+
+    def draw_clips(self, n: int) -> list[int]:
+        """n clip indices, uniformly or by the --oversample weights."""
+        if self.draw_weights is None:
+            return [self.rng.randrange(len(self.data)) for _ in range(n)]
+        return self.rng.choices(range(len(self.data)), weights=self.draw_weights, k=n)
 
     def _reference(self, i: int, seconds: float = 4.0) -> np.ndarray:
         """Up to 4 s of another clip of the same speaker (the clip itself if it is the only one)."""
@@ -295,7 +311,7 @@ class Token2MelJob(_Job):
         (B, 640 T). With `equal_length` every crop has the length of the shortest."""
         cfg, spt = self.cfg, self.codec_config.tokenizer.samples_per_token
         up, floor = self.codec_config.token2mel.upsample, math.log(self.codec_config.mel.log_floor)
-        idx = [self.rng.randrange(len(self.data)) for _ in range(cfg.batch)]
+        idx = self.draw_clips(cfg.batch)
         shortest = min(self.data.clips[i]["tokens"] for i in idx)
         crops = []
         for i in idx:
@@ -397,7 +413,7 @@ class VocoderGtaJob(Token2MelJob):
         self.speaker, self.token2mel = load_frozen_token2mel(run, codec_config)
         self.refiner = load_frozen_refiner(run, codec_config) if codec_config.refiner is not None else None
         super().__init__(data, tokens, run, codec_config, cfg, log)
-        if self.step == 0:
+        if self.step == 0 and not cfg.init_from:
             start = load_state(run / "vocoder.pt")
             if start is None:
                 raise FileNotFoundError(f"{run / 'vocoder.pt'} is missing: train the vocoder on real mels first")
