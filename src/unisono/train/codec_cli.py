@@ -197,8 +197,8 @@ def train(
             job = jobs[part](CodecData(data), np.load(run / TOKENS_FILE), run, config, cfg, log=log)
         except FileNotFoundError as e:
             raise typer.BadParameter(str(e), param_hint="RUN") from None
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--oversample") from None
+        except ValueError as e:  # an --oversample manifest with none of the clips, or an --init-from of another job
+            raise typer.BadParameter(str(e)) from None
     job.train(until=until)
     err.print(f"{part}: step {job.step} saved in {job.ckpt}")
 

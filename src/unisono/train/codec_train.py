@@ -177,6 +177,8 @@ class _Job(ABC):
             start = load_state(Path(cfg.init_from))
             if start is None:
                 raise FileNotFoundError(f"{cfg.init_from} is missing: nothing to start from")
+            if not set(self.modules) <= set(start["modules"]):
+                raise ValueError(f"{cfg.init_from} holds {sorted(start['modules'])}, not the {self.name} job's {sorted(self.modules)}")
             for k, m in self.modules.items():
                 m.load_state_dict(start["modules"][k])
             log(f"{self.name}: starts from the weights of {cfg.init_from} (step {start['step']})")
