@@ -179,12 +179,12 @@ def train(
         (run / "codec.json").write_text(json.dumps(config.to_dict(), indent=2))
     pairs = []
     for item in oversample:
-        manifest, sep, weight = item.rpartition("=")
+        manifest, _, weight = item.rpartition("=")
         try:
             pairs.append((manifest, float(weight)))
         except ValueError:
-            sep = ""
-        if not sep or not Path(manifest).is_file():
+            manifest = ""
+        if not manifest or not Path(manifest).is_file():
             raise typer.BadParameter(f"{item!r}: expected MANIFEST=WEIGHT with an existing manifest", param_hint="--oversample")
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, max_tokens=max_tokens,
                       init_from=str(init_from) if init_from else None, oversample=tuple(pairs), threads=threads)

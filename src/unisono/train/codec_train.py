@@ -32,7 +32,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -183,9 +183,13 @@ class _Job(ABC):
                 m.load_state_dict(start["modules"][k])
             log(f"{self.name}: starts from the weights of {cfg.init_from} (step {start['step']})")
 
+    @classmethod
+    def ckpt_of(cls, run: Path) -> Path:
+        return run / f"{cls.name}.pt"
+
     @property
     def ckpt(self) -> Path:
-        return self.run / f"{self.name}.pt"
+        return self.ckpt_of(self.run)
 
     @abstractmethod
     def build(self) -> dict[str, torch.nn.Module]:
@@ -414,12 +418,11 @@ class VocoderGtaJob(Token2MelJob):
     def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print):
         self.speaker, self.token2mel = load_frozen_token2mel(run, codec_config)
         self.refiner = load_frozen_refiner(run, codec_config) if codec_config.refiner is not None else None
-        super().__init__(data, tokens, run, codec_config, cfg, log)
-        if self.step == 0 and not cfg.init_from:
-            start = load_state(run / "vocoder.pt")
-            if start is None:
+        if not cfg.init_from:  # a new run starts from the vocoder trained on real mels
+            if not (run / "vocoder.pt").is_file() and not self.ckpt_of(run).is_file():
                 raise FileNotFoundError(f"{run / 'vocoder.pt'} is missing: train the vocoder on real mels first")
-            self.modules["vocoder"].load_state_dict(start["modules"]["vocoder"])
+            cfg = replace(cfg, init_from=str(run / "vocoder.pt"))
+        super().__init__(data, tokens, run, codec_config, cfg, log)
 
     def build(self):
         return {"vocoder": Vocoder(self.codec_config.vocoder, self.codec_config.mel)}
