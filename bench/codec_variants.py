@@ -7,6 +7,9 @@ the refiner) and another codec's vocoder (`+other/folder`):
 
     python bench/codec_variants.py ../shared/data/real_speech/ljspeech_lj001 \\
         src/unisono/assets/unisono-tiny/speech  runs/x/speech+runs/y/speech  runs/z/speech:0.3
+
+`--out` keeps the rates, the count of runaway clips (the recogniser looped: more inserted words
+than the reference has) and every clip's transcripts and error counts per variant.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def load_variant(spec: str):
 def main() -> None:
     from unisono.audio.io import load_audio
     from unisono.eval.manifest import load_set
+    from unisono.eval.codec import is_runaway
     from unisono.eval.metrics import count_errors, total
     from unisono.eval.normalize import default_scoring_name, make_scoring
     from unisono.eval.systems import FasterWhisperConfig, FasterWhisperSystem
@@ -56,22 +60,27 @@ def main() -> None:
     codecs = {spec: load_variant(spec) for spec in args.variants}
     tokenizer = next(iter(codecs.values()))  # the variants share the tokens: tokenize once
     counts: dict[str, list] = {"original": []} | {spec: [] for spec in codecs}
+    clips = []  # per clip: the reference and every variant's transcript, to see where the errors are
     for utt in eval_set.utterances:
         audio = load_audio(utt.audio, max_duration_s=120)
         reference = score.normalize(utt.text)
-        counts["original"].append(count_errors(reference, score.normalize(recognizer.transcribe(audio, language="en")), score.unit))
+        hyps = {"original": recognizer.transcribe(audio, language="en")}
         tokens = tokenizer.tokenize(audio)
         for spec, codec in codecs.items():
-            wave = codec.detokenize(tokens, codec.speaker_embedding(audio))
-            hyp = recognizer.transcribe(wave, language="en")
-            counts[spec].append(count_errors(reference, score.normalize(hyp), score.unit))
+            hyps[spec] = recognizer.transcribe(codec.detokenize(tokens, codec.speaker_embedding(audio)), language="en")
+        for name, hyp in hyps.items():
+            counts[name].append(count_errors(reference, score.normalize(hyp), score.unit))
+        clips.append({"id": utt.id, "reference": utt.text, "hyp": hyps,
+                      "errors": {name: counts[name][-1].errors for name in hyps}})
     figures = {name: total(c).rate for name, c in counts.items()}
+    runaway = {name: sum(is_runaway(c) for c in cs) for name, cs in counts.items()}
     print(f"{eval_set.name}: {len(eval_set.utterances)} clips")
     for name, rate in figures.items():
-        print(f"  {100 * rate:6.1f}%  {name}")
+        print(f"  {100 * rate:6.1f}%  {name}" + (f"  ({runaway[name]} runaway clips)" if runaway[name] else ""))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"set": args.set, "clips": len(eval_set.utterances), "wer": figures}, f, indent=2)
+            json.dump({"set": args.set, "clips": len(eval_set.utterances), "wer": figures, "runaway_clips": runaway,
+                       "per_clip": clips}, f, indent=2)
 
 
 if __name__ == "__main__":
