@@ -3,10 +3,17 @@ from the same tokens and score each with the independent recogniser of `unisono 
 (faster-whisper on the bundled tiny.en, int8, greedy; the set's default scoring).
 
 A variant is a codec folder, optionally with a refiner temperature (`:0.3`, or `:off` to bypass
-the refiner) and another codec's vocoder (`+other/folder`):
+the refiner), another codec's vocoder (`+other/folder`) and a mel post-filter (`@t=0.5,f=0.5`:
+unsharp masking of the log-mel along time and along frequency, 5-frame / 5-bin averages, with
+these gains; a test of whether the smoothed mel alone costs the words):
 
     python bench/codec_variants.py ../shared/data/real_speech/ljspeech_lj001 \\
         src/unisono/assets/unisono-tiny/speech  runs/x/speech+runs/y/speech  runs/z/speech:0.3
+
+The set may also be a prepared codec data folder (`unisono codec prepare`): `--limit` English
+clips drawn from it at random (seed 0), clips the codec was trained on. Resynthesis no better
+there than on held-out sets means the words are lost to what the model can do, not to
+generalisation.
 
 `--out` keeps the rates, the count of runaway clips (the recogniser looped: more inserted words
 than the reference has) and every clip's transcripts and error counts per variant.
@@ -16,13 +23,30 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import torch
+
+
+def sharpen(mel: torch.Tensor, time_gain: float, freq_gain: float, width: int = 5) -> torch.Tensor:
+    """(B, n_mels, F) log-mel + gain x (itself - its local average), along time then frequency."""
+    import torch.nn.functional as F
+
+    def unsharp(x: torch.Tensor, gain: float) -> torch.Tensor:  # along the last axis
+        local = F.avg_pool1d(F.pad(x, (width // 2, width // 2), mode="replicate"), width, 1)
+        return x + gain * (x - local)
+
+    if time_gain:
+        mel = unsharp(mel, time_gain)
+    if freq_gain:
+        mel = unsharp(mel.transpose(1, 2), freq_gain).transpose(1, 2)
+    return mel
 
 
 def load_variant(spec: str):
     from unisono.model.speech.codec import SpeechCodec
 
+    spec, _, post_filter = spec.partition("@")
     base, _, vocoder = spec.partition("+")
     folder, _, temperature = base.partition(":")
     codec = SpeechCodec.load(folder)
@@ -34,7 +58,23 @@ def load_variant(spec: str):
         codec.refiner = None
     elif temperature:
         codec.refiner.config.temperature = float(temperature)
+    if post_filter:
+        gains = {k: float(v) for k, v in (item.split("=") for item in post_filter.split(","))}
+        mel = codec._mel
+        codec._mel = lambda tokens, speaker, start=0: sharpen(mel(tokens, speaker, start), gains.get("t", 0.0), gains.get("f", 0.0))
     return codec
+
+
+def training_clips(directory: str, n: int, seed: int = 0) -> list[tuple[str, str, "np.ndarray"]]:
+    """(id, text, audio) of n English clips of a prepared codec data folder."""
+    import random
+
+    from unisono.train.codec_data import CodecData
+
+    data = CodecData(directory)
+    english = [i for i, c in enumerate(data.clips) if c["language"] == "en"]
+    chosen = random.Random(seed).sample(english, min(n, len(english)))
+    return [(data.clips[i]["id"], data.clips[i]["text"], data.audio_of(i)) for i in chosen]
 
 
 def main() -> None:
@@ -46,40 +86,45 @@ def main() -> None:
     from unisono.eval.systems import FasterWhisperConfig, FasterWhisperSystem
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("set", help="a JSONL manifest or set folder")
-    ap.add_argument("variants", nargs="+", help="codec folder[:temperature|:off][+vocoder codec folder]")
+    ap.add_argument("set", help="a JSONL manifest, a set folder, or a prepared codec data folder (its training clips)")
+    ap.add_argument("variants", nargs="+", help="codec folder[:temperature|:off][+vocoder codec folder][@t=GAIN,f=GAIN]")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    eval_set = load_set(args.set).head(args.limit)
-    score = make_scoring(default_scoring_name(eval_set.name, eval_set.language))
+    if Path(args.set, "clips.jsonl").is_file():
+        name, language = Path(args.set).name, "en"
+        clips_in = training_clips(args.set, args.limit or 60)
+    else:
+        eval_set = load_set(args.set).head(args.limit)
+        name, language = eval_set.name, eval_set.language
+        clips_in = ((u.id, u.text, load_audio(u.audio, max_duration_s=120)) for u in eval_set.utterances)
+    score = make_scoring(default_scoring_name(name, language))
     recognizer = FasterWhisperSystem(FasterWhisperConfig(threads=args.threads))
     codecs = {spec: load_variant(spec) for spec in args.variants}
     tokenizer = next(iter(codecs.values()))  # the variants share the tokens: tokenize once
     counts: dict[str, list] = {"original": []} | {spec: [] for spec in codecs}
     clips = []  # per clip: the reference and every variant's transcript, to see where the errors are
-    for utt in eval_set.utterances:
-        audio = load_audio(utt.audio, max_duration_s=120)
-        reference = score.normalize(utt.text)
+    for clip_id, text, audio in clips_in:
+        reference = score.normalize(text)
         hyps = {"original": recognizer.transcribe(audio, language="en")}
         tokens = tokenizer.tokenize(audio)
         for spec, codec in codecs.items():
             hyps[spec] = recognizer.transcribe(codec.detokenize(tokens, codec.speaker_embedding(audio)), language="en")
-        for name, hyp in hyps.items():
-            counts[name].append(count_errors(reference, score.normalize(hyp), score.unit))
-        clips.append({"id": utt.id, "reference": utt.text, "hyp": hyps,
-                      "errors": {name: counts[name][-1].errors for name in hyps}})
-    figures = {name: total(c).rate for name, c in counts.items()}
-    runaway = {name: sum(is_runaway(c) for c in cs) for name, cs in counts.items()}
-    print(f"{eval_set.name}: {len(eval_set.utterances)} clips")
-    for name, rate in figures.items():
-        print(f"  {100 * rate:6.1f}%  {name}" + (f"  ({runaway[name]} runaway clips)" if runaway[name] else ""))
+        for variant, hyp in hyps.items():
+            counts[variant].append(count_errors(reference, score.normalize(hyp), score.unit))
+        clips.append({"id": clip_id, "reference": text, "hyp": hyps,
+                      "errors": {variant: counts[variant][-1].errors for variant in hyps}})
+    figures = {variant: total(c).rate for variant, c in counts.items()}
+    runaway = {variant: sum(is_runaway(c) for c in cs) for variant, cs in counts.items()}
+    print(f"{name}: {len(clips)} clips")
+    for variant, rate in figures.items():
+        print(f"  {100 * rate:6.1f}%  {variant}" + (f"  ({runaway[variant]} runaway clips)" if runaway[variant] else ""))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"set": args.set, "clips": len(eval_set.utterances), "wer": figures, "runaway_clips": runaway,
+            json.dump({"set": args.set, "clips": len(clips), "wer": figures, "runaway_clips": runaway,
                        "per_clip": clips}, f, indent=2)
 
 
