@@ -79,8 +79,8 @@ def training_clips(directory: str, n: int, seed: int = 0) -> list[tuple[str, str
 
 def main() -> None:
     from unisono.audio.io import load_audio
-    from unisono.eval.manifest import load_set
     from unisono.eval.codec import is_runaway
+    from unisono.eval.manifest import load_set
     from unisono.eval.metrics import count_errors, total
     from unisono.eval.normalize import default_scoring_name, make_scoring
     from unisono.eval.systems import FasterWhisperConfig, FasterWhisperSystem
@@ -119,13 +119,23 @@ def main() -> None:
                       "errors": {variant: counts[variant][-1].errors for variant in hyps}})
     figures = {variant: total(c).rate for variant, c in counts.items()}
     runaway = {variant: sum(is_runaway(c) for c in cs) for variant, cs in counts.items()}
+    # original vs each variant on the clips where neither side looped: one looping clip can outweigh the rest
+    steady = {}
+    for spec in codecs:
+        keep = [i for i, (o, v) in enumerate(zip(counts["original"], counts[spec])) if not (is_runaway(o) or is_runaway(v))]
+        steady[spec] = {"clips": len(keep), "original": total([counts["original"][i] for i in keep]).rate,
+                        "resynth": total([counts[spec][i] for i in keep]).rate}
     print(f"{name}: {len(clips)} clips")
     for variant, rate in figures.items():
-        print(f"  {100 * rate:6.1f}%  {variant}" + (f"  ({runaway[variant]} runaway clips)" if runaway[variant] else ""))
+        line = f"  {100 * rate:6.1f}%  {variant}" + (f"  ({runaway[variant]} runaway clips)" if runaway[variant] else "")
+        if variant in steady and steady[variant]["clips"] < len(clips):
+            st = steady[variant]
+            line += f"; without runaway clips ({st['clips']}): original {100 * st['original']:.1f}% -> {100 * st['resynth']:.1f}%"
+        print(line)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"set": args.set, "clips": len(clips), "wer": figures, "runaway_clips": runaway,
-                       "per_clip": clips}, f, indent=2)
+                       "without_runaway": steady, "per_clip": clips}, f, indent=2)
 
 
 if __name__ == "__main__":
