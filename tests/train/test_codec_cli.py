@@ -107,3 +107,17 @@ def test_training_or_exporting_a_wrong_folder_fails_without_writing_there(tmp_pa
         r = runner.invoke(app, ["codec", *args])
         assert r.exit_code == 2 and ("missing" in r.output or "needs" in r.output), r.output
     assert list((tmp_path / "typo").iterdir()) == [] and not (tmp_path / "out").exists()
+
+
+def test_a_run_can_take_the_codebook_and_settings_of_an_exported_codec(codec_dir, tmp_path):
+    from unisono.train.codec_data import CodecData, PrepareConfig, SourceSpec, prepare
+    from unisono.train.codec_train import assign_tokens
+
+    prepare(PrepareConfig(sources=[SourceSpec(str(_clips(tmp_path / "clips")), None, ())], layers=(3,)), tmp_path / "data")
+    r = CliRunner().invoke(app, ["codec", "fit-tokenizer", str(tmp_path / "data"), str(tmp_path / "run"),
+                                 "--codebook-of", str(codec_dir), "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    codec = SpeechCodec.load(codec_dir)
+    np.testing.assert_array_equal(np.load(tmp_path / "run/tokens.npy"),
+                                  assign_tokens(CodecData(tmp_path / "data", layer=3).features, codec.centroids.float()))
+    assert json.loads((tmp_path / "run/codec.json").read_text()) == json.loads(json.dumps(codec.config.to_dict()))

@@ -310,3 +310,52 @@ def test_training_jobs_learn_resume_exactly_and_export(prepared, tmp_path):
     (tmp_path / "run/codec.json").write_text(json.dumps(codec_config().to_dict()))
     res = CliRunner().invoke(app, ["codec", "export", str(tmp_path / "run"), str(out), "--refiner-temperature", "0.3"])
     assert res.exit_code == 2 and "has no refiner" in " ".join(res.output.replace("│", " ").split())
+
+
+def test_the_reencoding_distance_is_zero_on_the_real_audio_and_reaches_only_the_fake(prepared):
+    from unisono.train.codec_train import Reencoder
+
+    data = CodecData(prepared / "data")
+    enc = tiny_tokenizer().encoder
+    for layer in (1, 2):  # an inner layer (hooked) and the output
+        re = Reencoder(enc, layer)
+        clips = [torch.from_numpy(data.audio_of(i)) for i in range(3)]
+        re.fit_scale(clips)
+        assert re.scale.shape == (D,) and bool((re.scale > 0).all())
+        assert float(re.distance(clips, clips)) == 0.0
+        fake = [(c + 0.05 * torch.randn_like(c)).requires_grad_(True) for c in clips]
+        d = re.distance(fake, clips)
+        assert float(d.detach()) > 0
+        d.backward()
+        assert all(f.grad is not None and float(f.grad.abs().sum()) > 0 for f in fake)
+        assert all(p.grad is None for p in enc.parameters())
+
+
+@pytest.mark.slow
+def test_token2mel_fine_tunes_an_exported_codec_with_the_reencoding_loss(prepared, tmp_path):
+    quiet = lambda s: None  # noqa: E731
+    fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=quiet)
+    tokens = np.load(tmp_path / "run" / TOKENS_FILE)
+    data = CodecData(prepared / "data")
+    torch.manual_seed(1)
+    start = SpeechCodec(codec_config(), centroids=torch.randn(8, D)).save(tmp_path / "speech")
+    shipped = SpeechCodec.load(start)
+    cfg = TrainConfig(steps=40, lr=3e-3, warmup=5, batch=4, max_tokens=30, log_every=5, checkpoint_every=10,
+                      init_from=str(start), cycle_weight=30.0, cycle_clips=2, cycle_tokens=20)
+    job = Token2MelJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=quiet, encoder=tiny_tokenizer().encoder)
+    for k, v in shipped.token2mel.state_dict().items():  # the exported (float16) weights are the start
+        torch.testing.assert_close(job.modules["token2mel"].state_dict()[k], v.float())
+    job.train()
+    log = [json.loads(line) for line in open(tmp_path / "run/token2mel.jsonl")]
+    assert log[-1]["cycle"] < log[0]["cycle"] and log[-1]["mel_l1"] < log[0]["mel_l1"]
+    for k, v in shipped.vocoder.state_dict().items():  # the vocoder it hears through stays as it was
+        torch.testing.assert_close(job.cycle_vocoder.state_dict()[k], v.float())
+    # exported with the vocoder of the codec it started from
+    tuned = SpeechCodec.load(export_codec(tmp_path / "run", tmp_path / "tuned", codec_config(), vocoder=str(start)))
+    for k, v in shipped.vocoder.state_dict().items():
+        torch.testing.assert_close(tuned.vocoder.state_dict()[k], v)
+    for k, v in job.modules["token2mel"].state_dict().items():
+        torch.testing.assert_close(tuned.token2mel.state_dict()[k], v.half().float())
+    with pytest.raises(FileNotFoundError, match="needs a trained vocoder"):
+        Token2MelJob(data, tokens, tmp_path / "fresh", codec_config(), TrainConfig(cycle_weight=1.0), log=quiet,
+                     encoder=tiny_tokenizer().encoder)

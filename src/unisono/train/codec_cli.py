@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -79,7 +80,6 @@ def prepare(
 
 def _codec_config(run: Path, layer: int | None = None, codebook: int | None = None):
     """The run's CodecConfig (run/codec.json), created from the defaults and the options on first use."""
-    import json
 
     from unisono.model.speech.config import CodecConfig
 
@@ -108,7 +108,8 @@ def fit_tokenizer(
     codebook: int = typer.Option(1024, help="Codebook size."),
     frames: int = typer.Option(300_000, help="Frames k-means is fitted on (a seeded sample)."),
     codebook_of: Optional[Path] = typer.Option(
-        None, help="Reuse this run's codebook (its tokenizer.safetensors) instead of fitting one: new data, same token ids."),
+        None, help="Reuse the codebook of this run (its tokenizer.safetensors) or of an exported codec folder (e.g. the "
+                   "shipped model's speech/, whose settings the run then takes) instead of fitting one: new data, same token ids."),
     threads: int = typer.Option(2, help="CPU threads."),
 ) -> None:
     """Fit the k-means codebook and tokenize every prepared clip."""
@@ -124,12 +125,21 @@ def fit_tokenizer(
         return
     from safetensors import safe_open
 
-    source = codebook_of / TOKENIZER_FILE
-    if not source.is_file():
-        raise typer.BadParameter(f"{source} is missing", param_hint="--codebook-of")
-    with safe_open(str(source), "pt") as f:
-        centroids, meta = f.get_tensor("centroids"), f.metadata()
-    config = _codec_config(run, int(meta["layer"]), len(centroids))
+    from unisono.model.speech.codec import CONFIG_FILE, SpeechCodec
+
+    if (codebook_of / CONFIG_FILE).is_file():  # an exported codec: its settings become the run's
+        codec = SpeechCodec.load(codebook_of)
+        if not (run / "codec.json").is_file():
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "codec.json").write_text(json.dumps(codec.config.to_dict(), indent=2))
+        centroids, layer = codec.centroids.float(), codec.config.tokenizer.layer
+    else:
+        source = codebook_of / TOKENIZER_FILE
+        if not source.is_file():
+            raise typer.BadParameter(f"{source} is missing", param_hint="--codebook-of")
+        with safe_open(str(source), "pt") as f:
+            centroids, layer = f.get_tensor("centroids"), int(f.metadata()["layer"])
+    config = _codec_config(run, layer, len(centroids))
     tokenize_data(CodecData(data, layer=config.tokenizer.layer), run, centroids)
 
 
@@ -145,11 +155,17 @@ def train(
     max_tokens: int = typer.Option(200, help="token2mel / refiner: longest crop of a clip, in tokens (25 per second)."),
     init_from: Optional[Path] = typer.Option(
         None, help="Fine-tune: a new run starts from the weights of this checkpoint of the same job (e.g. "
-                   "runs/old/token2mel.pt), with a fresh schedule and optimiser."),
+                   "runs/old/token2mel.pt) or of an exported codec folder (e.g. the shipped model's speech/), "
+                   "with a fresh schedule and optimiser."),
     oversample: list[str] = typer.Option(
         [], metavar="MANIFEST=WEIGHT",
         help="Draw the clips of this source manifest WEIGHT times as often as the others (token2mel, refiner, "
              "vocoder-gta); repeatable. E.g. the real speech among synthetic."),
+    cycle_weight: float = typer.Option(
+        0.0, help="token2mel: weight of the re-encoding loss (the predicted mel, voiced by the run's vocoder and heard "
+                  "by the tokenizer's encoder, should give the real audio's frames at the token layer); 0 is off."),
+    cycle_clips: int = typer.Option(4, help="token2mel: crops of each batch that take the re-encoding loss."),
+    cycle_tokens: int = typer.Option(100, help="token2mel: tokens of each such crop (from its start)."),
     threads: int = typer.Option(1, help="CPU threads."),
 ) -> None:
     """Train the vocoder (mel -> audio), the token-to-mel model (tokens + voice -> mel), or the
@@ -171,8 +187,6 @@ def train(
     torch.set_num_threads(threads)
     config = _codec_config(run)
     if part == "refiner" and config.refiner is None:
-        import json
-
         from unisono.model.speech.config import RefinerConfig
 
         config.refiner = RefinerConfig()
@@ -186,8 +200,11 @@ def train(
             manifest = ""
         if not manifest or not Path(manifest).is_file():
             raise typer.BadParameter(f"{item!r}: expected MANIFEST=WEIGHT with an existing manifest", param_hint="--oversample")
+    if cycle_weight and part != "token2mel":
+        raise typer.BadParameter("the re-encoding loss trains the token-to-mel model only", param_hint="--cycle-weight")
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, max_tokens=max_tokens,
-                      init_from=str(init_from) if init_from else None, oversample=tuple(pairs), threads=threads)
+                      init_from=str(init_from) if init_from else None, oversample=tuple(pairs),
+                      cycle_weight=cycle_weight, cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":
@@ -207,15 +224,16 @@ def train(
 def export(
     run: Path = typer.Argument(..., help="Run folder with tokenizer.safetensors, vocoder.pt and token2mel.pt."),
     out: Path = typer.Argument(..., help="Codec folder to write (e.g. the speech/ folder of a checkpoint)."),
-    vocoder: str = typer.Option("vocoder", help="Vocoder checkpoint of the run: vocoder (real mels) or vocoder-gta."),
+    vocoder: str = typer.Option("vocoder", help="Vocoder checkpoint of the run: vocoder (real mels) or vocoder-gta; "
+                                                "or an exported codec folder whose vocoder to take."),
     refiner_steps: Optional[int] = typer.Option(None, min=1, help="Euler steps of the refiner at inference (default: the run's)."),
     refiner_temperature: Optional[float] = typer.Option(None, help="Noise scale of the refiner at inference (default: the run's)."),
 ) -> None:
     """Write the trained codec as float16 safetensors + config.json (loadable by SpeechCodec.load)."""
     from unisono.train.codec_train import TOKENIZER_FILE, export_codec
 
-    if vocoder not in ("vocoder", "vocoder-gta"):
-        raise typer.BadParameter(f"{vocoder!r}; choose vocoder or vocoder-gta", param_hint="--vocoder")
+    if vocoder not in ("vocoder", "vocoder-gta") and not Path(vocoder, "config.json").is_file():
+        raise typer.BadParameter(f"{vocoder!r}; choose vocoder, vocoder-gta or a codec folder", param_hint="--vocoder")
     if not (run / "codec.json").is_file() or not (run / TOKENIZER_FILE).is_file():
         raise typer.BadParameter(f"{run} holds no trained codec: it needs codec.json and {TOKENIZER_FILE}", param_hint="RUN")
     config = _codec_config(run)

@@ -26,6 +26,7 @@ Run folder:
 
 from __future__ import annotations
 
+import copy
 import json
 from abc import ABC, abstractmethod
 import math
@@ -115,6 +116,13 @@ class TrainConfig:
     max_tokens: int = 200  # token2mel: longest crop, in tokens (8 s)
     init_from: str | None = None  # a fresh run starts from this checkpoint's weights (fine-tuning), not its step or optimiser
     oversample: tuple[tuple[str, float], ...] = ()  # token2mel and after: (manifest, weight) pairs, see CodecData.draw_weights
+    # token2mel: weight of the re-encoding loss (0: off). The predicted mels of the first `cycle_clips`
+    # crops of a batch (their first `cycle_tokens` tokens) are voiced by the run's frozen vocoder and
+    # heard by the tokenizer's frozen encoder; its frames at the token layer are pulled towards those
+    # of the real audio (see `Reencoder`).
+    cycle_weight: float = 0.0
+    cycle_clips: int = 4
+    cycle_tokens: int = 100
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -136,6 +144,21 @@ def save_state(path: Path, **state: object) -> None:
 
 def load_state(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
+def load_start(path: Path) -> dict | None:
+    """The weights a new run starts from: a job's checkpoint (`run/token2mel.pt`), or an exported
+    codec folder (config.json + codec.safetensors, e.g. the shipped model's `speech/`), whose parts
+    are offered under the jobs' module names (speaker, token2mel, refiner, vocoder)."""
+    from unisono.model.speech.codec import CONFIG_FILE, SpeechCodec
+
+    if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            return None
+        codec = SpeechCodec.load(path).float()
+        parts = ("speaker", "token2mel", "vocoder") + (("refiner",) if codec.refiner is not None else ())
+        return {"modules": {k: getattr(codec, k).state_dict() for k in parts}, "step": None}
+    return load_state(path)
 
 
 def stft_loss(pred: torch.Tensor, target: torch.Tensor, resolutions=((256, 64), (512, 128), (1024, 256))) -> torch.Tensor:
@@ -174,14 +197,15 @@ class _Job(ABC):
             torch.set_rng_state(state["torch_rng"])
             log(f"{self.name}: resumed at step {self.step}")
         elif cfg.init_from:
-            start = load_state(Path(cfg.init_from))
+            start = load_start(Path(cfg.init_from))
             if start is None:
-                raise FileNotFoundError(f"{cfg.init_from} is missing: nothing to start from")
+                raise FileNotFoundError(f"{cfg.init_from} is missing (or is not a codec folder): nothing to start from")
             if not set(self.modules) <= set(start["modules"]):
                 raise ValueError(f"{cfg.init_from} holds {sorted(start['modules'])}, not the {self.name} job's {sorted(self.modules)}")
             for k, m in self.modules.items():
                 m.load_state_dict(start["modules"][k])
-            log(f"{self.name}: starts from the weights of {cfg.init_from} (step {start['step']})")
+            origin = "an exported codec" if start["step"] is None else f"step {start['step']}"
+            log(f"{self.name}: starts from the weights of {cfg.init_from} ({origin})")
 
     @classmethod
     def ckpt_of(cls, run: Path) -> Path:
@@ -274,10 +298,67 @@ class VocoderJob(_Job):
 
 # ---- 3. token -> mel ------------------------------------------------------------------------------
 
+class Reencoder:
+    """Audio -> the tokenizer's encoder frames at its token layer (B, T50, D), differentiable with
+    respect to the audio: what the tokenizer hears in a resynthesis. An L1 mel loss averages over
+    what the tokens leave open and smears formants; this asks instead that the resynthesis carry the
+    features the tokens were taken from (a cycle: tokens -> audio -> the same encoder frames).
+
+    Distances are divided per dimension by the frames' spread on real speech (`fit_scale`), so the
+    few very large dimensions of Whisper's residual stream do not outweigh the rest."""
+
+    def __init__(self, encoder: torch.nn.Module, layer: int):
+        if not 1 <= layer <= encoder.config.n_layers:
+            raise ValueError(f"layer {layer} is not one of the encoder's layers 1..{encoder.config.n_layers}")
+        encoder = copy.deepcopy(encoder)  # a frozen encoder runs without autograd; this copy passes gradients to its input
+        encoder.config.variable_length = True  # as the tokenizer runs it
+        encoder.config.frozen = False
+        self.encoder = encoder.requires_grad_(False).eval()
+        self.layer = layer
+        self.scale = torch.ones(encoder.config.d_model)
+
+    def __call__(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clips (N_i,) -> frames (B, T50, D), zero past each item's end, and (B,) frame counts."""
+        from unisono.audio.features import log_mel
+
+        mels = [log_mel(w, self.encoder.config.n_mels) for w in waves]
+        lengths = torch.tensor([m.shape[-1] for m in mels])
+        mel = torch.stack([F.pad(m, (0, int(lengths.max()) - m.shape[-1])) for m in mels])
+        captured: dict[str, torch.Tensor] = {}
+        hook = None
+        if self.layer < self.encoder.config.n_layers:  # the last layer is the output, after the final LayerNorm
+            def grab(_m, _i, out):
+                captured["frames"] = out[0] if isinstance(out, tuple) else out
+            hook = self.encoder.whisper.layers[self.layer - 1].register_forward_hook(grab)
+        try:
+            out, frame_lengths = self.encoder(mel, lengths)
+        finally:
+            if hook is not None:
+                hook.remove()
+        frames = captured.get("frames", out)
+        return frames * length_mask(frame_lengths, frames.shape[1])[..., None], frame_lengths
+
+    @torch.no_grad()
+    def fit_scale(self, waves: list[torch.Tensor]) -> None:
+        frames, lengths = self(waves)
+        real = torch.cat([f[:n] for f, n in zip(frames, lengths.tolist())])
+        self.scale = real.std(0).clamp(min=1e-3 * float(real.std()))
+
+    def distance(self, fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
+        """Mean scaled L1 between the frames of paired clips (the real ones without gradient)."""
+        f, lengths = self(fake)
+        with torch.no_grad():
+            r, _ = self(real)
+        n = min(f.shape[1], r.shape[1])
+        mask = length_mask(lengths, n)[..., None].float()
+        return (((f[:, :n] - r[:, :n]).abs() / self.scale) * mask).sum() / (mask.sum() * f.shape[-1])
+
+
 class Token2MelJob(_Job):
     name = "token2mel"
 
-    def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print):
+    def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print,
+                 encoder: torch.nn.Module | None = None):
         self.data, self.tokens = data, tokens
         total = sum(c["tokens"] for c in data.clips)
         if len(tokens) != total:
@@ -288,6 +369,34 @@ class Token2MelJob(_Job):
         self.draw_weights = data.draw_weights(cfg.oversample) if cfg.oversample else None
         super().__init__(run, codec_config, cfg, log)
         self.mel = MelSpectrogram(codec_config.mel)
+        self.reencoder, self.cycle_vocoder = None, None
+        if cfg.cycle_weight > 0 and self.name == "token2mel":
+            self._setup_cycle(encoder)
+
+    def _setup_cycle(self, encoder: torch.nn.Module | None) -> None:
+        """The frozen vocoder (the run's vocoder-gta.pt, else vocoder.pt, else that of the codec folder
+        the run starts from) and the tokenizer's frozen encoder, for the re-encoding loss."""
+        from unisono.model.encoder import AudioEncoder
+
+        c = self.codec_config
+        sources = [self.run / "vocoder-gta.pt", self.run / "vocoder.pt"] + ([Path(self.cfg.init_from)] if self.cfg.init_from else [])
+        for source in sources:
+            state = load_start(source)
+            if state is not None and "vocoder" in state["modules"]:
+                break
+        else:
+            raise FileNotFoundError(f"the re-encoding loss needs a trained vocoder: none in {', '.join(map(str, sources))}")
+        self.cycle_vocoder = Vocoder(c.vocoder, c.mel)
+        self.cycle_vocoder.load_state_dict(state["modules"]["vocoder"])
+        self.cycle_vocoder.eval().requires_grad_(False)
+        if encoder is None:
+            encoder = AudioEncoder.from_source(c.tokenizer.encoder_source)
+        self.reencoder = Reencoder(encoder, c.tokenizer.layer)
+        # the spread of the encoder's frames on up to 16 clips of real audio (fixed picks: resuming draws the same)
+        picks = np.linspace(0, len(self.data) - 1, num=min(16, len(self.data))).astype(int)
+        self.reencoder.fit_scale([torch.from_numpy(self.data.audio_of(int(i))[: 8 * 16000]) for i in picks])
+        self.log(f"{self.name}: re-encoding loss (weight {self.cfg.cycle_weight}) through the vocoder of {source} "
+                 f"and encoder layer {c.tokenizer.layer}")
 
     def build(self):
         c = self.codec_config
@@ -347,13 +456,21 @@ class Token2MelJob(_Job):
         return tokens, lengths, target, ref_mel, ref_len, waves
 
     def loss(self):
-        tokens, lengths, target, ref_mel, ref_len, _ = self.batch()
+        tokens, lengths, target, ref_mel, ref_len, waves = self.batch()
         spk = self.modules["speaker"](ref_mel, ref_len)
         pred = self.modules["token2mel"](tokens, spk, lengths)  # (B, n_mels, 4T)
         up = self.codec_config.token2mel.upsample
         mask = length_mask(lengths * up, pred.shape[-1])[:, None, :].float()  # (B, 1, 4T)
         l1 = ((pred - target).abs() * mask).sum() / (mask.sum() * pred.shape[1])
-        return l1, {"mel_l1": float(l1.detach())}
+        if self.reencoder is None:
+            return l1, {"mel_l1": float(l1.detach())}
+        spt = self.codec_config.tokenizer.samples_per_token
+        n = lengths[: self.cfg.cycle_clips].clamp(max=self.cfg.cycle_tokens).tolist()
+        # one clip at a time through the vocoder: no padding reaches the audio that is compared
+        fake = [self.cycle_vocoder(pred[b: b + 1, :, : up * k])[0] for b, k in enumerate(n)]
+        real = [waves[b, : spt * k] for b, k in enumerate(n)]
+        cycle = self.reencoder.distance(fake, real)
+        return l1 + self.cfg.cycle_weight * cycle, {"mel_l1": float(l1.detach()), "cycle": float(cycle.detach())}
 
 
 def load_frozen_token2mel(run: Path, c: CodecConfig) -> tuple[SpeakerEncoder, Token2Mel]:
@@ -442,16 +559,18 @@ class VocoderGtaJob(Token2MelJob):
 
 def export_codec(run: Path, out: Path, codec_config: CodecConfig, vocoder: str = "vocoder") -> Path:
     """Gather the trained parts of a run into a SpeechCodec folder (float16 safetensors);
-    `vocoder` names the vocoder checkpoint: "vocoder" (trained on real mels) or "vocoder-gta"."""
+    `vocoder` names the vocoder checkpoint: "vocoder" (trained on real mels) or "vocoder-gta", or is
+    an exported codec folder whose vocoder is taken."""
     from safetensors.torch import load_file
 
     from unisono.model.speech.codec import SpeechCodec
 
     centroids = load_file(str(run / TOKENIZER_FILE))["centroids"]
     codec = SpeechCodec(codec_config, centroids=centroids)
-    voc = load_state(run / f"{vocoder}.pt")
+    source = Path(vocoder) if Path(vocoder).is_dir() else run / f"{vocoder}.pt"
+    voc = load_start(source)
     if voc is None:
-        raise FileNotFoundError(f"{run / f'{vocoder}.pt'} is missing: train the vocoder first")
+        raise FileNotFoundError(f"{source} is missing: train the vocoder first")
     codec.vocoder.load_state_dict(voc["modules"]["vocoder"])
     codec.speaker, codec.token2mel = load_frozen_token2mel(run, codec_config)
     if codec_config.refiner is not None:
