@@ -83,7 +83,7 @@ def main() -> None:
     from unisono.eval.manifest import load_set
     from unisono.eval.metrics import count_errors, total
     from unisono.eval.normalize import default_scoring_name, make_scoring
-    from unisono.eval.systems import FasterWhisperConfig, FasterWhisperSystem
+    from unisono.eval.systems import build_system
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("set", help="a JSONL manifest, a set folder, or a prepared codec data folder (its training clips)")
@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the figures as JSON here")
+    ap.add_argument("--recognizer", default="faster-whisper",
+                    help="the recogniser that scores both sides, as `unisono eval asr` names systems (faster-whisper, pocketsphinx, ...)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -102,7 +104,7 @@ def main() -> None:
         name, language = eval_set.name, eval_set.language
         clips_in = ((u.id, u.text, load_audio(u.audio, max_duration_s=120)) for u in eval_set.utterances)
     score = make_scoring(default_scoring_name(name, language))
-    recognizer = FasterWhisperSystem(FasterWhisperConfig(threads=args.threads))
+    recognizer = build_system(args.recognizer, threads=args.threads)
     codecs = {spec: load_variant(spec) for spec in args.variants}
     tokenizer = next(iter(codecs.values()))  # the variants share the tokens: tokenize once
     counts: dict[str, list] = {"original": []} | {spec: [] for spec in codecs}
@@ -134,8 +136,8 @@ def main() -> None:
         print(line)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"set": args.set, "clips": len(clips), "wer": figures, "runaway_clips": runaway,
-                       "without_runaway": steady, "per_clip": clips}, f, indent=2)
+            json.dump({"set": args.set, "recognizer": recognizer.name, "clips": len(clips), "wer": figures,
+                       "runaway_clips": runaway, "without_runaway": steady, "per_clip": clips}, f, indent=2)
 
 
 if __name__ == "__main__":

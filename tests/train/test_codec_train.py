@@ -359,3 +359,7 @@ def test_token2mel_fine_tunes_an_exported_codec_with_the_reencoding_loss(prepare
     with pytest.raises(FileNotFoundError, match="needs a trained vocoder"):
         Token2MelJob(data, tokens, tmp_path / "fresh", codec_config(), TrainConfig(cycle_weight=1.0), log=quiet,
                      encoder=tiny_tokenizer().encoder)
+    named = Token2MelJob(data, tokens, tmp_path / "fresh", codec_config(), TrainConfig(cycle_weight=1.0, cycle_vocoder=str(start)),
+                         log=quiet, encoder=tiny_tokenizer().encoder)
+    for k, v in shipped.vocoder.state_dict().items():
+        torch.testing.assert_close(named.cycle_vocoder.state_dict()[k], v.float())

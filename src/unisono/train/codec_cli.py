@@ -164,6 +164,9 @@ def train(
     cycle_weight: float = typer.Option(
         0.0, help="token2mel: weight of the re-encoding loss (the predicted mel, voiced by the run's vocoder and heard "
                   "by the tokenizer's encoder, should give the real audio's frames at the token layer); 0 is off."),
+    cycle_vocoder: Optional[Path] = typer.Option(
+        None, help="token2mel: the vocoder of the re-encoding loss, a checkpoint or an exported codec folder (default: the "
+                   "run's vocoder-gta.pt, else vocoder.pt, else that of the --init-from codec folder)."),
     cycle_clips: int = typer.Option(4, help="token2mel: crops of each batch that take the re-encoding loss."),
     cycle_tokens: int = typer.Option(100, help="token2mel: tokens of each such crop (from its start)."),
     threads: int = typer.Option(1, help="CPU threads."),
@@ -200,11 +203,12 @@ def train(
             manifest = ""
         if not manifest or not Path(manifest).is_file():
             raise typer.BadParameter(f"{item!r}: expected MANIFEST=WEIGHT with an existing manifest", param_hint="--oversample")
-    if cycle_weight and part != "token2mel":
+    if (cycle_weight or cycle_vocoder) and part != "token2mel":
         raise typer.BadParameter("the re-encoding loss trains the token-to-mel model only", param_hint="--cycle-weight")
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, max_tokens=max_tokens,
                       init_from=str(init_from) if init_from else None, oversample=tuple(pairs),
-                      cycle_weight=cycle_weight, cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, threads=threads)
+                      cycle_weight=cycle_weight, cycle_vocoder=str(cycle_vocoder) if cycle_vocoder else None,
+                      cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":

@@ -121,6 +121,7 @@ class TrainConfig:
     # heard by the tokenizer's frozen encoder; its frames at the token layer are pulled towards those
     # of the real audio (see `Reencoder`).
     cycle_weight: float = 0.0
+    cycle_vocoder: str | None = None  # its vocoder: a checkpoint or codec folder (default: see Token2MelJob._setup_cycle)
     cycle_clips: int = 4
     cycle_tokens: int = 100
     checkpoint_every: int = 100
@@ -374,12 +375,16 @@ class Token2MelJob(_Job):
             self._setup_cycle(encoder)
 
     def _setup_cycle(self, encoder: torch.nn.Module | None) -> None:
-        """The frozen vocoder (the run's vocoder-gta.pt, else vocoder.pt, else that of the codec folder
-        the run starts from) and the tokenizer's frozen encoder, for the re-encoding loss."""
+        """The frozen vocoder (`cycle_vocoder`; by default the run's vocoder-gta.pt, else vocoder.pt, else
+        that of the codec folder the run starts from) and the tokenizer's frozen encoder, for the
+        re-encoding loss."""
         from unisono.model.encoder import AudioEncoder
 
         c = self.codec_config
-        sources = [self.run / "vocoder-gta.pt", self.run / "vocoder.pt"] + ([Path(self.cfg.init_from)] if self.cfg.init_from else [])
+        if self.cfg.cycle_vocoder:
+            sources = [Path(self.cfg.cycle_vocoder)]
+        else:
+            sources = [self.run / "vocoder-gta.pt", self.run / "vocoder.pt"] + ([Path(self.cfg.init_from)] if self.cfg.init_from else [])
         for source in sources:
             state = load_start(source)
             if state is not None and "vocoder" in state["modules"]:
