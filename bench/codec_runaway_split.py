@@ -1,0 +1,44 @@
+"""Codec reports side by side on the clips where no one looped: `unisono eval codec` reports of
+several codecs on the same sets, scored again on the clips where neither the original nor any
+codec's resynthesis made the recogniser run away (insert more words than the reference holds):
+
+    python bench/codec_runaway_split.py codec9b=docs/codec/eval-codec9b-remeasured/results.json \
+        cyc1=docs/codec/eval-cyc1/results.json shipped=docs/codec/eval/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def main() -> None:
+    from unisono.eval.codec import is_runaway
+    from unisono.eval.metrics import count_errors, total
+    from unisono.eval.normalize import default_scoring_name, make_scoring
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("reports", nargs="+", metavar="NAME=RESULTS_JSON")
+    args = ap.parse_args()
+    reports = {name: json.load(open(path)) for name, path in (r.split("=", 1) for r in args.reports)}
+    first = next(iter(reports.values()))
+    for i, eval_set in enumerate(first["sets"]):
+        score = make_scoring(default_scoring_name(eval_set["name"], "en"))
+        counts = {}  # report -> clip id -> (original, resynthesis) error counts
+        for name, report in reports.items():
+            s = report["sets"][i]
+            if s["name"] != eval_set["name"]:
+                raise SystemExit(f"{name}: set {i} is {s['name']}, not {eval_set['name']}")
+            ref = {c["id"]: score.normalize(c["reference"]) for c in s["clips"]}
+            counts[name] = {c["id"]: (count_errors(ref[c["id"]], score.normalize(c["hyp_original"]), score.unit),
+                                      count_errors(ref[c["id"]], score.normalize(c["hyp_resynth"]), score.unit))
+                            for c in s["clips"]}
+        ids = [k for k in counts[next(iter(counts))]
+               if all(k in c for c in counts.values()) and not any(is_runaway(x) for c in counts.values() for x in c[k])]
+        orig = total([counts[next(iter(counts))][k][0] for k in ids]).rate
+        line = ", ".join(f"{name} {100 * total([c[k][1] for k in ids]).rate:.1f}%" for name, c in counts.items())
+        print(f"{eval_set['name']}: {len(ids)} of {len(eval_set['clips'])} clips; original {100 * orig:.1f}%; {line}")
+
+
+if __name__ == "__main__":
+    main()
