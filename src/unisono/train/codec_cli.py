@@ -234,9 +234,10 @@ def export(
     refiner_temperature: Optional[float] = typer.Option(None, help="Noise scale of the refiner at inference (default: the run's)."),
 ) -> None:
     """Write the trained codec as float16 safetensors + config.json (loadable by SpeechCodec.load)."""
+    from unisono.model.speech.codec import CONFIG_FILE
     from unisono.train.codec_train import TOKENIZER_FILE, export_codec
 
-    if vocoder not in ("vocoder", "vocoder-gta") and not Path(vocoder, "config.json").is_file():
+    if vocoder not in ("vocoder", "vocoder-gta") and not Path(vocoder, CONFIG_FILE).is_file():
         raise typer.BadParameter(f"{vocoder!r}; choose vocoder, vocoder-gta or a codec folder", param_hint="--vocoder")
     if not (run / "codec.json").is_file() or not (run / TOKENIZER_FILE).is_file():
         raise typer.BadParameter(f"{run} holds no trained codec: it needs codec.json and {TOKENIZER_FILE}", param_hint="RUN")

@@ -320,23 +320,12 @@ class Reencoder:
 
     def __call__(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Clips (N_i,) -> frames (B, T50, D), zero past each item's end, and (B,) frame counts."""
-        from unisono.audio.features import log_mel
+        from unisono.audio.features import batch_log_mel
+        from unisono.model.speech.tokenizer import encoder_layers
 
-        mels = [log_mel(w, self.encoder.config.n_mels) for w in waves]
-        lengths = torch.tensor([m.shape[-1] for m in mels])
-        mel = torch.stack([F.pad(m, (0, int(lengths.max()) - m.shape[-1])) for m in mels])
-        captured: dict[str, torch.Tensor] = {}
-        hook = None
-        if self.layer < self.encoder.config.n_layers:  # the last layer is the output, after the final LayerNorm
-            def grab(_m, _i, out):
-                captured["frames"] = out[0] if isinstance(out, tuple) else out
-            hook = self.encoder.whisper.layers[self.layer - 1].register_forward_hook(grab)
-        try:
-            out, frame_lengths = self.encoder(mel, lengths)
-        finally:
-            if hook is not None:
-                hook.remove()
-        frames = captured.get("frames", out)
+        mel, mel_lengths = batch_log_mel(waves, n_mels=self.encoder.config.n_mels)
+        captured, frame_lengths = encoder_layers(self.encoder, mel, mel_lengths, (self.layer,))
+        frames = captured[self.layer]
         return frames * length_mask(frame_lengths, frames.shape[1])[..., None], frame_lengths
 
     @torch.no_grad()

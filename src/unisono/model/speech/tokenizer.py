@@ -28,6 +28,28 @@ from unisono.model.speech.config import TokenizerConfig
 WINDOW_SAMPLES = 480000  # the encoder's 30 s window
 
 
+def encoder_layers(encoder: nn.Module, mel: torch.Tensor, mel_lengths: torch.Tensor,
+                   layers: Sequence[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """The encoder's frames after each of `layers` (1-based; the last is its output, after the final
+    LayerNorm): {layer: (B, T50, D)} and (B,) frame counts. Frames past an item's end are undefined
+    on inner layers."""
+    n_layers = encoder.config.n_layers
+    captured: dict[int, torch.Tensor] = {}
+    hooks = []
+    for layer in layers:
+        if layer < n_layers:
+            def grab(_m, _i, out, layer=layer):
+                captured[layer] = out[0] if isinstance(out, tuple) else out
+            hooks.append(encoder.whisper.layers[layer - 1].register_forward_hook(grab))
+    try:
+        frames, frame_lengths = encoder(mel, mel_lengths)  # (B, T50, D), (B,)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    captured[n_layers] = frames
+    return captured, frame_lengths
+
+
 class SpeechTokenizer(nn.Module):
     def __init__(self, config: TokenizerConfig, encoder: "nn.Module | None" = None, centroids: torch.Tensor | None = None):
         super().__init__()
@@ -92,22 +114,8 @@ class SpeechTokenizer(nn.Module):
     def _encode(self, pieces: list[np.ndarray], layers: Sequence[int]) -> list[dict[int, torch.Tensor]]:
         from unisono.audio.features import batch_log_mel
 
-        enc = self.encoder
-        n_layers = enc.config.n_layers
-        mel, mel_lengths = batch_log_mel(pieces, n_mels=enc.config.n_mels, device=self.centroids.device)
-        captured: dict[int, torch.Tensor] = {}
-        hooks = []
-        for layer in layers:
-            if layer < n_layers:  # the last layer is the encoder's output, after its final LayerNorm
-                def grab(_m, _i, out, layer=layer):
-                    captured[layer] = out[0] if isinstance(out, tuple) else out
-                hooks.append(enc.whisper.layers[layer - 1].register_forward_hook(grab))
-        try:
-            frames, frame_lengths = enc(mel, mel_lengths)  # (B, T50, D), (B,)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        captured[n_layers] = frames
+        mel, mel_lengths = batch_log_mel(pieces, n_mels=self.encoder.config.n_mels, device=self.centroids.device)
+        captured, frame_lengths = encoder_layers(self.encoder, mel, mel_lengths, layers)
         p = self.config.pool
         result = []
         for i, (n_frames, piece) in enumerate(zip(frame_lengths.tolist(), pieces)):
