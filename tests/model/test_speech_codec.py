@@ -167,6 +167,26 @@ def test_refiner_noise_depends_on_the_absolute_frame_only():
     assert not torch.allclose(shifted[..., 20:], whole[..., 40:])
 
 
+def test_a_deepened_token2mel_starts_as_the_same_function_and_can_learn():
+    from unisono.model.speech.token2mel import Token2Mel
+
+    torch.manual_seed(3)
+    shallow = Token2Mel(Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64), 50, 80, 8).eval()
+    deep = Token2Mel(Token2MelConfig(dim=32, n_layers=4, n_heads=2, ffn_dim=64, post_layers=3), 50, 80, 8).eval()
+    tok, spk, lengths = torch.randint(0, 50, (3, 40)), torch.randn(3, 8), torch.tensor([40, 25, 7])
+    with torch.no_grad():
+        assert not torch.allclose(deep(tok, spk, lengths), shallow(tok, spk, lengths))
+        assert deep.load_deepened(shallow.state_dict()) == (2, 1)
+        torch.testing.assert_close(deep(tok, spk, lengths), shallow(tok, spk, lengths))
+    deep.train()
+    deep(tok, spk, lengths).square().mean().backward()  # the new blocks are not dead ends: their outputs learn
+    assert all(float(b.ffn[2].weight.grad.abs().sum()) > 0 for b in deep.blocks[2:])
+    assert float(deep.post[2].weight.grad.abs().sum()) > 0
+    assert deep.load_deepened(deep.state_dict()) == (0, 0)  # as deep: a plain load
+    with pytest.raises(ValueError, match="more than this model's 2 and 2"):
+        shallow.load_deepened(deep.state_dict())
+
+
 def test_batched_token2mel_equals_items_alone(codec):
     torch.manual_seed(2)
     a, b = torch.randint(0, 50, (30,)), torch.randint(0, 50, (17,))

@@ -34,6 +34,7 @@ from unisono.train.codec_train import (
     export_codec,
     fit_tokenizer,
     lr_at,
+    save_state,
     tokenize_data,
 )
 
@@ -363,3 +364,54 @@ def test_token2mel_fine_tunes_an_exported_codec_with_the_reencoding_loss(prepare
                          log=quiet, encoder=tiny_tokenizer().encoder)
     for k, v in shipped.vocoder.state_dict().items():
         torch.testing.assert_close(named.cycle_vocoder.state_dict()[k], v.float())
+
+
+@pytest.mark.slow
+def test_vocoder_gta_with_the_reencoding_loss_trains_the_vocoder_only(prepared, tmp_path):
+    quiet = lambda s: None  # noqa: E731
+    fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=quiet)
+    tokens = np.load(tmp_path / "run" / TOKENS_FILE)
+    data = CodecData(prepared / "data")
+    torch.manual_seed(2)
+    start = SpeechCodec(codec_config(), centroids=torch.randn(8, D)).save(tmp_path / "speech")
+    shipped = SpeechCodec.load(start)
+    save_state(tmp_path / "run/token2mel.pt", step=0, modules={"speaker": shipped.speaker.state_dict(),
+                                                                "token2mel": shipped.token2mel.state_dict()})
+    cfg = TrainConfig(steps=30, lr=3e-3, warmup=5, batch=4, max_tokens=10, log_every=5, checkpoint_every=10,
+                      init_from=str(start), cycle_weight=30.0, cycle_clips=2, cycle_tokens=8)
+    job = VocoderGtaJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=quiet, encoder=tiny_tokenizer().encoder)
+    assert job.cycle_vocoder is None and job.reencoder is not None  # the vocoder in training is the one heard
+    job.train()
+    log = [json.loads(line) for line in open(tmp_path / "run/vocoder-gta.jsonl")]
+    assert all("cycle" in row for row in log) and log[-1]["cycle"] < log[0]["cycle"]
+    changed = [k for k, v in shipped.vocoder.state_dict().items()
+               if not torch.equal(job.modules["vocoder"].state_dict()[k], v.float())]
+    assert changed  # the vocoder learnt ...
+    for k, v in shipped.token2mel.state_dict().items():  # ... while the token-to-mel model it listens to did not
+        torch.testing.assert_close(job.token2mel.state_dict()[k], v.float())
+
+
+def test_a_fine_tune_may_deepen_the_token2mel_model_from_the_command_line(prepared, tmp_path):
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=lambda s: None)
+    (tmp_path / "run/codec.json").write_text(json.dumps(codec_config().to_dict()))
+    torch.manual_seed(4)
+    start = SpeechCodec(codec_config(), centroids=torch.randn(8, D)).save(tmp_path / "speech")
+    args = ["codec", "train", "token2mel", str(prepared / "data"), str(tmp_path / "run"), "--init-from", str(start),
+            "--batch", "2", "--max-tokens", "10"]
+    res = CliRunner().invoke(app, args + ["--steps", "2", "--depth", "3", "--post-depth", "4"])
+    assert res.exit_code == 0, res.output
+    assert "1 blocks and 2 post-net layers added" in " ".join(res.output.split())
+    shape = json.loads((tmp_path / "run/codec.json").read_text())["token2mel"]
+    assert (shape["n_layers"], shape["post_layers"]) == (3, 4)
+    weights = torch.load(tmp_path / "run/token2mel.pt", weights_only=False)["modules"]["token2mel"]
+    assert "blocks.2.ffn.2.weight" in weights and "post.3.weight" in weights
+    # resuming with the same depth goes on; another depth needs a new run folder
+    assert CliRunner().invoke(app, args + ["--steps", "3", "--depth", "3"]).exit_code == 0
+    res = CliRunner().invoke(app, args + ["--steps", "4", "--depth", "5"])
+    assert res.exit_code == 2 and "new run folder" in " ".join(res.output.replace("│", " ").split())
+    res = CliRunner().invoke(app, ["codec", "train", "vocoder-gta", str(prepared / "data"), str(tmp_path / "run"), "--post-depth", "5"])
+    assert res.exit_code == 2 and "token-to-mel" in res.output

@@ -162,13 +162,20 @@ def train(
         help="Draw the clips of this source manifest WEIGHT times as often as the others (token2mel, refiner, "
              "vocoder-gta); repeatable. E.g. the real speech among synthetic."),
     cycle_weight: float = typer.Option(
-        0.0, help="token2mel: weight of the re-encoding loss (the predicted mel, voiced by the run's vocoder and heard "
-                  "by the tokenizer's encoder, should give the real audio's frames at the token layer); 0 is off."),
+        0.0, help="token2mel, vocoder-gta: weight of the re-encoding loss (the predicted mel, voiced by the run's vocoder "
+                  "and heard by the tokenizer's encoder, should give the real audio's frames at the token layer; token2mel "
+                  "trains through a frozen vocoder, vocoder-gta trains the vocoder); 0 is off."),
     cycle_vocoder: Optional[Path] = typer.Option(
         None, help="token2mel: the vocoder of the re-encoding loss, a checkpoint or an exported codec folder (default: the "
                    "run's vocoder-gta.pt, else vocoder.pt, else that of the --init-from codec folder)."),
-    cycle_clips: int = typer.Option(4, help="token2mel: crops of each batch that take the re-encoding loss."),
-    cycle_tokens: int = typer.Option(100, help="token2mel: tokens of each such crop (from its start)."),
+    cycle_clips: int = typer.Option(4, help="token2mel, vocoder-gta: crops of each batch that take the re-encoding loss."),
+    cycle_tokens: int = typer.Option(100, help="token2mel, vocoder-gta: tokens of each such crop (from its start)."),
+    depth: Optional[int] = typer.Option(
+        None, min=1, help="token2mel: blocks of the token-to-mel model, written to the run's codec.json. Deeper than the "
+                          "--init-from model: the blocks it lacks are appended as identities, so the fine-tune starts "
+                          "from the same function."),
+    post_depth: Optional[int] = typer.Option(
+        None, min=1, help="token2mel: convolutions of the token-to-mel model's post-net (at the mel rate), as --depth."),
     threads: int = typer.Option(1, help="CPU threads."),
 ) -> None:
     """Train the vocoder (mel -> audio), the token-to-mel model (tokens + voice -> mel), or the
@@ -194,6 +201,18 @@ def train(
 
         config.refiner = RefinerConfig()
         (run / "codec.json").write_text(json.dumps(config.to_dict(), indent=2))
+    shape = {"n_layers": depth, "post_layers": post_depth}
+    if any(v is not None and v != getattr(config.token2mel, k) for k, v in shape.items()):
+        if part != "token2mel":
+            raise typer.BadParameter("the depth is the token-to-mel model's", param_hint="--depth / --post-depth")
+        if Token2MelJob.ckpt_of(run).is_file():
+            raise typer.BadParameter(f"{Token2MelJob.ckpt_of(run)} holds a model of {config.token2mel.n_layers} blocks and "
+                                     f"{config.token2mel.post_layers} post-net layers: a new depth needs a new run folder",
+                                     param_hint="--depth / --post-depth")
+        for k, v in shape.items():
+            if v is not None:
+                setattr(config.token2mel, k, v)
+        (run / "codec.json").write_text(json.dumps(config.to_dict(), indent=2))
     pairs = []
     for item in oversample:
         manifest, _, weight = item.rpartition("=")
@@ -203,8 +222,12 @@ def train(
             manifest = ""
         if not manifest or not Path(manifest).is_file():
             raise typer.BadParameter(f"{item!r}: expected MANIFEST=WEIGHT with an existing manifest", param_hint="--oversample")
-    if (cycle_weight or cycle_vocoder) and part != "token2mel":
-        raise typer.BadParameter("the re-encoding loss trains the token-to-mel model only", param_hint="--cycle-weight")
+    if cycle_weight and part not in ("token2mel", "vocoder-gta"):
+        raise typer.BadParameter("the re-encoding loss trains the token-to-mel model or the vocoder-gta fine-tune only",
+                                 param_hint="--cycle-weight")
+    if cycle_vocoder and part != "token2mel":
+        raise typer.BadParameter("a frozen vocoder voices the token-to-mel model's mels only; vocoder-gta trains its own",
+                                 param_hint="--cycle-vocoder")
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, max_tokens=max_tokens,
                       init_from=str(init_from) if init_from else None, oversample=tuple(pairs),
                       cycle_weight=cycle_weight, cycle_vocoder=str(cycle_vocoder) if cycle_vocoder else None,

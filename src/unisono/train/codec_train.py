@@ -116,12 +116,12 @@ class TrainConfig:
     max_tokens: int = 200  # token2mel: longest crop, in tokens (8 s)
     init_from: str | None = None  # a fresh run starts from this checkpoint's weights (fine-tuning), not its step or optimiser
     oversample: tuple[tuple[str, float], ...] = ()  # token2mel and after: (manifest, weight) pairs, see CodecData.draw_weights
-    # token2mel: weight of the re-encoding loss (0: off). The predicted mels of the first `cycle_clips`
-    # crops of a batch (their first `cycle_tokens` tokens) are voiced by the run's frozen vocoder and
-    # heard by the tokenizer's frozen encoder; its frames at the token layer are pulled towards those
-    # of the real audio (see `Reencoder`).
+    # token2mel and vocoder-gta: weight of the re-encoding loss (0: off). The first `cycle_clips` crops
+    # of a batch (their first `cycle_tokens` tokens) are voiced (token2mel: its predicted mels by a frozen
+    # vocoder; vocoder-gta: by the vocoder in training) and heard by the tokenizer's frozen encoder; its
+    # frames at the token layer are pulled towards those of the real audio (see `Reencoder`).
     cycle_weight: float = 0.0
-    cycle_vocoder: str | None = None  # its vocoder: a checkpoint or codec folder (default: see Token2MelJob._setup_cycle)
+    cycle_vocoder: str | None = None  # token2mel: the frozen vocoder, a checkpoint or codec folder (default: see Token2MelJob._setup_cycle_vocoder)
     cycle_clips: int = 4
     cycle_tokens: int = 100
     checkpoint_every: int = 100
@@ -204,9 +204,13 @@ class _Job(ABC):
             if not set(self.modules) <= set(start["modules"]):
                 raise ValueError(f"{cfg.init_from} holds {sorted(start['modules'])}, not the {self.name} job's {sorted(self.modules)}")
             for k, m in self.modules.items():
-                m.load_state_dict(start["modules"][k])
+                self.load_start_weights(k, m, start["modules"][k])
             origin = "an exported codec" if start["step"] is None else f"step {start['step']}"
             log(f"{self.name}: starts from the weights of {cfg.init_from} ({origin})")
+
+    def load_start_weights(self, name: str, module: torch.nn.Module, state: dict) -> None:
+        """A fine-tune's starting weights for one module (`init_from`)."""
+        module.load_state_dict(state)
 
     @classmethod
     def ckpt_of(cls, run: Path) -> Path:
@@ -360,15 +364,14 @@ class Token2MelJob(_Job):
         super().__init__(run, codec_config, cfg, log)
         self.mel = MelSpectrogram(codec_config.mel)
         self.reencoder, self.cycle_vocoder = None, None
-        if cfg.cycle_weight > 0 and self.name == "token2mel":
-            self._setup_cycle(encoder)
+        if cfg.cycle_weight > 0 and self.name in ("token2mel", "vocoder-gta"):
+            if self.name == "token2mel":
+                self._setup_cycle_vocoder()
+            self._setup_reencoder(encoder)
 
-    def _setup_cycle(self, encoder: torch.nn.Module | None) -> None:
-        """The frozen vocoder (`cycle_vocoder`; by default the run's vocoder-gta.pt, else vocoder.pt, else
-        that of the codec folder the run starts from) and the tokenizer's frozen encoder, for the
-        re-encoding loss."""
-        from unisono.model.encoder import AudioEncoder
-
+    def _setup_cycle_vocoder(self) -> None:
+        """The frozen vocoder that voices the predicted mels for the re-encoding loss (`cycle_vocoder`; by
+        default the run's vocoder-gta.pt, else vocoder.pt, else that of the codec folder the run starts from)."""
         c = self.codec_config
         if self.cfg.cycle_vocoder:
             sources = [Path(self.cfg.cycle_vocoder)]
@@ -383,13 +386,21 @@ class Token2MelJob(_Job):
         self.cycle_vocoder = Vocoder(c.vocoder, c.mel)
         self.cycle_vocoder.load_state_dict(state["modules"]["vocoder"])
         self.cycle_vocoder.eval().requires_grad_(False)
+        self.cycle_source = source
+
+    def _setup_reencoder(self, encoder: torch.nn.Module | None) -> None:
+        """The tokenizer's frozen encoder, and the spread of its frames on real audio."""
+        from unisono.model.encoder import AudioEncoder
+
+        c = self.codec_config
         if encoder is None:
             encoder = AudioEncoder.from_source(c.tokenizer.encoder_source)
         self.reencoder = Reencoder(encoder, c.tokenizer.layer)
         # the spread of the encoder's frames on up to 16 clips of real audio (fixed picks: resuming draws the same)
         picks = np.linspace(0, len(self.data) - 1, num=min(16, len(self.data))).astype(int)
         self.reencoder.fit_scale([torch.from_numpy(self.data.audio_of(int(i))[: 8 * 16000]) for i in picks])
-        self.log(f"{self.name}: re-encoding loss (weight {self.cfg.cycle_weight}) through the vocoder of {source} "
+        voiced_by = f"the vocoder of {self.cycle_source}" if self.cycle_vocoder is not None else "the vocoder in training"
+        self.log(f"{self.name}: re-encoding loss (weight {self.cfg.cycle_weight}) through {voiced_by} "
                  f"and encoder layer {c.tokenizer.layer}")
 
     def build(self):
@@ -398,6 +409,17 @@ class Token2MelJob(_Job):
             "speaker": SpeakerEncoder(c.speaker, c.mel.n_mels),
             "token2mel": Token2Mel(c.token2mel, c.tokenizer.codebook_size, c.mel.n_mels, c.speaker.dim),
         }
+
+    def load_start_weights(self, name: str, module: torch.nn.Module, state: dict) -> None:
+        """The token-to-mel model may be deeper than the one it starts from (`unisono codec train
+        token2mel --depth / --post-depth`): the blocks it lacks start as identities."""
+        if name == "token2mel" and isinstance(module, Token2Mel):
+            blocks, post = module.load_deepened(state)
+            if blocks or post:
+                self.log(f"{self.name}: {blocks} blocks and {post} post-net layers added to those of {self.cfg.init_from}, "
+                         "starting as identities")
+        else:
+            module.load_state_dict(state)
 
     def draw_clips(self, n: int) -> list[int]:
         """n clip indices, uniformly or by the --oversample weights."""
@@ -522,18 +544,21 @@ class VocoderGtaJob(Token2MelJob):
     """Fine-tunes the run's vocoder on the mels the detokenizer will actually give it (token-to-mel,
     then the refiner when the codec has one), against the real audio those tokens came from:
     "ground-truth-aligned" fine-tuning, as Tacotron 2 and HiFi-GAN do for predicted mels. The
-    tokens are frame-aligned with the audio, so no alignment is needed. Starts from vocoder.pt."""
+    tokens are frame-aligned with the audio, so no alignment is needed. Starts from vocoder.pt.
+    With `cycle_weight` the re-encoding loss reaches the vocoder too: what it makes of a predicted
+    mel should be heard by the tokenizer's encoder as the real audio is."""
 
     name = "vocoder-gta"
 
-    def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print):
+    def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print,
+                 encoder: torch.nn.Module | None = None):
         self.speaker, self.token2mel = load_frozen_token2mel(run, codec_config)
         self.refiner = load_frozen_refiner(run, codec_config) if codec_config.refiner is not None else None
         if not cfg.init_from:  # a new run starts from the vocoder trained on real mels
             if not (run / "vocoder.pt").is_file() and not self.ckpt_of(run).is_file():
                 raise FileNotFoundError(f"{run / 'vocoder.pt'} is missing: train the vocoder on real mels first")
             cfg = replace(cfg, init_from=str(run / "vocoder.pt"))
-        super().__init__(data, tokens, run, codec_config, cfg, log)
+        super().__init__(data, tokens, run, codec_config, cfg, log, encoder=encoder)
 
     def build(self):
         return {"vocoder": Vocoder(self.codec_config.vocoder, self.codec_config.mel)}
@@ -548,7 +573,12 @@ class VocoderGtaJob(Token2MelJob):
         pred = self.modules["vocoder"](mel)  # (B, 640 T)
         mel_loss = F.l1_loss(self.mel(pred)[..., : target.shape[-1]], target)
         spec_loss = stft_loss(pred, wave)
-        return mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
+        loss, parts = mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
+        if self.reencoder is None:
+            return loss, parts
+        k = self.codec_config.tokenizer.samples_per_token * min(int(lengths[0]), self.cfg.cycle_tokens)  # crops are of equal length
+        cycle = self.reencoder.distance(list(pred[: self.cfg.cycle_clips, :k]), list(wave[: self.cfg.cycle_clips, :k]))
+        return loss + self.cfg.cycle_weight * cycle, parts | {"cycle": float(cycle.detach())}
 
 
 def export_codec(run: Path, out: Path, codec_config: CodecConfig, vocoder: str = "vocoder") -> Path:

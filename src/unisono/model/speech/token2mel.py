@@ -137,3 +137,27 @@ class Token2Mel(nn.Module):
         for conv in self.post:
             h = h + F.gelu(conv(F.pad(h * fmask, (k - 2, 1))))  # mostly the past, one frame ahead
         return self.out(h.transpose(1, 2)).transpose(1, 2)  # (B, n_mels, up*T)
+
+    def load_deepened(self, state: dict[str, torch.Tensor]) -> tuple[int, int]:
+        """Load the weights of a model like this one with fewer blocks and/or post-net layers (or as
+        many: a plain load). What it lacks is appended as identities: the new blocks' attention,
+        convolution and FFN outputs and the new post-net convolutions start at zero, so the deeper
+        model starts as the same function and training adds depth. Returns (blocks, post-net layers) added."""
+        def count(prefix: str) -> int:
+            return 1 + max((int(k.split(".")[1]) for k in state if k.startswith(prefix + ".")), default=-1)
+
+        n_blocks, n_post = count("blocks"), count("post")
+        if n_blocks > len(self.blocks) or n_post > len(self.post):
+            raise ValueError(f"the weights hold {n_blocks} blocks and {n_post} post-net layers, more than this model's "
+                             f"{len(self.blocks)} and {len(self.post)}")
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        new = lambda k, prefix, n: k.startswith(prefix + ".") and int(k.split(".")[1]) >= n  # noqa: E731
+        stray = [k for k in missing if not (new(k, "blocks", n_blocks) or new(k, "post", n_post))]
+        if unexpected or stray:
+            raise ValueError(f"not a token-to-mel model of this shape: unexpected {unexpected[:3]}, missing {stray[:3]}")
+        with torch.no_grad():
+            outputs = [m for b in self.blocks[n_blocks:] for m in (b.attn.out, b.conv, b.ffn[2])] + list(self.post[n_post:])
+            for out in outputs:
+                out.weight.zero_()
+                out.bias.zero_()
+        return len(self.blocks) - n_blocks, len(self.post) - n_post
