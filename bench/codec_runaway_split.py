@@ -4,12 +4,28 @@ codec's resynthesis made the recogniser run away (insert more words than the ref
 
     python bench/codec_runaway_split.py codec9b=docs/codec/eval-codec9b-remeasured/results.json \
         cyc1=docs/codec/eval-cyc1/results.json shipped=docs/codec/eval/results.json
+
+With --by-condition each set is also split by the synthetic clips' engine and by whether the clip
+was degraded (noise, reverberation, telephone band, limiting; louder or faster counts as clean),
+read from the set's manifest: where the resynthesis loses its words.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import defaultdict
+
+DEGRADATIONS = {"noise", "reverb", "telephone", "limit"}  # the kinds of unisono.data.augment that degrade
+
+
+def condition_of(row: dict) -> str:
+    """'engine clean' or 'engine degraded' for a synthetic manifest row, 'real' otherwise."""
+    meta = row.get("meta") or {}
+    if not meta.get("synthetic"):
+        return "real"
+    degraded = any(a.get("kind") in DEGRADATIONS for a in meta.get("augment", []))
+    return f"{meta.get('engine', '?')} {'degraded' if degraded else 'clean'}"
 
 
 def main() -> None:
@@ -19,6 +35,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("reports", nargs="+", metavar="NAME=RESULTS_JSON")
+    ap.add_argument("--by-condition", action="store_true", help="also split each set by engine and degradation")
     args = ap.parse_args()
     reports = {name: json.load(open(path)) for name, path in (r.split("=", 1) for r in args.reports)}
     first = next(iter(reports.values()))
@@ -38,6 +55,19 @@ def main() -> None:
         orig = total([counts[next(iter(counts))][k][0] for k in ids]).rate
         line = ", ".join(f"{name} {100 * total([c[k][1] for k in ids]).rate:.1f}%" for name, c in counts.items())
         print(f"{eval_set['name']}: {len(ids)} of {len(eval_set['clips'])} clips; original {100 * orig:.1f}%; {line}")
+        if args.by_condition:
+            rows = {}
+            for line_ in open(eval_set["manifest"]):
+                row = json.loads(line_)
+                rows[row["id"]] = row
+            groups = defaultdict(list)
+            for k in ids:
+                groups[condition_of(rows.get(k, {}))].append(k)
+            first_name = next(iter(counts))
+            for group, members in sorted(groups.items()):
+                orig = total([counts[first_name][k][0] for k in members]).rate
+                line = ", ".join(f"{name} {100 * total([c[k][1] for k in members]).rate:.1f}%" for name, c in counts.items())
+                print(f"    {group}: {len(members)} clips; original {100 * orig:.1f}%; {line}")
 
 
 if __name__ == "__main__":

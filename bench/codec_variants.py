@@ -2,7 +2,8 @@
 from the same tokens and score each with the independent recogniser of `unisono eval codec`
 (faster-whisper on the bundled tiny.en, int8, greedy; the set's default scoring).
 
-A variant is a codec folder, optionally with a refiner temperature (`:0.3`, or `:off` to bypass
+A variant is a codec folder (or `copy:FOLDER`: its vocoder on the original audio's mel, copy
+synthesis without tokens, the vocoder's own share of the loss), optionally with a refiner temperature (`:0.3`, or `:off` to bypass
 the refiner), another codec's vocoder (`+other/folder`) and a mel post-filter (`@t=0.5,f=0.5`:
 unsharp masking of the log-mel along time and along frequency, 5-frame / 5-bin averages, with
 these gains; a test of whether the smoothed mel alone costs the words):
@@ -46,6 +47,7 @@ def sharpen(mel: torch.Tensor, time_gain: float, freq_gain: float, width: int = 
 def load_variant(spec: str):
     from unisono.model.speech.codec import SpeechCodec
 
+    spec = spec.removeprefix("copy:")
     spec, _, post_filter = spec.partition("@")
     base, _, vocoder = spec.partition("+")
     folder, _, temperature = base.partition(":")
@@ -63,6 +65,15 @@ def load_variant(spec: str):
         mel = codec._mel
         codec._mel = lambda tokens, speaker, start=0: sharpen(mel(tokens, speaker, start), gains.get("t", 0.0), gains.get("f", 0.0))
     return codec
+
+
+@torch.no_grad()
+def copy_synthesis(codec, audio: "np.ndarray") -> "np.ndarray":
+    """The codec's vocoder on the mel of the audio itself (no tokens, no token-to-mel model)."""
+    from unisono.model.speech.mel import MelSpectrogram
+
+    mel = MelSpectrogram(codec.config.mel)(torch.from_numpy(audio).float()[None])
+    return codec.vocoder(mel)[0, : len(audio)].numpy()
 
 
 def training_clips(directory: str, n: int, seed: int = 0) -> list[tuple[str, str, "np.ndarray"]]:
@@ -114,7 +125,11 @@ def main() -> None:
         hyps = {"original": recognizer.transcribe(audio, language="en")}
         tokens = tokenizer.tokenize(audio)
         for spec, codec in codecs.items():
-            hyps[spec] = recognizer.transcribe(codec.detokenize(tokens, codec.speaker_embedding(audio)), language="en")
+            if spec.startswith("copy:"):
+                wave = copy_synthesis(codec, audio)
+            else:
+                wave = codec.detokenize(tokens, codec.speaker_embedding(audio))
+            hyps[spec] = recognizer.transcribe(wave, language="en")
         for variant, hyp in hyps.items():
             counts[variant].append(count_errors(reference, score.normalize(hyp), score.unit))
         clips.append({"id": clip_id, "reference": text, "hyp": hyps,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -110,9 +111,14 @@ def test_fsdp2_two_processes_match_one_process(setup):
     dual_cfg = write_config(folder / "dual", manifest, steps=4, accumulation=1, checkpoint_every=100)
     single, dual = folder / "single" / "run", folder / "dual" / "run"
     subprocess.run(train_cmd(single_cfg, single), check=True, env=env(), capture_output=True, timeout=600)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    with socket.socket() as s:  # a free port: a fixed one may still be held by an earlier run
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(port)]
     result = subprocess.run(torchrun + train_cmd(dual_cfg, dual)[1:], env=env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # the children's own errors come before torchrun's summary: show both
+    assert result.returncode == 0, result.stderr[:4000] + "\n...\n" + result.stderr[-2000:]
 
     one, two = losses(single), losses(dual)
     assert [s for s, _, _ in two] == [1, 2, 3, 4]
