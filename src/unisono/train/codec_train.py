@@ -363,7 +363,7 @@ class Token2MelJob(_Job):
         self.draw_weights = data.draw_weights(cfg.oversample) if cfg.oversample else None
         super().__init__(run, codec_config, cfg, log)
         self.mel = MelSpectrogram(codec_config.mel)
-        self.reencoder, self.cycle_vocoder = None, None
+        self.reencoder, self.cycle_vocoder, self.cycle_source = None, None, None
         if cfg.cycle_weight > 0 and self.name in ("token2mel", "vocoder-gta"):
             if self.name == "token2mel":
                 self._setup_cycle_vocoder()
