@@ -70,10 +70,7 @@ def load_variant(spec: str):
 @torch.no_grad()
 def copy_synthesis(codec, audio: "np.ndarray") -> "np.ndarray":
     """The codec's vocoder on the mel of the audio itself (no tokens, no token-to-mel model)."""
-    from unisono.model.speech.mel import MelSpectrogram
-
-    mel = MelSpectrogram(codec.config.mel)(torch.from_numpy(audio).float()[None])
-    return codec.vocoder(mel)[0, : len(audio)].numpy()
+    return codec.vocoder(codec.mel(torch.from_numpy(audio).float()[None]))[0, : len(audio)].numpy()
 
 
 def training_clips(directory: str, n: int, seed: int = 0) -> list[tuple[str, str, "np.ndarray"]]:

@@ -332,15 +332,20 @@ def test_the_reencoding_distance_is_zero_on_the_real_audio_and_reaches_only_the_
         assert all(p.grad is None for p in enc.parameters())
 
 
+def run_and_exported_codec(prepared: Path, tmp_path: Path, seed: int):
+    """A run folder with a fitted tokenizer (tmp_path/run) and a random exported codec to fine-tune
+    (tmp_path/speech): the data, its tokens, the codec folder and the codec as loaded from it."""
+    fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=lambda s: None)
+    tokens = np.load(tmp_path / "run" / TOKENS_FILE)
+    torch.manual_seed(seed)
+    start = SpeechCodec(codec_config(), centroids=torch.randn(8, D)).save(tmp_path / "speech")
+    return CodecData(prepared / "data"), tokens, start, SpeechCodec.load(start)
+
+
 @pytest.mark.slow
 def test_token2mel_fine_tunes_an_exported_codec_with_the_reencoding_loss(prepared, tmp_path):
     quiet = lambda s: None  # noqa: E731
-    fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=quiet)
-    tokens = np.load(tmp_path / "run" / TOKENS_FILE)
-    data = CodecData(prepared / "data")
-    torch.manual_seed(1)
-    start = SpeechCodec(codec_config(), centroids=torch.randn(8, D)).save(tmp_path / "speech")
-    shipped = SpeechCodec.load(start)
+    data, tokens, start, shipped = run_and_exported_codec(prepared, tmp_path, seed=1)
     cfg = TrainConfig(steps=40, lr=3e-3, warmup=5, batch=4, max_tokens=30, log_every=5, checkpoint_every=10,
                       init_from=str(start), cycle_weight=30.0, cycle_clips=2, cycle_tokens=20)
     job = Token2MelJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=quiet, encoder=tiny_tokenizer().encoder)
@@ -369,12 +374,7 @@ def test_token2mel_fine_tunes_an_exported_codec_with_the_reencoding_loss(prepare
 @pytest.mark.slow
 def test_vocoder_gta_with_the_reencoding_loss_trains_the_vocoder_only(prepared, tmp_path):
     quiet = lambda s: None  # noqa: E731
-    fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=quiet)
-    tokens = np.load(tmp_path / "run" / TOKENS_FILE)
-    data = CodecData(prepared / "data")
-    torch.manual_seed(2)
-    start = SpeechCodec(codec_config(), centroids=torch.randn(8, D)).save(tmp_path / "speech")
-    shipped = SpeechCodec.load(start)
+    data, tokens, start, shipped = run_and_exported_codec(prepared, tmp_path, seed=2)
     save_state(tmp_path / "run/token2mel.pt", step=0, modules={"speaker": shipped.speaker.state_dict(),
                                                                 "token2mel": shipped.token2mel.state_dict()})
     cfg = TrainConfig(steps=30, lr=3e-3, warmup=5, batch=4, max_tokens=10, log_every=5, checkpoint_every=10,
