@@ -415,3 +415,6 @@ def test_a_fine_tune_may_deepen_the_token2mel_model_from_the_command_line(prepar
     assert res.exit_code == 2 and "new run folder" in " ".join(res.output.replace("│", " ").split())
     res = CliRunner().invoke(app, ["codec", "train", "vocoder-gta", str(prepared / "data"), str(tmp_path / "run"), "--post-depth", "5"])
     assert res.exit_code == 2 and "token-to-mel" in res.output
+    before = (tmp_path / "run/codec.json").read_text()  # a refused command changes nothing in the run
+    res = CliRunner().invoke(app, ["codec", "train", "refiner", str(prepared / "data"), str(tmp_path / "run"), "--cycle-weight", "1"])
+    assert res.exit_code == 2 and (tmp_path / "run/codec.json").read_text() == before

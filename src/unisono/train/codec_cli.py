@@ -196,23 +196,6 @@ def train(
         raise typer.BadParameter(f"{run / TOKENS_FILE} is missing: run `unisono codec fit-tokenizer` first")
     torch.set_num_threads(threads)
     config = _codec_config(run)
-    if part == "refiner" and config.refiner is None:
-        from unisono.model.speech.config import RefinerConfig
-
-        config.refiner = RefinerConfig()
-        (run / "codec.json").write_text(json.dumps(config.to_dict(), indent=2))
-    shape = {"n_layers": depth, "post_layers": post_depth}
-    if any(v is not None and v != getattr(config.token2mel, k) for k, v in shape.items()):
-        if part != "token2mel":
-            raise typer.BadParameter("the depth is the token-to-mel model's", param_hint="--depth / --post-depth")
-        if Token2MelJob.ckpt_of(run).is_file():
-            raise typer.BadParameter(f"{Token2MelJob.ckpt_of(run)} holds a model of {config.token2mel.n_layers} blocks and "
-                                     f"{config.token2mel.post_layers} post-net layers: a new depth needs a new run folder",
-                                     param_hint="--depth / --post-depth")
-        for k, v in shape.items():
-            if v is not None:
-                setattr(config.token2mel, k, v)
-        (run / "codec.json").write_text(json.dumps(config.to_dict(), indent=2))
     pairs = []
     for item in oversample:
         manifest, _, weight = item.rpartition("=")
@@ -228,6 +211,24 @@ def train(
     if cycle_vocoder and part != "token2mel":
         raise typer.BadParameter("a frozen vocoder voices the token-to-mel model's mels only; vocoder-gta trains its own",
                                  param_hint="--cycle-vocoder")
+    # the checks come first: a refused command leaves the run's codec.json as it was
+    shape = {"n_layers": depth, "post_layers": post_depth}
+    if any(v is not None and v != getattr(config.token2mel, k) for k, v in shape.items()):
+        if part != "token2mel":
+            raise typer.BadParameter("the depth is the token-to-mel model's", param_hint="--depth / --post-depth")
+        if Token2MelJob.ckpt_of(run).is_file():
+            raise typer.BadParameter(f"{Token2MelJob.ckpt_of(run)} holds a model of {config.token2mel.n_layers} blocks and "
+                                     f"{config.token2mel.post_layers} post-net layers: a new depth needs a new run folder",
+                                     param_hint="--depth / --post-depth")
+        for k, v in shape.items():
+            if v is not None:
+                setattr(config.token2mel, k, v)
+        (run / "codec.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if part == "refiner" and config.refiner is None:
+        from unisono.model.speech.config import RefinerConfig
+
+        config.refiner = RefinerConfig()
+        (run / "codec.json").write_text(json.dumps(config.to_dict(), indent=2))
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, max_tokens=max_tokens,
                       init_from=str(init_from) if init_from else None, oversample=tuple(pairs),
                       cycle_weight=cycle_weight, cycle_vocoder=str(cycle_vocoder) if cycle_vocoder else None,
