@@ -318,18 +318,24 @@ def test_the_reencoding_distance_is_zero_on_the_real_audio_and_reaches_only_the_
 
     data = CodecData(prepared / "data")
     enc = tiny_tokenizer().encoder
-    for layer in (1, 2):  # an inner layer (hooked) and the output
-        re = Reencoder(enc, layer)
-        clips = [torch.from_numpy(data.audio_of(i)) for i in range(3)]
+    clips = [torch.from_numpy(data.audio_of(i)) for i in range(3)]
+    noisy = [c + 0.05 * torch.randn_like(c) for c in clips]
+    single = {}
+    for layers in (1, 2, (2, 1)):  # an inner layer (hooked), the output, both
+        re = Reencoder(enc, layers)
         re.fit_scale(clips)
-        assert re.scale.shape == (D,) and bool((re.scale > 0).all())
+        assert re.scale.shape == (len(re.layers), D) and bool((re.scale > 0).all())
         assert float(re.distance(clips, clips)) == 0.0
-        fake = [(c + 0.05 * torch.randn_like(c)).requires_grad_(True) for c in clips]
+        fake = [c.clone().requires_grad_(True) for c in noisy]
         d = re.distance(fake, clips)
         assert float(d.detach()) > 0
         d.backward()
         assert all(f.grad is not None and float(f.grad.abs().sum()) > 0 for f in fake)
         assert all(p.grad is None for p in enc.parameters())
+        single[layers] = float(d.detach())
+    assert single[(2, 1)] == pytest.approx((single[1] + single[2]) / 2, rel=1e-5)  # each layer on its own scale, averaged
+    with pytest.raises(ValueError, match="layers"):
+        Reencoder(enc, (1, 3))
 
 
 def run_and_exported_codec(prepared: Path, tmp_path: Path, seed: int):
@@ -418,3 +424,28 @@ def test_a_fine_tune_may_deepen_the_token2mel_model_from_the_command_line(prepar
     before = (tmp_path / "run/codec.json").read_text()  # a refused command changes nothing in the run
     res = CliRunner().invoke(app, ["codec", "train", "refiner", str(prepared / "data"), str(tmp_path / "run"), "--cycle-weight", "1"])
     assert res.exit_code == 2 and (tmp_path / "run/codec.json").read_text() == before
+
+
+def test_the_reencoding_loss_listens_at_the_layers_asked_from_the_command_line(prepared, tmp_path):
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    fit_tokenizer(CodecData(prepared / "data", layer=1), tmp_path / "run", 8, log=lambda s: None)
+    torch.manual_seed(5)
+    start = SpeechCodec(codec_config(), centroids=torch.randn(8, D)).save(tmp_path / "speech")
+    args = ["codec", "train", "token2mel", str(prepared / "data"), str(tmp_path / "run"), "--init-from", str(start),
+            "--batch", "2", "--max-tokens", "10", "--steps", "1"]
+    res = CliRunner().invoke(app, args + ["--cycle-layer", "2"])
+    assert res.exit_code == 2 and "--cycle-weight" in res.output
+    res = CliRunner().invoke(app, args + ["--cycle-weight", "1", "--cycle-layer", "7"])
+    assert res.exit_code == 2 and "does not fit the shape" in " ".join(res.output.replace("│", " ").split())  # a default codec.json
+    (tmp_path / "run/codec.json").write_text(json.dumps(codec_config().to_dict()))
+    res = CliRunner().invoke(app, args + ["--cycle-weight", "1", "--cycle-layer", "7"])
+    assert res.exit_code == 2 and "layers [7]" in " ".join(res.output.replace("│", " ").split())
+    assert not (tmp_path / "run/token2mel.pt").exists()
+    res = CliRunner().invoke(app, args + ["--cycle-weight", "1", "--cycle-layer", "2", "--cycle-layer", "1"])
+    assert res.exit_code == 0, res.output
+    assert "encoder layers 1, 2" in " ".join(res.output.split())
+    saved = torch.load(tmp_path / "run/token2mel.pt", weights_only=False)["train_config"]
+    assert tuple(saved["cycle_layers"]) == (2, 1)

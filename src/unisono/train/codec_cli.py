@@ -170,6 +170,9 @@ def train(
                    "run's vocoder-gta.pt, else vocoder.pt, else that of the --init-from codec folder)."),
     cycle_clips: int = typer.Option(4, help="token2mel, vocoder-gta: crops of each batch that take the re-encoding loss."),
     cycle_tokens: int = typer.Option(100, help="token2mel, vocoder-gta: tokens of each such crop (from its start)."),
+    cycle_layer: list[int] = typer.Option(
+        [], help="token2mel, vocoder-gta: an encoder layer the re-encoding loss listens at (repeatable: the distances "
+                 "are averaged); default: the token layer."),
     depth: Optional[int] = typer.Option(
         None, min=1, help="token2mel: blocks of the token-to-mel model, written to the run's codec.json. Deeper than the "
                           "--init-from model: the blocks it lacks are appended as identities, so the fine-tune starts "
@@ -208,6 +211,8 @@ def train(
     if cycle_weight and part not in ("token2mel", "vocoder-gta"):
         raise typer.BadParameter("the re-encoding loss trains the token-to-mel model or the vocoder-gta fine-tune only",
                                  param_hint="--cycle-weight")
+    if cycle_layer and not cycle_weight:
+        raise typer.BadParameter("the layers are the re-encoding loss's: give --cycle-weight too", param_hint="--cycle-layer")
     if cycle_vocoder and part != "token2mel":
         raise typer.BadParameter("a frozen vocoder voices the token-to-mel model's mels only; vocoder-gta trains its own",
                                  param_hint="--cycle-vocoder")
@@ -232,7 +237,8 @@ def train(
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, max_tokens=max_tokens,
                       init_from=str(init_from) if init_from else None, oversample=tuple(pairs),
                       cycle_weight=cycle_weight, cycle_vocoder=str(cycle_vocoder) if cycle_vocoder else None,
-                      cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, threads=threads)
+                      cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, cycle_layers=tuple(cycle_layer),
+                      threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":

@@ -119,11 +119,12 @@ class TrainConfig:
     # token2mel and vocoder-gta: weight of the re-encoding loss (0: off). The first `cycle_clips` crops
     # of a batch (their first `cycle_tokens` tokens) are voiced (token2mel: its predicted mels by a frozen
     # vocoder; vocoder-gta: by the vocoder in training) and heard by the tokenizer's frozen encoder; its
-    # frames at the token layer are pulled towards those of the real audio (see `Reencoder`).
+    # frames at the token layer (or `cycle_layers`) are pulled towards those of the real audio (see `Reencoder`).
     cycle_weight: float = 0.0
     cycle_vocoder: str | None = None  # token2mel: the frozen vocoder, a checkpoint or codec folder (default: see Token2MelJob._setup_cycle_vocoder)
     cycle_clips: int = 4
     cycle_tokens: int = 100
+    cycle_layers: tuple[int, ...] = ()  # the encoder layers heard, distances averaged (default: the token layer)
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -204,7 +205,12 @@ class _Job(ABC):
             if not set(self.modules) <= set(start["modules"]):
                 raise ValueError(f"{cfg.init_from} holds {sorted(start['modules'])}, not the {self.name} job's {sorted(self.modules)}")
             for k, m in self.modules.items():
-                self.load_start_weights(k, m, start["modules"][k])
+                try:
+                    self.load_start_weights(k, m, start["modules"][k])
+                except RuntimeError as e:  # torch lists every mismatched tensor; its first lines say enough
+                    detail = " ".join(str(e).split())[:300]
+                    raise ValueError(f"{cfg.init_from}: its {k} does not fit the shape in {self.run / 'codec.json'} "
+                                     f"({detail} ...)") from None
             origin = "an exported codec" if start["step"] is None else f"step {start['step']}"
             log(f"{self.name}: starts from the weights of {cfg.init_from} ({origin})")
 
@@ -304,48 +310,52 @@ class VocoderJob(_Job):
 # ---- 3. token -> mel ------------------------------------------------------------------------------
 
 class Reencoder:
-    """Audio -> the tokenizer's encoder frames at its token layer (B, T50, D), differentiable with
-    respect to the audio: what the tokenizer hears in a resynthesis. An L1 mel loss averages over
+    """Audio -> the tokenizer's encoder frames at some of its layers (by default the token layer),
+    differentiable with respect to the audio: what the tokenizer hears in a resynthesis. An L1 mel loss averages over
     what the tokens leave open and smears formants; this asks instead that the resynthesis carry the
     features the tokens were taken from (a cycle: tokens -> audio -> the same encoder frames).
 
-    Distances are divided per dimension by the frames' spread on real speech (`fit_scale`), so the
-    few very large dimensions of Whisper's residual stream do not outweigh the rest."""
+    Distances are divided per layer and dimension by the frames' spread on real speech (`fit_scale`),
+    so the few very large dimensions of Whisper's residual stream do not outweigh the rest. Layers
+    above the token layer hear what the tokens were computed to carry, not the tokens themselves."""
 
-    def __init__(self, encoder: torch.nn.Module, layer: int):
-        if not 1 <= layer <= encoder.config.n_layers:
-            raise ValueError(f"layer {layer} is not one of the encoder's layers 1..{encoder.config.n_layers}")
+    def __init__(self, encoder: torch.nn.Module, layers: int | tuple[int, ...]):
+        self.layers = (layers,) if isinstance(layers, int) else tuple(sorted(set(layers)))
+        bad = [n for n in self.layers if not 1 <= n <= encoder.config.n_layers]
+        if bad or not self.layers:
+            raise ValueError(f"layers {bad or '()'}: not among the encoder's layers 1..{encoder.config.n_layers}")
         encoder = copy.deepcopy(encoder)  # a frozen encoder runs without autograd; this copy passes gradients to its input
         encoder.config.variable_length = True  # as the tokenizer runs it
         encoder.config.frozen = False
         self.encoder = encoder.requires_grad_(False).eval()
-        self.layer = layer
-        self.scale = torch.ones(encoder.config.d_model)
+        self.scale = torch.ones(len(self.layers), encoder.config.d_model)
 
     def __call__(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Clips (N_i,) -> frames (B, T50, D), zero past each item's end, and (B,) frame counts."""
+        """Clips (N_i,) -> frames (L, B, T50, D) of each layer, zero past each item's end, and (B,) frame counts."""
         from unisono.audio.features import batch_log_mel
         from unisono.model.speech.tokenizer import encoder_layers
 
         mel, mel_lengths = batch_log_mel(waves, n_mels=self.encoder.config.n_mels)
-        captured, frame_lengths = encoder_layers(self.encoder, mel, mel_lengths, (self.layer,))
-        frames = captured[self.layer]
-        return frames * length_mask(frame_lengths, frames.shape[1])[..., None], frame_lengths
+        captured, frame_lengths = encoder_layers(self.encoder, mel, mel_lengths, self.layers)
+        frames = torch.stack([captured[n] for n in self.layers])
+        return frames * length_mask(frame_lengths, frames.shape[2])[..., None], frame_lengths
 
     @torch.no_grad()
     def fit_scale(self, waves: list[torch.Tensor]) -> None:
         frames, lengths = self(waves)
-        real = torch.cat([f[:n] for f, n in zip(frames, lengths.tolist())])
-        self.scale = real.std(0).clamp(min=1e-3 * float(real.std()))
+        for i, layer_frames in enumerate(frames):
+            real = torch.cat([f[:n] for f, n in zip(layer_frames, lengths.tolist())])
+            self.scale[i] = real.std(0).clamp(min=1e-3 * float(real.std()))
 
     def distance(self, fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
-        """Mean scaled L1 between the frames of paired clips (the real ones without gradient)."""
+        """Mean scaled L1 between the frames of paired clips (the real ones without gradient), averaged over the layers."""
         f, lengths = self(fake)
         with torch.no_grad():
             r, _ = self(real)
-        n = min(f.shape[1], r.shape[1])
+        n = min(f.shape[2], r.shape[2])
         mask = length_mask(lengths, n)[..., None].float()
-        return (((f[:, :n] - r[:, :n]).abs() / self.scale) * mask).sum() / (mask.sum() * f.shape[-1])
+        scaled = (f[:, :, :n] - r[:, :, :n]).abs() / self.scale[:, None, None, :]
+        return (scaled * mask).sum() / (mask.sum() * f.shape[-1] * len(self.layers))
 
 
 class Token2MelJob(_Job):
@@ -395,13 +405,13 @@ class Token2MelJob(_Job):
         c = self.codec_config
         if encoder is None:
             encoder = AudioEncoder.from_source(c.tokenizer.encoder_source)
-        self.reencoder = Reencoder(encoder, c.tokenizer.layer)
+        self.reencoder = Reencoder(encoder, self.cfg.cycle_layers or c.tokenizer.layer)
         # the spread of the encoder's frames on up to 16 clips of real audio (fixed picks: resuming draws the same)
         picks = np.linspace(0, len(self.data) - 1, num=min(16, len(self.data))).astype(int)
         self.reencoder.fit_scale([torch.from_numpy(self.data.audio_of(int(i))[: 8 * 16000]) for i in picks])
         voiced_by = f"the vocoder of {self.cycle_source}" if self.cycle_vocoder is not None else "the vocoder in training"
         self.log(f"{self.name}: re-encoding loss (weight {self.cfg.cycle_weight}) through {voiced_by} "
-                 f"and encoder layer {c.tokenizer.layer}")
+                 f"and encoder layers {', '.join(map(str, self.reencoder.layers))}")
 
     def build(self):
         c = self.codec_config
