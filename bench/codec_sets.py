@@ -57,7 +57,7 @@ def main() -> None:
             by_engine = {e: [v for v in voices if v.engine == e and v.language == language] for e in synth.ENGINES}
             jobs = synth.job_stream([sentences[sentence_id]], by_engine, cfg)
             job = next(j for j in jobs if j["rendition"] == int(rendition))
-            result = synth.render_job(job, str(cfg.out_dir), synth._worker_cfg(cfg))
+            result = synth.render_job(job, str(cfg.out_dir), synth.worker_settings(cfg))
             if "utterance" not in result:
                 raise SystemExit(f"{row['id']}: {result['rejection']}")
             u = result["utterance"]

@@ -240,7 +240,8 @@ def prepare_rirs(cfg: SynthConfig) -> None:
         save_rir_bank(path, *make_rir_bank(cfg.augment.rir_bank_size, cfg.seed))
 
 
-def _worker_cfg(cfg: SynthConfig) -> dict:
+def worker_settings(cfg: SynthConfig) -> dict:
+    """What `render_job` needs of the config (a plain dict, sent to worker processes)."""
     return {"pad_s": cfg.pad_s, "min_speech_s": cfg.min_speech_s, "min_duration_s": cfg.min_duration_s, "max_duration_s": cfg.max_duration_s,
             "augment": asdict(cfg.augment)}
 
@@ -320,7 +321,7 @@ def build(cfg: SynthConfig, on_progress: Callable[[_Progress], None] | None = No
             exhausted.add(lang)  # no sentences in this language
 
     new_clips, new_audio = 0, 0.0
-    worker_cfg = _worker_cfg(cfg)
+    worker_cfg = worker_settings(cfg)
     with ManifestWriter(manifest_path) as manifest, ManifestWriter(rejected_path) as rejected:
 
         def record(result: dict) -> None:
