@@ -6,7 +6,9 @@ A variant is a codec folder (or `copy:FOLDER`: its vocoder on the original audio
 synthesis without tokens, the vocoder's own share of the loss), optionally with a refiner temperature (`:0.3`, or `:off` to bypass
 the refiner), another codec's vocoder (`+other/folder`) and a mel post-filter (`@t=0.5,f=0.5`:
 unsharp masking of the log-mel along time and along frequency, 5-frame / 5-bin averages, with
-these gains; a test of whether the smoothed mel alone costs the words):
+these gains; a test of whether the smoothed mel alone costs the words; or `@m=1,v=1`: each mel bin's mean
+and spread over the clip moved towards those of the voice reference, the clip's own first 6 s, with these
+strengths, the "global variance" remedy for over-smoothed regression):
 
     python bench/codec_variants.py ../shared/data/real_speech/ljspeech_lj001 \\
         src/unisono/assets/unisono-tiny/speech  runs/x/speech+runs/y/speech  runs/z/speech:0.3
@@ -44,6 +46,14 @@ def sharpen(mel: torch.Tensor, time_gain: float, freq_gain: float, width: int = 
     return mel
 
 
+def match_statistics(mel: torch.Tensor, reference: torch.Tensor, mean_gain: float, std_gain: float) -> torch.Tensor:
+    """(B, n_mels, F) log-mel with each bin's mean and spread over time moved towards those of
+    `reference` (n_mels, F_ref): gain 1 matches, 0 leaves it."""
+    mu, sd = mel.mean(-1, keepdim=True), mel.std(-1, keepdim=True).clamp(min=1e-3)
+    mu_ref, sd_ref = reference.mean(-1)[None, :, None], reference.std(-1)[None, :, None].clamp(min=1e-3)
+    return (mel - mu) * (sd_ref / sd) ** std_gain + mu + mean_gain * (mu_ref - mu)
+
+
 def load_variant(spec: str):
     from unisono.model.speech.codec import SpeechCodec
 
@@ -63,7 +73,11 @@ def load_variant(spec: str):
     if post_filter:
         gains = {k: float(v) for k, v in (item.split("=") for item in post_filter.split(","))}
         mel = codec._mel
-        codec._mel = lambda tokens, speaker, start=0: sharpen(mel(tokens, speaker, start), gains.get("t", 0.0), gains.get("f", 0.0))
+        if {"m", "v"} & set(gains):  # the reference mel is set per clip (codec.reference_mel)
+            codec._mel = lambda tokens, speaker, start=0: match_statistics(
+                mel(tokens, speaker, start), codec.reference_mel, gains.get("m", 0.0), gains.get("v", 0.0))
+        else:
+            codec._mel = lambda tokens, speaker, start=0: sharpen(mel(tokens, speaker, start), gains.get("t", 0.0), gains.get("f", 0.0))
     return codec
 
 
@@ -95,7 +109,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("set", help="a JSONL manifest, a set folder, or a prepared codec data folder (its training clips)")
-    ap.add_argument("variants", nargs="+", help="codec folder[:temperature|:off][+vocoder codec folder][@t=GAIN,f=GAIN]")
+    ap.add_argument("variants", nargs="+", help="codec folder[:temperature|:off][+vocoder codec folder][@t=GAIN,f=GAIN | @m=GAIN,v=GAIN]")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the figures as JSON here")
@@ -125,6 +139,7 @@ def main() -> None:
             if spec.startswith("copy:"):
                 wave = copy_synthesis(codec, audio)
             else:
+                codec.reference_mel = codec.mel(torch.from_numpy(audio[: 6 * 16000]).float())  # as the voice embedding reads it
                 wave = codec.detokenize(tokens, codec.speaker_embedding(audio))
             hyps[spec] = recognizer.transcribe(wave, language="en")
         for variant, hyp in hyps.items():
