@@ -449,3 +449,27 @@ def test_the_reencoding_loss_listens_at_the_layers_asked_from_the_command_line(p
     assert "encoder layers 1, 2" in " ".join(res.output.split())
     saved = torch.load(tmp_path / "run/token2mel.pt", weights_only=False)["train_config"]
     assert tuple(saved["cycle_layers"]) == (2, 1)
+    res = CliRunner().invoke(app, ["codec", "train", "vocoder", str(prepared / "data"), str(tmp_path / "voc"), "--self-reference", "0.5"])
+    assert res.exit_code == 2 and "no voice reference" in " ".join(res.output.replace("│", " ").split())
+
+
+def test_the_voice_reference_is_another_clip_of_the_speaker_or_for_a_share_the_clip_itself(prepared, tmp_path):
+    fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=lambda s: None)
+    data, tokens = CodecData(prepared / "data"), np.load(tmp_path / "run" / TOKENS_FILE)
+
+    def sources(share: float, draws: int = 200) -> list[bool]:
+        """For each draw: whether the reference is a span of the clip itself."""
+        job = Token2MelJob(data, tokens, tmp_path / f"run-{share}", codec_config(), TrainConfig(self_reference=share),
+                           log=lambda s: None)
+        own = []
+        for k in range(draws):
+            i = k % len(data)
+            ref, audio = job._reference(i), data.audio_of(i)
+            spans = np.lib.stride_tricks.sliding_window_view(audio, len(ref)) if len(ref) <= len(audio) else np.empty((0, len(ref)))
+            own.append(bool((spans == ref).all(1).any()))
+        return own
+
+    assert min(len(v) for v in Token2MelJob(data, tokens, tmp_path / "r", codec_config(), TrainConfig(),
+                                            log=lambda s: None).by_speaker.values()) > 1  # every speaker has other clips
+    assert not any(sources(0.0)) and all(sources(1.0))
+    assert 0.35 < np.mean(sources(0.5)) < 0.65

@@ -173,6 +173,10 @@ def train(
     cycle_layer: list[int] = typer.Option(
         [], help="token2mel, vocoder-gta: an encoder layer the re-encoding loss listens at (repeatable: the distances "
                  "are averaged); default: the token layer."),
+    self_reference: float = typer.Option(
+        0.0, min=0.0, max=1.0,
+        help="token2mel, refiner, vocoder-gta: share of crops whose voice reference is a span of their own clip instead "
+             "of another clip of the same speaker (synthetic voices speak each clip at its own pitch)."),
     depth: Optional[int] = typer.Option(
         None, min=1, help="token2mel: blocks of the token-to-mel model, written to the run's codec.json. Deeper than the "
                           "--init-from model: the blocks it lacks are appended as identities, so the fine-tune starts "
@@ -211,6 +215,8 @@ def train(
     if cycle_weight and part not in ("token2mel", "vocoder-gta"):
         raise typer.BadParameter("the re-encoding loss trains the token-to-mel model or the vocoder-gta fine-tune only",
                                  param_hint="--cycle-weight")
+    if self_reference and part == "vocoder":
+        raise typer.BadParameter("the vocoder hears no voice reference", param_hint="--self-reference")
     if cycle_layer and not cycle_weight:
         raise typer.BadParameter("the layers are the re-encoding loss's: give --cycle-weight too", param_hint="--cycle-layer")
     if cycle_vocoder and part != "token2mel":
@@ -238,7 +244,7 @@ def train(
                       init_from=str(init_from) if init_from else None, oversample=tuple(pairs),
                       cycle_weight=cycle_weight, cycle_vocoder=str(cycle_vocoder) if cycle_vocoder else None,
                       cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, cycle_layers=tuple(cycle_layer),
-                      threads=threads)
+                      self_reference=self_reference, threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":

@@ -8,7 +8,8 @@ Independent jobs, each resumable from its last checkpoint:
    multi-resolution STFT loss (spectral convergence + log-magnitude L1), as in Parallel WaveGAN
    (Yamamoto et al. 2020) without the adversarial term.
 3. `train_token2mel`: tokens + a voice -> mel. The voice is taken from another clip of the same
-   speaker, so the model learns to take timbre from the reference and words from the tokens.
+   speaker, so the model learns to take timbre from the reference and words from the tokens (or,
+   for a `self_reference` share of the crops, from the clip itself: its own pitch register).
    Loss = L1 between log-mels.
 4. `train_refiner`: the flow-matching mel refiner on top of a trained, frozen token-to-mel model
    (and its speaker encoder): from the L1 estimate to the real mel. Loss = flow matching.
@@ -125,6 +126,10 @@ class TrainConfig:
     cycle_clips: int = 4
     cycle_tokens: int = 100
     cycle_layers: tuple[int, ...] = ()  # the encoder layers heard, distances averaged (default: the token layer)
+    # token2mel and after: share of crops whose voice reference is a span of their own clip. A synthetic
+    # "speaker" (engine and voice) speaks each clip at its own drawn pitch and rate, so another clip of it
+    # tells the model the timbre but not the register it must reproduce.
+    self_reference: float = 0.0
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -438,9 +443,13 @@ class Token2MelJob(_Job):
         return self.rng.choices(range(len(self.data)), weights=self.draw_weights, k=n)
 
     def _reference(self, i: int, seconds: float = 4.0) -> np.ndarray:
-        """Up to 4 s of another clip of the same speaker (the clip itself if it is the only one)."""
+        """Up to 4 s of another clip of the same speaker (the clip itself if it is the only one, or
+        for a `self_reference` share of the crops)."""
         same = self.by_speaker[self.data.clips[i]["speaker"]]
-        j = self.rng.choice([k for k in same if k != i] or [i])
+        if self.cfg.self_reference and self.rng.random() < self.cfg.self_reference:
+            j = i
+        else:
+            j = self.rng.choice([k for k in same if k != i] or [i])
         audio = self.data.audio_of(j)
         n = min(len(audio), int(seconds * 16000))
         start = self.rng.randint(0, len(audio) - n)
