@@ -8,7 +8,9 @@ the refiner), another codec's vocoder (`+other/folder`) and a mel post-filter (`
 unsharp masking of the log-mel along time and along frequency, 5-frame / 5-bin averages, with
 these gains; a test of whether the smoothed mel alone costs the words; or `@m=1,v=1`: each mel bin's mean
 and spread over the clip moved towards those of the voice reference, the clip's own first 6 s, with these
-strengths, the "global variance" remedy for over-smoothed regression):
+strengths, the "global variance" remedy for over-smoothed regression); a trailing `~rev` takes the voice
+from the clip played backwards: its register and timbre without its words, to check that a gain from
+voicing a codec with the clip itself is the voice, not the words leaking through the speaker embedding):
 
     python bench/codec_variants.py ../shared/data/real_speech/ljspeech_lj001 \\
         src/unisono/assets/unisono-tiny/speech  runs/x/speech+runs/y/speech  runs/z/speech:0.3
@@ -57,7 +59,7 @@ def match_statistics(mel: torch.Tensor, reference: torch.Tensor, mean_gain: floa
 def load_variant(spec: str):
     from unisono.model.speech.codec import SpeechCodec
 
-    spec = spec.removeprefix("copy:")
+    spec = spec.removeprefix("copy:").removesuffix("~rev")
     spec, _, post_filter = spec.partition("@")
     base, _, vocoder = spec.partition("+")
     folder, _, temperature = base.partition(":")
@@ -109,7 +111,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("set", help="a JSONL manifest, a set folder, or a prepared codec data folder (its training clips)")
-    ap.add_argument("variants", nargs="+", help="codec folder[:temperature|:off][+vocoder codec folder][@t=GAIN,f=GAIN | @m=GAIN,v=GAIN]")
+    ap.add_argument("variants", nargs="+", help="codec folder[:temperature|:off][+vocoder codec folder][@t=GAIN,f=GAIN | @m=GAIN,v=GAIN][~rev]")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the figures as JSON here")
@@ -140,7 +142,8 @@ def main() -> None:
                 wave = copy_synthesis(codec, audio)
             else:
                 codec.reference_mel = codec.mel(torch.from_numpy(audio[: 6 * 16000]).float())  # as the voice embedding reads it
-                wave = codec.detokenize(tokens, codec.speaker_embedding(audio))
+                voice = audio[::-1].copy() if spec.endswith("~rev") else audio
+                wave = codec.detokenize(tokens, codec.speaker_embedding(voice))
             hyps[spec] = recognizer.transcribe(wave, language="en")
         for variant, hyp in hyps.items():
             counts[variant].append(count_errors(reference, score.normalize(hyp), score.unit))

@@ -1,0 +1,45 @@
+"""Word error rates of the variants of several `bench/codec_variants.py --out` files, all on the
+clips of the set where none of them, nor the original audio, looped (a recogniser's runaway clip
+can outweigh the rest, and each file otherwise drops its own):
+
+    python bench/codec_common_clips.py docs/codec/variants-dev-cyc1g.json docs/codec/variants-dev-self.json
+
+The files must score the same set, clip for clip (the same set and --limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def main() -> None:
+    from unisono.eval.codec import is_runaway
+    from unisono.eval.metrics import count_errors, total
+    from unisono.eval.normalize import default_scoring_name, make_scoring
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", nargs="+")
+    args = ap.parse_args()
+    runs = [json.load(open(f)) for f in args.files]
+    ids = [c["id"] for c in runs[0]["per_clip"]]
+    for f, run in zip(args.files, runs):
+        if [c["id"] for c in run["per_clip"]] != ids:
+            raise SystemExit(f"{f} does not score the clips of {args.files[0]}, in that order")
+    name = runs[0]["set"].rstrip("/").split("/")[-1]
+    score = make_scoring(default_scoring_name(name, "en"))
+    counts: dict[str, list] = {}
+    for run in runs:
+        for variant in run["per_clip"][0]["hyp"]:
+            if variant in counts:  # the original audio, in every file: scored once
+                continue
+            counts[variant] = [count_errors(score.normalize(c["reference"]), score.normalize(c["hyp"][variant]), score.unit)
+                               for c in run["per_clip"]]
+    keep = [i for i in range(len(ids)) if not any(is_runaway(cs[i]) for cs in counts.values())]
+    print(f"{name}: the {len(keep)} clips of {len(ids)} where no variant loops")
+    for variant, cs in counts.items():
+        print(f"  {100 * total([cs[i] for i in keep]).rate:6.1f}%  {variant}")
+
+
+if __name__ == "__main__":
+    main()
