@@ -10,7 +10,8 @@ these gains; a test of whether the smoothed mel alone costs the words; or `@m=1,
 and spread over the clip moved towards those of the voice reference, the clip's own first 6 s, with these
 strengths, the "global variance" remedy for over-smoothed regression); a trailing `~rev` takes the voice
 from the clip played backwards: its register and timbre without its words, to check that a gain from
-voicing a codec with the clip itself is the voice, not the words leaking through the speaker embedding):
+voicing a codec with the clip itself is the voice, not the words leaking through the speaker embedding;
+`~other`: the voice from the next clip of the same speaker in the set, as a voice prompt would be):
 
     python bench/codec_variants.py ../shared/data/real_speech/ljspeech_lj001 \\
         src/unisono/assets/unisono-tiny/speech  runs/x/speech+runs/y/speech  runs/z/speech:0.3
@@ -59,7 +60,7 @@ def match_statistics(mel: torch.Tensor, reference: torch.Tensor, mean_gain: floa
 def load_variant(spec: str):
     from unisono.model.speech.codec import SpeechCodec
 
-    spec = spec.removeprefix("copy:").removesuffix("~rev")
+    spec = spec.removeprefix("copy:").removesuffix("~rev").removesuffix("~other")
     spec, _, post_filter = spec.partition("@")
     base, _, vocoder = spec.partition("+")
     folder, _, temperature = base.partition(":")
@@ -111,7 +112,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("set", help="a JSONL manifest, a set folder, or a prepared codec data folder (its training clips)")
-    ap.add_argument("variants", nargs="+", help="codec folder[:temperature|:off][+vocoder codec folder][@t=GAIN,f=GAIN | @m=GAIN,v=GAIN][~rev]")
+    ap.add_argument("variants", nargs="+", help="codec folder[:temperature|:off][+vocoder codec folder][@t=GAIN,f=GAIN | @m=GAIN,v=GAIN][~rev|~other]")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the figures as JSON here")
@@ -123,10 +124,17 @@ def main() -> None:
     if Path(args.set, "clips.jsonl").is_file():
         name, language = Path(args.set).name, "en"
         clips_in = training_clips(args.set, args.limit or 60)
+        if any(spec.endswith("~other") for spec in args.variants):
+            raise SystemExit("~other needs a set with speakers (a manifest), not a codec data folder")
     else:
         eval_set = load_set(args.set).head(args.limit)
         name, language = eval_set.name, eval_set.language
         clips_in = ((u.id, u.text, load_audio(u.audio, max_duration_s=120)) for u in eval_set.utterances)
+        by_speaker: dict = {}
+        for u in eval_set.utterances:
+            by_speaker.setdefault(u.speaker, []).append(u)
+        # the next clip of the speaker (cyclically); a speaker with one clip is voiced by itself
+        other_clip = {u.id: s[(s.index(u) + 1) % len(s)].audio for s in by_speaker.values() for u in s}
     score = make_scoring(default_scoring_name(name, language))
     recognizer = build_system(args.recognizer, threads=args.threads)
     codecs = {spec: load_variant(spec) for spec in args.variants}
@@ -143,6 +151,8 @@ def main() -> None:
             else:
                 codec.reference_mel = codec.mel(torch.from_numpy(audio[: 6 * 16000]).float())  # as the voice embedding reads it
                 voice = audio[::-1].copy() if spec.endswith("~rev") else audio
+                if spec.endswith("~other"):
+                    voice = load_audio(other_clip[clip_id], max_duration_s=120)
                 wave = codec.detokenize(tokens, codec.speaker_embedding(voice))
             hyps[spec] = recognizer.transcribe(wave, language="en")
         for variant, hyp in hyps.items():
