@@ -28,9 +28,18 @@ def condition_of(row: dict) -> str:
     return f"{meta.get('engine', '?')} {'degraded' if degraded else 'clean'}"
 
 
+def rates(counts: dict, ids: list[str]) -> str:
+    """'original X%; name Y%, ...' over these clips (the original audio's counts are those of the first report)."""
+    from unisono.eval.metrics import total
+
+    first = next(iter(counts.values()))
+    resynth = ", ".join(f"{name} {100 * total([c[k][1] for k in ids]).rate:.1f}%" for name, c in counts.items())
+    return f"original {100 * total([first[k][0] for k in ids]).rate:.1f}%; {resynth}"
+
+
 def main() -> None:
     from unisono.eval.codec import is_runaway
-    from unisono.eval.metrics import count_errors, total
+    from unisono.eval.metrics import count_errors
     from unisono.eval.normalize import default_scoring_name, make_scoring
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,23 +61,15 @@ def main() -> None:
                             for c in s["clips"]}
         ids = [k for k in counts[next(iter(counts))]
                if all(k in c for c in counts.values()) and not any(is_runaway(x) for c in counts.values() for x in c[k])]
-        orig = total([counts[next(iter(counts))][k][0] for k in ids]).rate
-        line = ", ".join(f"{name} {100 * total([c[k][1] for k in ids]).rate:.1f}%" for name, c in counts.items())
-        print(f"{eval_set['name']}: {len(ids)} of {len(eval_set['clips'])} clips; original {100 * orig:.1f}%; {line}")
+        print(f"{eval_set['name']}: {len(ids)} of {len(eval_set['clips'])} clips; {rates(counts, ids)}")
         if args.by_condition:
-            rows = {}
-            for line_ in open(eval_set["manifest"]):
-                row = json.loads(line_)
-                rows[row["id"]] = row
+            with open(eval_set["manifest"]) as f:
+                rows = {row["id"]: row for row in map(json.loads, f)}
             groups = defaultdict(list)
             for k in ids:
                 groups[condition_of(rows.get(k, {}))].append(k)
-            first_name = next(iter(counts))
             for group, members in sorted(groups.items()):
-                orig = total([counts[first_name][k][0] for k in members]).rate
-                line = ", ".join(f"{name} {100 * total([c[k][1] for k in members]).rate:.1f}%" for name, c in counts.items())
-                print(f"    {group}: {len(members)} clips; original {100 * orig:.1f}%; {line}")
-
+                print(f"    {group}: {len(members)} clips; {rates(counts, members)}")
 
 if __name__ == "__main__":
     main()

@@ -7,7 +7,7 @@ synthesis without tokens, the vocoder's own share of the loss), optionally with 
 the refiner), another codec's vocoder (`+other/folder`) and a mel post-filter (`@t=0.5,f=0.5`:
 unsharp masking of the log-mel along time and along frequency, 5-frame / 5-bin averages, with
 these gains; a test of whether the smoothed mel alone costs the words; or `@m=1,v=1`: each mel bin's mean
-and spread over the clip moved towards those of the voice reference, the clip's own first 6 s, with these
+and spread over the clip moved towards those of the voice reference's first 6 s (the clip's own), with these
 strengths, the "global variance" remedy for over-smoothed regression); a trailing `~rev` takes the voice
 from the clip played backwards: its register and timbre without its words, to check that a gain from
 voicing a codec with the clip itself is the voice, not the words leaking through the speaker embedding;
@@ -76,7 +76,8 @@ def load_variant(spec: str):
     if post_filter:
         gains = {k: float(v) for k, v in (item.split("=") for item in post_filter.split(","))}
         mel = codec._mel
-        if {"m", "v"} & set(gains):  # the reference mel is set per clip (codec.reference_mel)
+        if {"m", "v"} & set(gains):  # main() sets the voice reference's mel per clip
+            codec.reference_mel = None
             codec._mel = lambda tokens, speaker, start=0: match_statistics(
                 mel(tokens, speaker, start), codec.reference_mel, gains.get("m", 0.0), gains.get("v", 0.0))
         else:
@@ -132,9 +133,10 @@ def main() -> None:
         clips_in = ((u.id, u.text, load_audio(u.audio, max_duration_s=120)) for u in eval_set.utterances)
         by_speaker: dict = {}
         for u in eval_set.utterances:
-            by_speaker.setdefault(u.speaker, []).append(u)
+            by_speaker.setdefault(u.speaker, []).append(u.id)
         # the next clip of the speaker (cyclically); a speaker with one clip is voiced by itself
-        other_clip = {u.id: s[(s.index(u) + 1) % len(s)].audio for s in by_speaker.values() for u in s}
+        audio_of = {u.id: u.audio for u in eval_set.utterances}
+        other_clip = {ids[k]: audio_of[ids[(k + 1) % len(ids)]] for ids in by_speaker.values() for k in range(len(ids))}
     score = make_scoring(default_scoring_name(name, language))
     recognizer = build_system(args.recognizer, threads=args.threads)
     codecs = {spec: load_variant(spec) for spec in args.variants}
@@ -149,10 +151,14 @@ def main() -> None:
             if spec.startswith("copy:"):
                 wave = copy_synthesis(codec, audio)
             else:
-                codec.reference_mel = codec.mel(torch.from_numpy(audio[: 6 * 16000]).float())  # as the voice embedding reads it
-                voice = audio[::-1].copy() if spec.endswith("~rev") else audio
-                if spec.endswith("~other"):
+                if spec.endswith("~rev"):
+                    voice = audio[::-1].copy()
+                elif spec.endswith("~other"):
                     voice = load_audio(other_clip[clip_id], max_duration_s=120)
+                else:
+                    voice = audio
+                if hasattr(codec, "reference_mel"):  # as the voice embedding reads it: the first 6 s
+                    codec.reference_mel = codec.mel(torch.from_numpy(voice[: 6 * 16000]).float())
                 wave = codec.detokenize(tokens, codec.speaker_embedding(voice))
             hyps[spec] = recognizer.transcribe(wave, language="en")
         for variant, hyp in hyps.items():
