@@ -13,6 +13,16 @@ import argparse
 import json
 
 
+def load(path: str) -> dict:
+    try:
+        with open(path) as f:
+            run = json.load(f)
+        run["set"], run["per_clip"][0]["hyp"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise SystemExit(f"{path}: not a `bench/codec_variants.py --out` file ({type(e).__name__}: {e})") from None
+    return run
+
+
 def main() -> None:
     from unisono.eval.codec import is_runaway
     from unisono.eval.metrics import count_errors, total
@@ -21,7 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
-    runs = [json.load(open(f)) for f in args.files]
+    runs = [load(f) for f in args.files]
     ids = [c["id"] for c in runs[0]["per_clip"]]
     for f, run in zip(args.files, runs):
         if [c["id"] for c in run["per_clip"]] != ids:
