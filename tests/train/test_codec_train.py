@@ -4,6 +4,7 @@ tokens, training jobs (loss falls, exact resume), export to a loadable codec."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -473,3 +474,82 @@ def test_the_voice_reference_is_another_clip_of_the_speaker_or_for_a_share_the_c
                                             log=lambda s: None).by_speaker.values()) > 1  # every speaker has other clips
     assert not any(sources(0.0)) and all(sources(1.0))
     assert 0.35 < np.mean(sources(0.5)) < 0.65
+
+
+@pytest.fixture(scope="module")
+def whisper_encoder() -> AudioEncoder:
+    return AudioEncoder.from_source("bundled:whisper-tiny.en")
+
+
+def test_the_transcript_loss_is_whispers_own_cross_entropy_and_reaches_only_the_audio(whisper_encoder):
+    from transformers import WhisperForConditionalGeneration
+
+    from tests.conftest import EXAMPLE_WAV
+    from unisono.audio.io import load_audio
+    from unisono.model.whisper_source import load_whisper_source
+    from unisono.train.codec_train import TranscriptLoss
+
+    text = ("Printing, in the only sense with which we are at present concerned, differs from most if not from all "
+            "the arts and crafts represented in the Exhibition")
+    audio = torch.from_numpy(load_audio(EXAMPLE_WAV, 16000))
+    loss = TranscriptLoss("bundled:whisper-tiny.en", whisper_encoder)
+    ids = loss.token_ids(text, "en")
+    decoded = loss.tokenizer.decode(ids, skip_special_tokens=False)
+    assert decoded == "<|startoftranscript|><|notimestamps|> " + text + "<|endoftext|>"  # English-only: no language token
+    assert loss.reads("en") and loss.reads("en-US") and not loss.reads("zh")
+
+    wave = audio.clone().requires_grad_(True)
+    right = loss([wave], [text], ["en"])
+    right.backward()
+    assert wave.grad is not None and float(wave.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in list(loss.decoder.parameters()) + list(loss.encoder.parameters()))
+    wrong = loss([audio], [" ".join(reversed(text.split()))], ["en"])
+    assert float(right.detach()) < 0.5 < 2.0 < float(wrong)  # the recogniser reads this clip almost without error
+
+    # the same number from transformers' own loss, its decoder fed the same encoder frames
+    config, state = load_whisper_source("bundled:whisper-tiny.en")
+    reference = WhisperForConditionalGeneration(config)
+    reference.load_state_dict(state)
+    with torch.no_grad():
+        from unisono.audio.features import batch_log_mel
+
+        mel, lengths = batch_log_mel([audio], n_mels=80)
+        frames, _ = whisper_encoder(mel, lengths)
+        seq = torch.tensor(ids)
+        labels = seq[1:].clone()
+        labels[:1] = -100  # the prompt (start, no timestamps) is given, not predicted
+        out = reference(encoder_outputs=(frames,), decoder_input_ids=seq[None, :-1], labels=labels[None])
+    assert float(right.detach()) == pytest.approx(float(out.loss), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_token2mel_with_the_transcript_loss_trains_on_whole_readable_clips_through_a_frozen_vocoder(prepared, tmp_path, whisper_encoder):
+    quiet = lambda s: None  # noqa: E731
+    data, tokens, start, shipped = run_and_exported_codec(prepared, tmp_path, seed=3)
+    cfg = TrainConfig(steps=30, lr=3e-3, warmup=5, batch=4, max_tokens=34, log_every=5, checkpoint_every=10,
+                      init_from=str(start), transcript_weight=1.0, transcript_clips=2)
+    job = Token2MelJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=quiet, encoder=whisper_encoder)
+    assert job.reencoder is None and job.cycle_vocoder is not None
+    # clips of 1.0-1.45 s are 25-37 tokens: those over 34 are left out, whole clips are never cropped
+    assert job.transcript_pool and all(data.clips[i]["tokens"] <= 34 for i in job.transcript_pool)
+    assert len(job.transcript_pool) < len(data)
+    job.train()
+    log = [json.loads(line) for line in open(tmp_path / "run/token2mel.jsonl")]
+    assert all(np.isfinite(row["transcript"]) for row in log)
+    assert log[-1]["transcript"] < log[0]["transcript"]  # it learns to make its texts readable
+    for k, v in shipped.vocoder.state_dict().items():  # the vocoder it speaks through stays as it was
+        torch.testing.assert_close(job.cycle_vocoder.state_dict()[k], v.float())
+    with pytest.raises(ValueError, match="transcript loss needs clips"):
+        Token2MelJob(data, tokens, tmp_path / "short", codec_config(), replace(cfg, max_tokens=5), log=quiet,
+                     encoder=whisper_encoder)
+
+
+def test_only_the_token2mel_model_takes_the_transcript_loss_from_the_command_line(prepared, tmp_path):
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=lambda s: None)
+    res = CliRunner().invoke(app, ["codec", "train", "vocoder-gta", str(prepared / "data"), str(tmp_path / "run"),
+                                   "--transcript-weight", "1"])
+    assert res.exit_code == 2 and "token-to-mel model only" in res.output

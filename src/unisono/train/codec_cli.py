@@ -177,6 +177,12 @@ def train(
         0.0, min=0.0, max=1.0,
         help="token2mel, refiner, vocoder-gta: share of crops whose voice reference is a span of their own clip instead "
              "of another clip of the same speaker (synthetic voices speak each clip at its own pitch)."),
+    transcript_weight: float = typer.Option(
+        0.0, min=0.0, help="token2mel: weight of the transcript loss (whole clips, voiced by the frozen vocoder as for "
+                           "--cycle-weight, are read by the tokenizer's Whisper model, its decoder fed their text); 0 is off. "
+                           "That model is also the recogniser `unisono eval codec` scores with: judge such a codec with "
+                           "an independent one too (bench/codec_variants.py --recognizer pocketsphinx)."),
+    transcript_clips: int = typer.Option(4, min=1, help="token2mel: whole clips a step for the transcript loss."),
     depth: Optional[int] = typer.Option(
         None, min=1, help="token2mel: blocks of the token-to-mel model, written to the run's codec.json. Deeper than the "
                           "--init-from model: the blocks it lacks are appended as identities, so the fine-tune starts "
@@ -219,6 +225,8 @@ def train(
         raise typer.BadParameter("the vocoder hears no voice reference", param_hint="--self-reference")
     if cycle_layer and not cycle_weight:
         raise typer.BadParameter("the layers are the re-encoding loss's: give --cycle-weight too", param_hint="--cycle-layer")
+    if transcript_weight and part != "token2mel":
+        raise typer.BadParameter("the transcript loss trains the token-to-mel model only", param_hint="--transcript-weight")
     if cycle_vocoder and part != "token2mel":
         raise typer.BadParameter("a frozen vocoder voices the token-to-mel model's mels only; vocoder-gta trains its own",
                                  param_hint="--cycle-vocoder")
@@ -244,7 +252,8 @@ def train(
                       init_from=str(init_from) if init_from else None, oversample=tuple(pairs),
                       cycle_weight=cycle_weight, cycle_vocoder=str(cycle_vocoder) if cycle_vocoder else None,
                       cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, cycle_layers=tuple(cycle_layer),
-                      self_reference=self_reference, threads=threads)
+                      self_reference=self_reference, transcript_weight=transcript_weight,
+                      transcript_clips=transcript_clips, threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":

@@ -130,6 +130,11 @@ class TrainConfig:
     # "speaker" (engine and voice) speaks each clip at its own drawn pitch and rate, so another clip of it
     # tells the model the timbre but not the register it must reproduce.
     self_reference: float = 0.0
+    # token2mel: weight of the transcript loss (0: off). `transcript_clips` whole clips a step (of at most
+    # `max_tokens` tokens, in a language the tokenizer's Whisper model reads) are voiced by the frozen vocoder
+    # and the model's decoder is asked for their text (see `TranscriptLoss`).
+    transcript_weight: float = 0.0
+    transcript_clips: int = 4
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -363,6 +368,76 @@ class Reencoder:
         return (scaled * mask).sum() / (mask.sum() * f.shape[-1] * len(self.layers))
 
 
+class TranscriptLoss:
+    """Clips and their texts -> the cross-entropy of the tokenizer's Whisper model (its encoder, then its
+    decoder fed the text: teacher forcing, no timestamps) reading each text from its clip, differentiable
+    with respect to the audio. The re-encoding loss pulls every feature towards the real audio's, the
+    ones that tell words apart no more than the rest; this weighs them by what a recogniser needs.
+
+    The encoder runs on the clip alone, as the tokenizer runs it, not on Whisper's 30 s padded window
+    (six times cheaper on an 8 s clip; the cross-entropy on real clips is a little higher, 1.18 against
+    1.00 on four training clips). The recogniser that scores the codec is this same model, so a codec
+    trained with this loss has to be judged by an independent one as well (PocketSphinx)."""
+
+    def __init__(self, source: str, encoder: torch.nn.Module):
+        from tokenizers import Tokenizer
+        from transformers import WhisperForConditionalGeneration
+
+        from unisono.model.whisper_source import load_whisper_source, resolve_whisper_source
+
+        config, state = load_whisper_source(source)
+        whisper = WhisperForConditionalGeneration(config)
+        whisper.load_state_dict(state, strict=False)  # the encoder half is not used: `encoder` is the tokenizer's
+        self.decoder, self.proj_out = whisper.model.decoder.eval(), whisper.proj_out
+        for module in (self.decoder, self.proj_out):
+            module.requires_grad_(False)
+        encoder = copy.deepcopy(encoder)  # as in Reencoder: gradients must reach the input
+        encoder.config.variable_length, encoder.config.frozen = True, False
+        self.encoder = encoder.requires_grad_(False).eval()
+        path, _ = resolve_whisper_source(source)
+        tokenizer_file = (path if path.is_dir() else path.parent) / "tokenizer.json"
+        if not tokenizer_file.is_file():
+            raise FileNotFoundError(f"the transcript loss needs the Whisper model's tokenizer.json: not in {tokenizer_file.parent}")
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.multilingual = config.vocab_size >= 51865  # Whisper's own test
+        self.end = self._special("<|endoftext|>")
+
+    def _special(self, token: str) -> int:
+        found = self.tokenizer.token_to_id(token)
+        if found is None:
+            raise ValueError(f"{token} is not in the Whisper model's tokenizer")
+        return found
+
+    def reads(self, language: str) -> bool:
+        return self.multilingual or language.split("-")[0].lower() == "en"
+
+    def token_ids(self, text: str, language: str) -> list[int]:
+        """The decoder's sequence for a clip: start, [language, transcribe,] no timestamps, text, end."""
+        prompt = [self._special("<|startoftranscript|>")]
+        if self.multilingual:
+            prompt += [self._special(f"<|{language.split('-')[0].lower()}|>"), self._special("<|transcribe|>")]
+        prompt.append(self._special("<|notimestamps|>"))
+        return prompt + self.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids + [self.end]
+
+    def __call__(self, waves: list[torch.Tensor], texts: list[str], languages: list[str]) -> torch.Tensor:
+        """Mean cross-entropy per text token (the end token included) over the clips."""
+        from unisono.audio.features import batch_log_mel
+
+        mel, mel_lengths = batch_log_mel(waves, n_mels=self.encoder.config.n_mels)
+        frames, frame_lengths = self.encoder(mel, mel_lengths)
+        total, count = frames.new_zeros(()), 0
+        for b, (text, language) in enumerate(zip(texts, languages)):
+            n_text = len(self.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids) + 1
+            seq = torch.tensor(self.token_ids(text, language))
+            # one clip at a time: Whisper's decoder takes no mask over the frames, so no padding may reach it
+            hidden = self.decoder(input_ids=seq[None, :-1],
+                                  encoder_hidden_states=frames[b: b + 1, : int(frame_lengths[b])]).last_hidden_state
+            logits = self.proj_out(hidden[0, -n_text:])
+            total = total + F.cross_entropy(logits, seq[-n_text:], reduction="sum")
+            count += n_text
+        return total / count
+
+
 class Token2MelJob(_Job):
     name = "token2mel"
 
@@ -378,11 +453,13 @@ class Token2MelJob(_Job):
         self.draw_weights = data.draw_weights(cfg.oversample) if cfg.oversample else None
         super().__init__(run, codec_config, cfg, log)
         self.mel = MelSpectrogram(codec_config.mel)
-        self.reencoder, self.cycle_vocoder, self.cycle_source = None, None, None
+        self.reencoder, self.cycle_vocoder, self.cycle_source, self.transcript = None, None, None, None
+        if self.name == "token2mel" and (cfg.cycle_weight > 0 or cfg.transcript_weight > 0):
+            self._setup_cycle_vocoder()
         if cfg.cycle_weight > 0 and self.name in ("token2mel", "vocoder-gta"):
-            if self.name == "token2mel":
-                self._setup_cycle_vocoder()
             self._setup_reencoder(encoder)
+        if cfg.transcript_weight > 0 and self.name == "token2mel":
+            self._setup_transcript(encoder)
 
     def _setup_cycle_vocoder(self) -> None:
         """The frozen vocoder that voices the predicted mels for the re-encoding loss (`cycle_vocoder`; by
@@ -417,6 +494,23 @@ class Token2MelJob(_Job):
         voiced_by = f"the vocoder of {self.cycle_source}" if self.cycle_vocoder is not None else "the vocoder in training"
         self.log(f"{self.name}: re-encoding loss (weight {self.cfg.cycle_weight}) through {voiced_by} "
                  f"and encoder layers {', '.join(map(str, self.reencoder.layers))}")
+
+    def _setup_transcript(self, encoder: torch.nn.Module | None) -> None:
+        """The tokenizer's Whisper model as a recogniser, and the clips it can be asked to read."""
+        from unisono.model.encoder import AudioEncoder
+
+        source = self.codec_config.tokenizer.encoder_source
+        if encoder is None:
+            encoder = self.reencoder.encoder if self.reencoder is not None else AudioEncoder.from_source(source)
+        self.transcript = TranscriptLoss(source, encoder)
+        self.transcript_pool = [i for i, c in enumerate(self.data.clips)
+                                if c["tokens"] <= self.cfg.max_tokens and c.get("text", "").strip()
+                                and self.transcript.reads(c.get("language", "en"))]
+        if not self.transcript_pool:
+            raise ValueError(f"the transcript loss needs clips with a text, of at most {self.cfg.max_tokens} tokens, "
+                             f"in a language {source} reads: none in {self.data.directory}")
+        self.log(f"{self.name}: transcript loss (weight {self.cfg.transcript_weight}) through the vocoder of "
+                 f"{self.cycle_source} and {source}, on {len(self.transcript_pool)} of {len(self.data)} clips")
 
     def build(self):
         c = self.codec_config
@@ -474,7 +568,6 @@ class Token2MelJob(_Job):
         target = torch.full((len(crops), self.codec_config.mel.n_mels, up * T), floor)
         waves = torch.zeros(len(crops), spt * T)
         lengths = torch.tensor([n for _, _, n in crops])
-        refs = []
         for b, (i, a, n) in enumerate(crops):
             c = self.data.clips[i]
             tokens[b, :n] = torch.from_numpy(self.tokens[c["feature_offset"] + a: c["feature_offset"] + a + n].astype(np.int64))
@@ -482,13 +575,31 @@ class Token2MelJob(_Job):
             waves[b, : len(audio)] = audio
             m = self.mel(audio)[:, : up * n]
             target[b, :, : m.shape[-1]] = m
-            refs.append(self._reference(i))
-        ref_len = torch.tensor([len(r) // self.codec_config.mel.hop_length + 1 for r in refs])
+        ref_mel, ref_len = self._reference_mels([i for i, _, _ in crops])
+        return tokens, lengths, target, ref_mel, ref_len, waves
+
+    def _reference_mels(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The voice references of clips `idx` (see `_reference`): mels (B, n_mels, R) and their lengths (B,)."""
+        refs = [self._reference(i) for i in idx]
         ref = torch.zeros(len(refs), max(len(r) for r in refs))
         for b, r in enumerate(refs):
             ref[b, : len(r)] = torch.from_numpy(r)
-        ref_mel = self.mel(ref)
-        return tokens, lengths, target, ref_mel, ref_len, waves
+        return self.mel(ref), torch.tensor([len(r) // self.codec_config.mel.hop_length + 1 for r in refs])
+
+    def transcript_loss(self) -> torch.Tensor:
+        """Whole clips of the transcript pool, resynthesised (voice as in `batch`) and read back against their texts."""
+        up = self.codec_config.token2mel.upsample
+        idx = [self.rng.choice(self.transcript_pool) for _ in range(self.cfg.transcript_clips)]
+        clips = [self.data.clips[i] for i in idx]
+        T = max(c["tokens"] for c in clips)
+        tokens = torch.zeros(len(idx), T, dtype=torch.long)
+        for b, c in enumerate(clips):
+            tokens[b, : c["tokens"]] = torch.from_numpy(
+                self.tokens[c["feature_offset"]: c["feature_offset"] + c["tokens"]].astype(np.int64))
+        lengths = torch.tensor([c["tokens"] for c in clips])
+        pred = self.modules["token2mel"](tokens, self.modules["speaker"](*self._reference_mels(idx)), lengths)
+        fake = [self.cycle_vocoder(pred[b: b + 1, :, : up * c["tokens"]])[0] for b, c in enumerate(clips)]
+        return self.transcript(fake, [c["text"] for c in clips], [c.get("language", "en") for c in clips])
 
     def loss(self):
         tokens, lengths, target, ref_mel, ref_len, waves = self.batch()
@@ -497,15 +608,19 @@ class Token2MelJob(_Job):
         up = self.codec_config.token2mel.upsample
         mask = length_mask(lengths * up, pred.shape[-1])[:, None, :].float()  # (B, 1, 4T)
         l1 = ((pred - target).abs() * mask).sum() / (mask.sum() * pred.shape[1])
-        if self.reencoder is None:
-            return l1, {"mel_l1": float(l1.detach())}
-        spt = self.codec_config.tokenizer.samples_per_token
-        n = lengths[: self.cfg.cycle_clips].clamp(max=self.cfg.cycle_tokens).tolist()
-        # one clip at a time through the vocoder: no padding reaches the audio that is compared
-        fake = [self.cycle_vocoder(pred[b: b + 1, :, : up * k])[0] for b, k in enumerate(n)]
-        real = [waves[b, : spt * k] for b, k in enumerate(n)]
-        cycle = self.reencoder.distance(fake, real)
-        return l1 + self.cfg.cycle_weight * cycle, {"mel_l1": float(l1.detach()), "cycle": float(cycle.detach())}
+        total, parts = l1, {"mel_l1": float(l1.detach())}
+        if self.reencoder is not None:
+            spt = self.codec_config.tokenizer.samples_per_token
+            n = lengths[: self.cfg.cycle_clips].clamp(max=self.cfg.cycle_tokens).tolist()
+            # one clip at a time through the vocoder: no padding reaches the audio that is compared
+            fake = [self.cycle_vocoder(pred[b: b + 1, :, : up * k])[0] for b, k in enumerate(n)]
+            real = [waves[b, : spt * k] for b, k in enumerate(n)]
+            cycle = self.reencoder.distance(fake, real)
+            total, parts["cycle"] = total + self.cfg.cycle_weight * cycle, float(cycle.detach())
+        if self.transcript is not None:
+            transcript = self.transcript_loss()
+            total, parts["transcript"] = total + self.cfg.transcript_weight * transcript, float(transcript.detach())
+        return total, parts
 
 
 def load_frozen_token2mel(run: Path, c: CodecConfig) -> tuple[SpeakerEncoder, Token2Mel]:
