@@ -539,6 +539,16 @@ def test_token2mel_with_the_transcript_loss_trains_on_whole_readable_clips_throu
     assert log[-1]["transcript"] < log[0]["transcript"]  # it learns to make its texts readable
     for k, v in shipped.vocoder.state_dict().items():  # the vocoder it speaks through stays as it was
         torch.testing.assert_close(job.cycle_vocoder.state_dict()[k], v.float())
+    # --oversample weighs the whole clips as it weighs the crops
+    rows = [json.loads(line) for line in open(prepared / "synth/manifest.jsonl")]
+    first = [data.clips[i]["id"] for i in job.transcript_pool[:2]]
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] in first))
+    weighted = Token2MelJob(data, tokens, tmp_path / "weighted", codec_config(), replace(cfg, oversample=((str(few), 5.0),)),
+                            log=quiet, encoder=whisper_encoder)
+    drawn = np.bincount(weighted.draw_transcript_clips(20000), minlength=len(data))[job.transcript_pool] / 20000
+    expected = np.array([5.0, 5.0] + [1.0] * (len(job.transcript_pool) - 2))
+    np.testing.assert_allclose(drawn, expected / expected.sum(), atol=0.01)
     with pytest.raises(ValueError, match="transcript loss needs clips"):
         Token2MelJob(data, tokens, tmp_path / "short", codec_config(), replace(cfg, max_tokens=5), log=quiet,
                      encoder=whisper_encoder)

@@ -586,10 +586,16 @@ class Token2MelJob(_Job):
             ref[b, : len(r)] = torch.from_numpy(r)
         return self.mel(ref), torch.tensor([len(r) // self.codec_config.mel.hop_length + 1 for r in refs])
 
+    def draw_transcript_clips(self, n: int) -> list[int]:
+        """n clips of the transcript pool, uniformly or by the --oversample weights."""
+        if self.draw_weights is None:
+            return [self.rng.choice(self.transcript_pool) for _ in range(n)]
+        return self.rng.choices(self.transcript_pool, weights=[self.draw_weights[i] for i in self.transcript_pool], k=n)
+
     def transcript_loss(self) -> torch.Tensor:
         """Whole clips of the transcript pool, resynthesised (voice as in `batch`) and read back against their texts."""
         up = self.codec_config.token2mel.upsample
-        idx = [self.rng.choice(self.transcript_pool) for _ in range(self.cfg.transcript_clips)]
+        idx = self.draw_transcript_clips(self.cfg.transcript_clips)
         clips = [self.data.clips[i] for i in idx]
         T = max(c["tokens"] for c in clips)
         tokens = torch.zeros(len(idx), T, dtype=torch.long)
