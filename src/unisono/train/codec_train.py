@@ -411,13 +411,16 @@ class TranscriptLoss:
     def reads(self, language: str) -> bool:
         return self.multilingual or language.split("-")[0].lower() == "en"
 
-    def token_ids(self, text: str, language: str) -> list[int]:
-        """The decoder's sequence for a clip: start, [language, transcribe,] no timestamps, text, end."""
+    def prompt(self, language: str) -> list[int]:
+        """What the decoder is given before the text: start, [language, transcribe,] no timestamps."""
         prompt = [self._special("<|startoftranscript|>")]
         if self.multilingual:
             prompt += [self._special(f"<|{language.split('-')[0].lower()}|>"), self._special("<|transcribe|>")]
-        prompt.append(self._special("<|notimestamps|>"))
-        return prompt + self.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids + [self.end]
+        return prompt + [self._special("<|notimestamps|>")]
+
+    def token_ids(self, text: str, language: str) -> list[int]:
+        """The decoder's whole sequence for a clip: the prompt, the text, the end token."""
+        return self.prompt(language) + self.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids + [self.end]
 
     def __call__(self, waves: list[torch.Tensor], texts: list[str], languages: list[str]) -> torch.Tensor:
         """Mean cross-entropy per text token (the end token included) over the clips."""
@@ -427,8 +430,8 @@ class TranscriptLoss:
         frames, frame_lengths = self.encoder(mel, mel_lengths)
         total, count = frames.new_zeros(()), 0
         for b, (text, language) in enumerate(zip(texts, languages)):
-            n_text = len(self.tokenizer.encode(" " + text.strip(), add_special_tokens=False).ids) + 1
             seq = torch.tensor(self.token_ids(text, language))
+            n_text = len(seq) - len(self.prompt(language))  # the text and the end token are predicted
             # one clip at a time: Whisper's decoder takes no mask over the frames, so no padding may reach it
             hidden = self.decoder(input_ids=seq[None, :-1],
                                   encoder_hidden_states=frames[b: b + 1, : int(frame_lengths[b])]).last_hidden_state
