@@ -546,7 +546,7 @@ def test_token2mel_with_the_transcript_loss_trains_on_whole_readable_clips_throu
     few.write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] in first))
     weighted = Token2MelJob(data, tokens, tmp_path / "weighted", codec_config(), replace(cfg, oversample=((str(few), 5.0),)),
                             log=quiet, encoder=whisper_encoder)
-    drawn = np.bincount(weighted.draw_transcript_clips(20000), minlength=len(data))[job.transcript_pool] / 20000
+    drawn = np.bincount(weighted.draw_clips(20000, among=job.transcript_pool), minlength=len(data))[job.transcript_pool] / 20000
     expected = np.array([5.0, 5.0] + [1.0] * (len(job.transcript_pool) - 2))
     np.testing.assert_allclose(drawn, expected / expected.sum(), atol=0.01)
     with pytest.raises(ValueError, match="transcript loss needs clips"):

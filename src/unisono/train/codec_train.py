@@ -533,11 +533,12 @@ class Token2MelJob(_Job):
         else:
             module.load_state_dict(state)
 
-    def draw_clips(self, n: int) -> list[int]:
-        """n clip indices, uniformly or by the --oversample weights."""
+    def draw_clips(self, n: int, among: list[int] | None = None) -> list[int]:
+        """n clip indices (of all clips, or of `among`), uniformly or by the --oversample weights."""
+        pool = range(len(self.data)) if among is None else among
         if self.draw_weights is None:
-            return [self.rng.randrange(len(self.data)) for _ in range(n)]
-        return self.rng.choices(range(len(self.data)), weights=self.draw_weights, k=n)
+            return [self.rng.choice(pool) for _ in range(n)]
+        return self.rng.choices(pool, weights=[self.draw_weights[i] for i in pool], k=n)
 
     def _reference(self, i: int, seconds: float = 4.0) -> np.ndarray:
         """Up to 4 s of another clip of the same speaker (the clip itself if it is the only one, or
@@ -573,13 +574,18 @@ class Token2MelJob(_Job):
         lengths = torch.tensor([n for _, _, n in crops])
         for b, (i, a, n) in enumerate(crops):
             c = self.data.clips[i]
-            tokens[b, :n] = torch.from_numpy(self.tokens[c["feature_offset"] + a: c["feature_offset"] + a + n].astype(np.int64))
+            tokens[b, :n] = self._tokens_of(c, a, n)
             audio = torch.from_numpy(self.data.audio_of(i)[a * spt: (a + n) * spt])
             waves[b, : len(audio)] = audio
             m = self.mel(audio)[:, : up * n]
             target[b, :, : m.shape[-1]] = m
         ref_mel, ref_len = self._reference_mels([i for i, _, _ in crops])
         return tokens, lengths, target, ref_mel, ref_len, waves
+
+    def _tokens_of(self, clip: dict, start: int, n: int) -> torch.Tensor:
+        """Tokens start..start+n of a stored clip, as int64."""
+        offset = clip["feature_offset"] + start
+        return torch.from_numpy(self.tokens[offset: offset + n].astype(np.int64))
 
     def _reference_mels(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The voice references of clips `idx` (see `_reference`): mels (B, n_mels, R) and their lengths (B,)."""
@@ -589,22 +595,15 @@ class Token2MelJob(_Job):
             ref[b, : len(r)] = torch.from_numpy(r)
         return self.mel(ref), torch.tensor([len(r) // self.codec_config.mel.hop_length + 1 for r in refs])
 
-    def draw_transcript_clips(self, n: int) -> list[int]:
-        """n clips of the transcript pool, uniformly or by the --oversample weights."""
-        if self.draw_weights is None:
-            return [self.rng.choice(self.transcript_pool) for _ in range(n)]
-        return self.rng.choices(self.transcript_pool, weights=[self.draw_weights[i] for i in self.transcript_pool], k=n)
-
     def transcript_loss(self) -> torch.Tensor:
         """Whole clips of the transcript pool, resynthesised (voice as in `batch`) and read back against their texts."""
         up = self.codec_config.token2mel.upsample
-        idx = self.draw_transcript_clips(self.cfg.transcript_clips)
+        idx = self.draw_clips(self.cfg.transcript_clips, among=self.transcript_pool)
         clips = [self.data.clips[i] for i in idx]
         T = max(c["tokens"] for c in clips)
         tokens = torch.zeros(len(idx), T, dtype=torch.long)
         for b, c in enumerate(clips):
-            tokens[b, : c["tokens"]] = torch.from_numpy(
-                self.tokens[c["feature_offset"]: c["feature_offset"] + c["tokens"]].astype(np.int64))
+            tokens[b, : c["tokens"]] = self._tokens_of(c, 0, c["tokens"])
         lengths = torch.tensor([c["tokens"] for c in clips])
         pred = self.modules["token2mel"](tokens, self.modules["speaker"](*self._reference_mels(idx)), lengths)
         fake = [self.cycle_vocoder(pred[b: b + 1, :, : up * c["tokens"]])[0] for b, c in enumerate(clips)]
