@@ -554,6 +554,39 @@ def test_token2mel_with_the_transcript_loss_trains_on_whole_readable_clips_throu
                      encoder=whisper_encoder)
 
 
+def test_the_voice_term_is_the_l1_between_long_term_spectra_of_the_transcript_clips(prepared, tmp_path, whisper_encoder):
+    from unisono.model.speech.mel import MelSpectrogram
+
+    data, tokens, start, _ = run_and_exported_codec(prepared, tmp_path, seed=4)
+    cfg = TrainConfig(steps=2, batch=2, max_tokens=34, init_from=str(start), transcript_weight=1.0, transcript_clips=3,
+                      voice_weight=1.0)
+    job = Token2MelJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=lambda s: None, encoder=whisper_encoder)
+
+    class Flat(torch.nn.Module):  # the same log-mel in every frame: its long-term spectrum is that column
+        def __init__(self):
+            super().__init__()
+            self.column = torch.nn.Parameter(torch.linspace(-9.0, -2.0, job.codec_config.mel.n_mels)[:, None])
+
+        def forward(self, tokens, speaker, lengths):
+            return self.column.expand(-1, job.codec_config.token2mel.upsample * tokens.shape[1])[None].expand(len(tokens), -1, -1)
+
+    job.modules["token2mel"] = flat = Flat()
+    state = job.rng.getstate()
+    drawn = job.draw_clips(3, among=job.transcript_pool)
+    job.rng.setstate(state)
+    transcript, voice = job.transcript_loss()
+    mel, spt = MelSpectrogram(job.codec_config.mel), job.codec_config.tokenizer.samples_per_token
+    expected = []
+    for i in drawn:
+        n = data.clips[i]["tokens"]
+        real = mel(torch.from_numpy(data.audio_of(i)[: spt * n]))[:, : 4 * n]
+        expected.append(float((flat.column[:, 0].detach() - real.mean(-1)).abs().mean()))
+    assert float(voice.detach()) == pytest.approx(float(np.mean(expected)), rel=1e-5)
+    assert float(voice.detach()) > 0.1 and torch.isfinite(transcript)
+    voice.backward()
+    assert flat.column.grad is not None and flat.column.grad.abs().sum() > 0
+
+
 def test_only_the_token2mel_model_takes_the_transcript_loss_from_the_command_line(prepared, tmp_path):
     from typer.testing import CliRunner
 
@@ -563,3 +596,6 @@ def test_only_the_token2mel_model_takes_the_transcript_loss_from_the_command_lin
     res = CliRunner().invoke(app, ["codec", "train", "vocoder-gta", str(prepared / "data"), str(tmp_path / "run"),
                                    "--transcript-weight", "1"])
     assert res.exit_code == 2 and "token-to-mel model only" in res.output
+    res = CliRunner().invoke(app, ["codec", "train", "token2mel", str(prepared / "data"), str(tmp_path / "run"),
+                                   "--voice-weight", "1"])
+    assert res.exit_code == 2 and "--transcript-weight too" in res.output

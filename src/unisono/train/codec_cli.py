@@ -183,6 +183,10 @@ def train(
                            "That model is also the recogniser `unisono eval codec` scores with: judge such a codec with "
                            "an independent one too (bench/codec_variants.py --recognizer pocketsphinx)."),
     transcript_clips: int = typer.Option(4, min=1, help="token2mel: whole clips a step for the transcript loss."),
+    voice_weight: float = typer.Option(
+        0.0, min=0.0, help="token2mel, with --transcript-weight: weight of an L1 between the long-term spectrum (the "
+                           "log-mel averaged over time) of each transcript clip's resynthesis and the clip's own: "
+                           "it keeps the voice's timbre while the transcript loss reshapes the frames."),
     depth: Optional[int] = typer.Option(
         None, min=1, help="token2mel: blocks of the token-to-mel model, written to the run's codec.json. Deeper than the "
                           "--init-from model: the blocks it lacks are appended as identities, so the fine-tune starts "
@@ -227,6 +231,9 @@ def train(
         raise typer.BadParameter("the layers are the re-encoding loss's: give --cycle-weight too", param_hint="--cycle-layer")
     if transcript_weight and part != "token2mel":
         raise typer.BadParameter("the transcript loss trains the token-to-mel model only", param_hint="--transcript-weight")
+    if voice_weight and not transcript_weight:
+        raise typer.BadParameter("it is taken on the transcript loss's clips: give --transcript-weight too",
+                                 param_hint="--voice-weight")
     if cycle_vocoder and part != "token2mel":
         raise typer.BadParameter("a frozen vocoder voices the token-to-mel model's mels only; vocoder-gta trains its own",
                                  param_hint="--cycle-vocoder")
@@ -253,7 +260,7 @@ def train(
                       cycle_weight=cycle_weight, cycle_vocoder=str(cycle_vocoder) if cycle_vocoder else None,
                       cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, cycle_layers=tuple(cycle_layer),
                       self_reference=self_reference, transcript_weight=transcript_weight,
-                      transcript_clips=transcript_clips, threads=threads)
+                      transcript_clips=transcript_clips, voice_weight=voice_weight, threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":

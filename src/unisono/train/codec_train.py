@@ -135,6 +135,10 @@ class TrainConfig:
     # and the model's decoder is asked for their text (see `TranscriptLoss`).
     transcript_weight: float = 0.0
     transcript_clips: int = 4
+    # token2mel, with the transcript loss: weight of an L1 between the long-term spectrum (log-mel averaged
+    # over time) of each transcript clip's resynthesis and of the clip. Being read is free to reshape every
+    # frame; this keeps the average, a voice's timbre and its recording's colour, where the clip has it.
+    voice_weight: float = 0.0
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -595,9 +599,10 @@ class Token2MelJob(_Job):
             ref[b, : len(r)] = torch.from_numpy(r)
         return self.mel(ref), torch.tensor([len(r) // self.codec_config.mel.hop_length + 1 for r in refs])
 
-    def transcript_loss(self) -> torch.Tensor:
-        """Whole clips of the transcript pool, resynthesised (voice as in `batch`) and read back against their texts."""
-        up = self.codec_config.token2mel.upsample
+    def transcript_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole clips of the transcript pool, resynthesised (voice as in `batch`) and read back against their
+        texts; and the L1 between the long-term spectra of the resyntheses' mels and the clips' own."""
+        up, spt = self.codec_config.token2mel.upsample, self.codec_config.tokenizer.samples_per_token
         idx = self.draw_clips(self.cfg.transcript_clips, among=self.transcript_pool)
         clips = [self.data.clips[i] for i in idx]
         T = max(c["tokens"] for c in clips)
@@ -607,7 +612,15 @@ class Token2MelJob(_Job):
         lengths = torch.tensor([c["tokens"] for c in clips])
         pred = self.modules["token2mel"](tokens, self.modules["speaker"](*self._reference_mels(idx)), lengths)
         fake = [self.cycle_vocoder(pred[b: b + 1, :, : up * c["tokens"]])[0] for b, c in enumerate(clips)]
-        return self.transcript(fake, [c["text"] for c in clips], [c.get("language", "en") for c in clips])
+        transcript = self.transcript(fake, [c["text"] for c in clips], [c.get("language", "en") for c in clips])
+        voice = pred.new_zeros(())
+        if self.cfg.voice_weight > 0:
+            for b, (i, c) in enumerate(zip(idx, clips)):
+                n = up * c["tokens"]
+                real = self.mel(torch.from_numpy(self.data.audio_of(i)[: spt * c["tokens"]]))[:, :n]
+                voice = voice + (pred[b, :, : real.shape[-1]].mean(-1) - real.mean(-1)).abs().mean()
+            voice = voice / len(clips)
+        return transcript, voice
 
     def loss(self):
         tokens, lengths, target, ref_mel, ref_len, waves = self.batch()
@@ -626,8 +639,10 @@ class Token2MelJob(_Job):
             cycle = self.reencoder.distance(fake, real)
             total, parts["cycle"] = total + self.cfg.cycle_weight * cycle, float(cycle.detach())
         if self.transcript is not None:
-            transcript = self.transcript_loss()
+            transcript, voice = self.transcript_loss()
             total, parts["transcript"] = total + self.cfg.transcript_weight * transcript, float(transcript.detach())
+            if self.cfg.voice_weight > 0:
+                total, parts["voice"] = total + self.cfg.voice_weight * voice, float(voice.detach())
         return total, parts
 
 
