@@ -599,9 +599,10 @@ class Token2MelJob(_Job):
             ref[b, : len(r)] = torch.from_numpy(r)
         return self.mel(ref), torch.tensor([len(r) // self.codec_config.mel.hop_length + 1 for r in refs])
 
-    def transcript_loss(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def transcript_loss(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Whole clips of the transcript pool, resynthesised (voice as in `batch`) and read back against their
-        texts; and the L1 between the long-term spectra of the resyntheses' mels and the clips' own."""
+        texts; and, with a `voice_weight`, the L1 between the long-term spectra of the resyntheses' mels and
+        the clips' own (else None)."""
         up, spt = self.codec_config.token2mel.upsample, self.codec_config.tokenizer.samples_per_token
         idx = self.draw_clips(self.cfg.transcript_clips, among=self.transcript_pool)
         clips = [self.data.clips[i] for i in idx]
@@ -613,14 +614,13 @@ class Token2MelJob(_Job):
         pred = self.modules["token2mel"](tokens, self.modules["speaker"](*self._reference_mels(idx)), lengths)
         fake = [self.cycle_vocoder(pred[b: b + 1, :, : up * c["tokens"]])[0] for b, c in enumerate(clips)]
         transcript = self.transcript(fake, [c["text"] for c in clips], [c.get("language", "en") for c in clips])
+        if not self.cfg.voice_weight:
+            return transcript, None
         voice = pred.new_zeros(())
-        if self.cfg.voice_weight > 0:
-            for b, (i, c) in enumerate(zip(idx, clips)):
-                n = up * c["tokens"]
-                real = self.mel(torch.from_numpy(self.data.audio_of(i)[: spt * c["tokens"]]))[:, :n]
-                voice = voice + (pred[b, :, : real.shape[-1]].mean(-1) - real.mean(-1)).abs().mean()
-            voice = voice / len(clips)
-        return transcript, voice
+        for b, (i, c) in enumerate(zip(idx, clips)):
+            real = self.mel(torch.from_numpy(self.data.audio_of(i)[: spt * c["tokens"]]))[:, : up * c["tokens"]]
+            voice = voice + (pred[b, :, : real.shape[-1]].mean(-1) - real.mean(-1)).abs().mean()
+        return transcript, voice / len(clips)
 
     def loss(self):
         tokens, lengths, target, ref_mel, ref_len, waves = self.batch()
@@ -641,7 +641,7 @@ class Token2MelJob(_Job):
         if self.transcript is not None:
             transcript, voice = self.transcript_loss()
             total, parts["transcript"] = total + self.cfg.transcript_weight * transcript, float(transcript.detach())
-            if self.cfg.voice_weight > 0:
+            if voice is not None:
                 total, parts["voice"] = total + self.cfg.voice_weight * voice, float(voice.detach())
         return total, parts
 
