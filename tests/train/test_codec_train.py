@@ -4,6 +4,7 @@ tokens, training jobs (loss falls, exact resume), export to a loadable codec."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -554,6 +555,32 @@ def test_token2mel_with_the_transcript_loss_trains_on_whole_readable_clips_throu
                      encoder=whisper_encoder)
 
 
+@pytest.mark.slow
+def test_vocoder_gta_with_the_transcript_loss_trains_the_vocoder_on_whole_clips_longer_than_its_crops(prepared, tmp_path, whisper_encoder):
+    quiet = lambda s: None  # noqa: E731
+    data, tokens, start, shipped = run_and_exported_codec(prepared, tmp_path, seed=5)
+    save_state(tmp_path / "run/token2mel.pt", step=0, modules={"speaker": shipped.speaker.state_dict(),
+                                                                "token2mel": shipped.token2mel.state_dict()})
+    cfg = TrainConfig(steps=30, lr=3e-3, warmup=5, batch=4, max_tokens=10, log_every=5, checkpoint_every=10,
+                      init_from=str(start), transcript_weight=1.0, transcript_clips=2, transcript_tokens=34)
+    job = VocoderGtaJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=quiet, encoder=whisper_encoder)
+    assert job.cycle_vocoder is None and job.reencoder is None  # the vocoder in training is the one read
+    # the crops are of 10 tokens, the clips read whole are of up to 34
+    assert job.transcript_pool and all(data.clips[i]["tokens"] <= 34 for i in job.transcript_pool)
+    assert max(data.clips[i]["tokens"] for i in job.transcript_pool) > 10
+    job.train()
+    log = [json.loads(line) for line in open(tmp_path / "run/vocoder-gta.jsonl")]
+    assert all(np.isfinite(row["transcript"]) for row in log)
+    assert log[-1]["transcript"] < log[0]["transcript"]  # the vocoder learns to make the texts readable ...
+    for k, v in shipped.token2mel.state_dict().items():  # ... from mels that stay as they were
+        torch.testing.assert_close(job.token2mel.state_dict()[k], v.float())
+    (tmp_path / "short").mkdir()
+    shutil.copy(tmp_path / "run/token2mel.pt", tmp_path / "short")
+    with pytest.raises(ValueError, match="at most 5 tokens"):  # without transcript_tokens the crops' bound holds
+        VocoderGtaJob(data, tokens, tmp_path / "short", codec_config(), replace(cfg, max_tokens=5, transcript_tokens=None),
+                      log=quiet, encoder=whisper_encoder)
+
+
 def test_the_voice_term_is_the_l1_between_long_term_spectra_of_the_transcript_clips(prepared, tmp_path, whisper_encoder):
     from unisono.model.speech.mel import MelSpectrogram
 
@@ -587,15 +614,21 @@ def test_the_voice_term_is_the_l1_between_long_term_spectra_of_the_transcript_cl
     assert flat.column.grad is not None and flat.column.grad.abs().sum() > 0
 
 
-def test_only_the_token2mel_model_takes_the_transcript_loss_from_the_command_line(prepared, tmp_path):
+def test_the_command_line_gives_the_transcript_loss_and_its_options_only_where_they_act(prepared, tmp_path):
     from typer.testing import CliRunner
 
     from unisono.cli import app
 
     fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=lambda s: None)
-    res = CliRunner().invoke(app, ["codec", "train", "vocoder-gta", str(prepared / "data"), str(tmp_path / "run"),
-                                   "--transcript-weight", "1"])
-    assert res.exit_code == 2 and "token-to-mel model only" in res.output
-    res = CliRunner().invoke(app, ["codec", "train", "token2mel", str(prepared / "data"), str(tmp_path / "run"),
-                                   "--voice-weight", "1"])
-    assert res.exit_code == 2 and "--transcript-weight too" in res.output
+    train = ["codec", "train"]
+    data, run = str(prepared / "data"), str(tmp_path / "run")
+
+    def refused(*args: str) -> str:
+        res = CliRunner().invoke(app, train + list(args))
+        assert res.exit_code == 2, res.output
+        return " ".join(res.output.replace("│", " ").split())
+
+    assert "or the vocoder-gta fine-tune only" in refused("refiner", data, run, "--transcript-weight", "1")
+    assert "--transcript-weight too" in refused("token2mel", data, run, "--voice-weight", "1")
+    assert "--transcript-weight too" in refused("vocoder-gta", data, run, "--transcript-tokens", "100")
+    assert "token2mel only" in refused("vocoder-gta", data, run, "--transcript-weight", "1", "--voice-weight", "1")

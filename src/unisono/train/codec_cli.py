@@ -178,11 +178,15 @@ def train(
         help="token2mel, refiner, vocoder-gta: share of crops whose voice reference is a span of their own clip instead "
              "of another clip of the same speaker (synthetic voices speak each clip at its own pitch)."),
     transcript_weight: float = typer.Option(
-        0.0, min=0.0, help="token2mel: weight of the transcript loss (whole clips, voiced by the frozen vocoder as for "
-                           "--cycle-weight, are read by the tokenizer's Whisper model, its decoder fed their text); 0 is off. "
-                           "That model is also the recogniser `unisono eval codec` scores with: judge such a codec with "
-                           "an independent one too (bench/codec_variants.py --recognizer pocketsphinx)."),
-    transcript_clips: int = typer.Option(4, min=1, help="token2mel: whole clips a step for the transcript loss."),
+        0.0, min=0.0, help="token2mel, vocoder-gta: weight of the transcript loss (whole clips are resynthesised and read by "
+                           "the tokenizer's Whisper model, its decoder fed their text; token2mel trains through the frozen "
+                           "vocoder as for --cycle-weight, vocoder-gta trains the vocoder on the frozen token-to-mel model's "
+                           "mels); 0 is off. That model is also the recogniser `unisono eval codec` scores with: judge such "
+                           "a codec with an independent one too (bench/codec_variants.py --recognizer pocketsphinx)."),
+    transcript_clips: int = typer.Option(4, min=1, help="token2mel, vocoder-gta: whole clips a step for the transcript loss."),
+    transcript_tokens: Optional[int] = typer.Option(
+        None, min=1, help="token2mel, vocoder-gta: longest clip the transcript loss reads, in tokens (default: --max-tokens; "
+                          "vocoder-gta's crops are short, its transcript clips need not be)."),
     voice_weight: float = typer.Option(
         0.0, min=0.0, help="token2mel, with --transcript-weight: weight of an L1 between the long-term spectrum (the "
                            "log-mel averaged over time) of each transcript clip's resynthesis and the clip's own: "
@@ -229,8 +233,13 @@ def train(
         raise typer.BadParameter("the vocoder hears no voice reference", param_hint="--self-reference")
     if cycle_layer and not cycle_weight:
         raise typer.BadParameter("the layers are the re-encoding loss's: give --cycle-weight too", param_hint="--cycle-layer")
-    if transcript_weight and part != "token2mel":
-        raise typer.BadParameter("the transcript loss trains the token-to-mel model only", param_hint="--transcript-weight")
+    if transcript_weight and part not in ("token2mel", "vocoder-gta"):
+        raise typer.BadParameter("the transcript loss trains the token-to-mel model or the vocoder-gta fine-tune only",
+                                 param_hint="--transcript-weight")
+    if transcript_tokens and not transcript_weight:
+        raise typer.BadParameter("it bounds the transcript loss's clips: give --transcript-weight too", param_hint="--transcript-tokens")
+    if voice_weight and part != "token2mel":
+        raise typer.BadParameter("it holds the token-to-mel model's mels: token2mel only", param_hint="--voice-weight")
     if voice_weight and not transcript_weight:
         raise typer.BadParameter("it is taken on the transcript loss's clips: give --transcript-weight too",
                                  param_hint="--voice-weight")
@@ -260,7 +269,8 @@ def train(
                       cycle_weight=cycle_weight, cycle_vocoder=str(cycle_vocoder) if cycle_vocoder else None,
                       cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, cycle_layers=tuple(cycle_layer),
                       self_reference=self_reference, transcript_weight=transcript_weight,
-                      transcript_clips=transcript_clips, voice_weight=voice_weight, threads=threads)
+                      transcript_clips=transcript_clips, transcript_tokens=transcript_tokens,
+                      voice_weight=voice_weight, threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":

@@ -130,11 +130,13 @@ class TrainConfig:
     # "speaker" (engine and voice) speaks each clip at its own drawn pitch and rate, so another clip of it
     # tells the model the timbre but not the register it must reproduce.
     self_reference: float = 0.0
-    # token2mel: weight of the transcript loss (0: off). `transcript_clips` whole clips a step (of at most
-    # `max_tokens` tokens, in a language the tokenizer's Whisper model reads) are voiced by the frozen vocoder
-    # and the model's decoder is asked for their text (see `TranscriptLoss`).
+    # token2mel and vocoder-gta: weight of the transcript loss (0: off). `transcript_clips` whole clips a step
+    # (of at most `transcript_tokens` tokens, default `max_tokens`, in a language the tokenizer's Whisper model
+    # reads) are voiced (token2mel: its mels by the frozen vocoder; vocoder-gta: the frozen token-to-mel model's
+    # mels by the vocoder in training) and the model's decoder is asked for their text (see `TranscriptLoss`).
     transcript_weight: float = 0.0
     transcript_clips: int = 4
+    transcript_tokens: int | None = None
     # token2mel, with the transcript loss: weight of an L1 between the long-term spectrum (log-mel averaged
     # over time) of each transcript clip's resynthesis and of the clip. Being read is free to reshape every
     # frame; this keeps the average, a voice's timbre and its recording's colour, where the clip has it.
@@ -465,7 +467,7 @@ class Token2MelJob(_Job):
             self._setup_cycle_vocoder()
         if cfg.cycle_weight > 0 and self.name in ("token2mel", "vocoder-gta"):
             self._setup_reencoder(encoder)
-        if cfg.transcript_weight > 0 and self.name == "token2mel":
+        if cfg.transcript_weight > 0 and self.name in ("token2mel", "vocoder-gta"):
             self._setup_transcript(encoder)
 
     def _setup_cycle_vocoder(self) -> None:
@@ -510,14 +512,16 @@ class Token2MelJob(_Job):
         if encoder is None:
             encoder = self.reencoder.encoder if self.reencoder is not None else AudioEncoder.from_source(source)
         self.transcript = TranscriptLoss(source, encoder)
+        longest = self.cfg.transcript_tokens or self.cfg.max_tokens
         self.transcript_pool = [i for i, c in enumerate(self.data.clips)
-                                if c["tokens"] <= self.cfg.max_tokens and c.get("text", "").strip()
+                                if c["tokens"] <= longest and c.get("text", "").strip()
                                 and self.transcript.reads(c.get("language", "en"))]
         if not self.transcript_pool:
-            raise ValueError(f"the transcript loss needs clips with a text, of at most {self.cfg.max_tokens} tokens, "
+            raise ValueError(f"the transcript loss needs clips with a text, of at most {longest} tokens, "
                              f"in a language {source} reads: none in {self.data.directory}")
-        self.log(f"{self.name}: transcript loss (weight {self.cfg.transcript_weight}) through the vocoder of "
-                 f"{self.cycle_source} and {source}, on {len(self.transcript_pool)} of {len(self.data)} clips")
+        voiced_by = f"the vocoder of {self.cycle_source}" if self.cycle_vocoder is not None else "the vocoder in training"
+        self.log(f"{self.name}: transcript loss (weight {self.cfg.transcript_weight}) through {voiced_by} "
+                 f"and {source}, on {len(self.transcript_pool)} of {len(self.data)} clips")
 
     def build(self):
         c = self.codec_config
@@ -586,6 +590,14 @@ class Token2MelJob(_Job):
         ref_mel, ref_len = self._reference_mels([i for i, _, _ in crops])
         return tokens, lengths, target, ref_mel, ref_len, waves
 
+    def predict_mel(self, tokens: torch.Tensor, ref_mel: torch.Tensor, ref_len: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, 4T) mels of the model in training, voiced by the references."""
+        return self.modules["token2mel"](tokens, self.modules["speaker"](ref_mel, ref_len), lengths)
+
+    def voice(self, mel: torch.Tensor) -> torch.Tensor:
+        """(1, n_mels, F) mel -> (1, samples) audio for the losses that listen: the frozen vocoder."""
+        return self.cycle_vocoder(mel)
+
     def _tokens_of(self, clip: dict, start: int, n: int) -> torch.Tensor:
         """Tokens start..start+n of a stored clip, as int64."""
         offset = clip["feature_offset"] + start
@@ -611,21 +623,20 @@ class Token2MelJob(_Job):
         for b, c in enumerate(clips):
             tokens[b, : c["tokens"]] = self._tokens_of(c, 0, c["tokens"])
         lengths = torch.tensor([c["tokens"] for c in clips])
-        pred = self.modules["token2mel"](tokens, self.modules["speaker"](*self._reference_mels(idx)), lengths)
-        fake = [self.cycle_vocoder(pred[b: b + 1, :, : up * c["tokens"]])[0] for b, c in enumerate(clips)]
+        pred = self.predict_mel(tokens, *self._reference_mels(idx), lengths)
+        fake = [self.voice(pred[b: b + 1, :, : up * c["tokens"]])[0] for b, c in enumerate(clips)]
         transcript = self.transcript(fake, [c["text"] for c in clips], [c.get("language", "en") for c in clips])
         if not self.cfg.voice_weight:
             return transcript, None
-        voice = pred.new_zeros(())
+        spectrum = pred.new_zeros(())
         for b, (i, c) in enumerate(zip(idx, clips)):
             real = self.mel(torch.from_numpy(self.data.audio_of(i)[: spt * c["tokens"]]))[:, : up * c["tokens"]]
-            voice = voice + (pred[b, :, : real.shape[-1]].mean(-1) - real.mean(-1)).abs().mean()
-        return transcript, voice / len(clips)
+            spectrum = spectrum + (pred[b, :, : real.shape[-1]].mean(-1) - real.mean(-1)).abs().mean()
+        return transcript, spectrum / len(clips)
 
     def loss(self):
         tokens, lengths, target, ref_mel, ref_len, waves = self.batch()
-        spk = self.modules["speaker"](ref_mel, ref_len)
-        pred = self.modules["token2mel"](tokens, spk, lengths)  # (B, n_mels, 4T)
+        pred = self.predict_mel(tokens, ref_mel, ref_len, lengths)  # (B, n_mels, 4T)
         up = self.codec_config.token2mel.upsample
         mask = length_mask(lengths * up, pred.shape[-1])[:, None, :].float()  # (B, 1, 4T)
         l1 = ((pred - target).abs() * mask).sum() / (mask.sum() * pred.shape[1])
@@ -634,7 +645,7 @@ class Token2MelJob(_Job):
             spt = self.codec_config.tokenizer.samples_per_token
             n = lengths[: self.cfg.cycle_clips].clamp(max=self.cfg.cycle_tokens).tolist()
             # one clip at a time through the vocoder: no padding reaches the audio that is compared
-            fake = [self.cycle_vocoder(pred[b: b + 1, :, : up * k])[0] for b, k in enumerate(n)]
+            fake = [self.voice(pred[b: b + 1, :, : up * k])[0] for b, k in enumerate(n)]
             real = [waves[b, : spt * k] for b, k in enumerate(n)]
             cycle = self.reencoder.distance(fake, real)
             total, parts["cycle"] = total + self.cfg.cycle_weight * cycle, float(cycle.detach())
@@ -720,22 +731,30 @@ class VocoderGtaJob(Token2MelJob):
     def build(self):
         return {"vocoder": Vocoder(self.codec_config.vocoder, self.codec_config.mel)}
 
+    @torch.no_grad()
+    def predict_mel(self, tokens, ref_mel, ref_len, lengths):
+        """The frozen detokenizer's mels (token-to-mel, then the refiner when the codec has one)."""
+        spk = self.speaker(ref_mel, ref_len)
+        mel = self.token2mel(tokens, spk, lengths)
+        return self.refiner(mel, spk) if self.refiner is not None else mel
+
+    def voice(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.modules["vocoder"](mel)
+
     def loss(self):
         tokens, lengths, target, ref_mel, ref_len, wave = self.batch(equal_length=True)
-        with torch.no_grad():
-            spk = self.speaker(ref_mel, ref_len)
-            mel = self.token2mel(tokens, spk, lengths)
-            if self.refiner is not None:
-                mel = self.refiner(mel, spk)
-        pred = self.modules["vocoder"](mel)  # (B, 640 T)
+        pred = self.voice(self.predict_mel(tokens, ref_mel, ref_len, lengths))  # (B, 640 T)
         mel_loss = F.l1_loss(self.mel(pred)[..., : target.shape[-1]], target)
         spec_loss = stft_loss(pred, wave)
         loss, parts = mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
-        if self.reencoder is None:
-            return loss, parts
-        k = self.codec_config.tokenizer.samples_per_token * min(int(lengths[0]), self.cfg.cycle_tokens)  # crops are of equal length
-        cycle = self.reencoder.distance(list(pred[: self.cfg.cycle_clips, :k]), list(wave[: self.cfg.cycle_clips, :k]))
-        return loss + self.cfg.cycle_weight * cycle, parts | {"cycle": float(cycle.detach())}
+        if self.reencoder is not None:
+            k = self.codec_config.tokenizer.samples_per_token * min(int(lengths[0]), self.cfg.cycle_tokens)  # crops are of equal length
+            cycle = self.reencoder.distance(list(pred[: self.cfg.cycle_clips, :k]), list(wave[: self.cfg.cycle_clips, :k]))
+            loss, parts["cycle"] = loss + self.cfg.cycle_weight * cycle, float(cycle.detach())
+        if self.transcript is not None:  # the vocoder learns to voice the frozen mels so that their words are heard
+            transcript, _ = self.transcript_loss()
+            loss, parts["transcript"] = loss + self.cfg.transcript_weight * transcript, float(transcript.detach())
+        return loss, parts
 
 
 def export_codec(run: Path, out: Path, codec_config: CodecConfig, vocoder: str = "vocoder") -> Path:
