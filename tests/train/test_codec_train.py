@@ -522,6 +522,20 @@ def test_the_transcript_loss_is_whispers_own_cross_entropy_and_reaches_only_the_
         out = reference(encoder_outputs=(frames,), decoder_input_ids=seq[None, :-1], labels=labels[None])
     assert float(right.detach()) == pytest.approx(float(out.loss), rel=1e-4)
 
+    # read in Whisper's 30 s window: transformers' whole model on the features of its own feature extractor
+    from transformers import WhisperFeatureExtractor
+
+    windowed = TranscriptLoss("bundled:whisper-tiny.en", whisper_encoder, window=True)
+    wave = audio.clone().requires_grad_(True)
+    in_window = windowed([wave], [text], ["en"])
+    in_window.backward()
+    assert wave.grad is not None and float(wave.grad.abs().sum()) > 0
+    features = WhisperFeatureExtractor(feature_size=80)(audio.numpy(), sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        out = reference(input_features=features, decoder_input_ids=seq[None, :-1], labels=labels[None])
+    assert float(in_window.detach()) == pytest.approx(float(out.loss), rel=1e-3)
+    assert abs(float(in_window.detach()) - float(right.detach())) > 1e-3  # a different reading from the clip alone
+
 
 @pytest.mark.slow
 def test_token2mel_with_the_transcript_loss_trains_on_whole_readable_clips_through_a_frozen_vocoder(prepared, tmp_path, whisper_encoder):
@@ -631,4 +645,5 @@ def test_the_command_line_gives_the_transcript_loss_and_its_options_only_where_t
     assert "or the vocoder-gta fine-tune only" in refused("refiner", data, run, "--transcript-weight", "1")
     assert "--transcript-weight too" in refused("token2mel", data, run, "--voice-weight", "1")
     assert "--transcript-weight too" in refused("vocoder-gta", data, run, "--transcript-tokens", "100")
+    assert "--transcript-weight too" in refused("token2mel", data, run, "--transcript-window")
     assert "token2mel only" in refused("vocoder-gta", data, run, "--transcript-weight", "1", "--voice-weight", "1")

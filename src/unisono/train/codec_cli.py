@@ -187,6 +187,9 @@ def train(
     transcript_tokens: Optional[int] = typer.Option(
         None, min=1, help="token2mel, vocoder-gta: longest clip the transcript loss reads, in tokens (default: --max-tokens; "
                           "vocoder-gta's crops are short, its transcript clips need not be)."),
+    transcript_window: bool = typer.Option(
+        False, help="token2mel, vocoder-gta: the transcript loss reads each clip in Whisper's padded 30 s window, as a "
+                    "Whisper recogniser does, instead of alone as the tokenizer does (about six times the encoder's cost)."),
     voice_weight: float = typer.Option(
         0.0, min=0.0, help="token2mel, with --transcript-weight: weight of an L1 between the long-term spectrum (the "
                            "log-mel averaged over time) of each transcript clip's resynthesis and the clip's own: "
@@ -236,8 +239,9 @@ def train(
     if transcript_weight and part not in ("token2mel", "vocoder-gta"):
         raise typer.BadParameter("the transcript loss trains the token-to-mel model or the vocoder-gta fine-tune only",
                                  param_hint="--transcript-weight")
-    if transcript_tokens and not transcript_weight:
-        raise typer.BadParameter("it bounds the transcript loss's clips: give --transcript-weight too", param_hint="--transcript-tokens")
+    if (transcript_tokens or transcript_window) and not transcript_weight:
+        raise typer.BadParameter("it is the transcript loss's option: give --transcript-weight too",
+                                 param_hint="--transcript-tokens / --transcript-window")
     if voice_weight and part != "token2mel":
         raise typer.BadParameter("it holds the token-to-mel model's mels: token2mel only", param_hint="--voice-weight")
     if voice_weight and not transcript_weight:
@@ -270,7 +274,7 @@ def train(
                       cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, cycle_layers=tuple(cycle_layer),
                       self_reference=self_reference, transcript_weight=transcript_weight,
                       transcript_clips=transcript_clips, transcript_tokens=transcript_tokens,
-                      voice_weight=voice_weight, threads=threads)
+                      transcript_window=transcript_window, voice_weight=voice_weight, threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":

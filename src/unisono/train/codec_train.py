@@ -137,6 +137,9 @@ class TrainConfig:
     transcript_weight: float = 0.0
     transcript_clips: int = 4
     transcript_tokens: int | None = None
+    # the transcript loss's encoder reads each clip in Whisper's padded 30 s window, as a Whisper recogniser
+    # does, instead of alone, as the tokenizer does (about six times the encoder's cost)
+    transcript_window: bool = False
     # token2mel, with the transcript loss: weight of an L1 between the long-term spectrum (log-mel averaged
     # over time) of each transcript clip's resynthesis and of the clip. Being read is free to reshape every
     # frame; this keeps the average, a voice's timbre and its recording's colour, where the clip has it.
@@ -380,12 +383,14 @@ class TranscriptLoss:
     with respect to the audio. The re-encoding loss pulls every feature towards the real audio's, the
     ones that tell words apart no more than the rest; this weighs them by what a recogniser needs.
 
-    The encoder runs on the clip alone, as the tokenizer runs it, not on Whisper's 30 s padded window
-    (six times cheaper on an 8 s clip; the cross-entropy on real clips is a little higher, 1.18 against
-    1.00 on four training clips). The recogniser that scores the codec is this same model, so a codec
-    trained with this loss has to be judged by an independent one as well (PocketSphinx)."""
+    By default the encoder runs on the clip alone, as the tokenizer runs it (six times cheaper on an 8 s
+    clip; the cross-entropy on real clips is a little higher, 1.18 against 1.00 on four training clips).
+    With `window` it reads the clip in Whisper's padded 30 s window, as a Whisper recogniser does: the
+    decoder then attends to the whole window, padding included. The recogniser that scores the codec is
+    this same model, so a codec trained with this loss has to be judged by an independent one as well
+    (PocketSphinx)."""
 
-    def __init__(self, source: str, encoder: torch.nn.Module):
+    def __init__(self, source: str, encoder: torch.nn.Module, window: bool = False):
         from tokenizers import Tokenizer
         from transformers import WhisperForConditionalGeneration
 
@@ -398,8 +403,9 @@ class TranscriptLoss:
         for module in (self.decoder, self.proj_out):
             module.requires_grad_(False)
         encoder = copy.deepcopy(encoder)  # as in Reencoder: gradients must reach the input
-        encoder.config.variable_length, encoder.config.frozen = True, False
+        encoder.config.variable_length, encoder.config.frozen = not window, False
         self.encoder = encoder.requires_grad_(False).eval()
+        self.window = window
         path, _ = resolve_whisper_source(source)
         tokenizer_file = (path if path.is_dir() else path.parent) / "tokenizer.json"
         if not tokenizer_file.is_file():
@@ -430,17 +436,20 @@ class TranscriptLoss:
 
     def __call__(self, waves: list[torch.Tensor], texts: list[str], languages: list[str]) -> torch.Tensor:
         """Mean cross-entropy per text token (the end token included) over the clips."""
-        from unisono.audio.features import batch_log_mel
+        from unisono.audio.features import WHISPER_WINDOW_SAMPLES, batch_log_mel
 
-        mel, mel_lengths = batch_log_mel(waves, n_mels=self.encoder.config.n_mels)
+        # in a window the waveform itself is zero-padded to 30 s first, as Whisper's feature extractor does
+        mel, mel_lengths = batch_log_mel(waves, n_mels=self.encoder.config.n_mels,
+                                         pad_to_samples=WHISPER_WINDOW_SAMPLES if self.window else None)
         frames, frame_lengths = self.encoder(mel, mel_lengths)
         total, count = frames.new_zeros(()), 0
         for b, (text, language) in enumerate(zip(texts, languages)):
             seq = torch.tensor(self.token_ids(text, language))
             n_text = len(seq) - len(self.prompt(language))  # the text and the end token are predicted
-            # one clip at a time: Whisper's decoder takes no mask over the frames, so no padding may reach it
-            hidden = self.decoder(input_ids=seq[None, :-1],
-                                  encoder_hidden_states=frames[b: b + 1, : int(frame_lengths[b])]).last_hidden_state
+            # one clip at a time: Whisper's decoder takes no mask over the frames, so only a window's own padding
+            # may reach it (none when the clip is read alone)
+            seen = frames.shape[1] if self.window else int(frame_lengths[b])
+            hidden = self.decoder(input_ids=seq[None, :-1], encoder_hidden_states=frames[b: b + 1, :seen]).last_hidden_state
             logits = self.proj_out(hidden[0, -n_text:])
             total = total + F.cross_entropy(logits, seq[-n_text:], reduction="sum")
             count += n_text
@@ -511,7 +520,7 @@ class Token2MelJob(_Job):
         source = self.codec_config.tokenizer.encoder_source
         if encoder is None:
             encoder = self.reencoder.encoder if self.reencoder is not None else AudioEncoder.from_source(source)
-        self.transcript = TranscriptLoss(source, encoder)
+        self.transcript = TranscriptLoss(source, encoder, window=self.cfg.transcript_window)
         longest = self.cfg.transcript_tokens or self.cfg.max_tokens
         self.transcript_pool = [i for i, c in enumerate(self.data.clips)
                                 if c["tokens"] <= longest and c.get("text", "").strip()
@@ -520,8 +529,9 @@ class Token2MelJob(_Job):
             raise ValueError(f"the transcript loss needs clips with a text, of at most {longest} tokens, "
                              f"in a language {source} reads: none in {self.data.directory}")
         voiced_by = f"the vocoder of {self.cycle_source}" if self.cycle_vocoder is not None else "the vocoder in training"
+        read = "in 30 s windows" if self.cfg.transcript_window else "alone"
         self.log(f"{self.name}: transcript loss (weight {self.cfg.transcript_weight}) through {voiced_by} "
-                 f"and {source}, on {len(self.transcript_pool)} of {len(self.data)} clips")
+                 f"and {source}, each clip read {read}, on {len(self.transcript_pool)} of {len(self.data)} clips")
 
     def build(self):
         c = self.codec_config
