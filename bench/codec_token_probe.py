@@ -53,14 +53,7 @@ class Probe(nn.Module):
 
 def transcript_ce(reader, features: torch.Tensor, text: str) -> torch.Tensor:
     """Cross-entropy per text token of the tokenizer's Whisper model reading (T25, D) features."""
-    w = reader.encoder.whisper
-    x = features.repeat_interleave(2, 0)
-    n = min(len(x), len(reader.silence))
-    x = torch.cat([x[:n], reader.silence[n:]])[None]
-    for layer in w.layers[reader.layer:]:
-        x = layer(x, None)
-    if reader.layer < len(w.layers):
-        x = w.layer_norm(x)
+    x = reader.upper(features.repeat_interleave(2, 0))
     seq = torch.tensor(reader.text.token_ids(text, "en"))
     n_text = len(seq) - len(reader.prompt)
     hidden = reader.text.decoder(input_ids=seq[None, :-1], encoder_hidden_states=x).last_hidden_state
@@ -122,50 +115,26 @@ def train(args) -> None:
 
 @torch.no_grad()
 def read(args) -> None:
-    from codec_token_readback import Reader
+    from codec_token_readback import Reader, read_set
 
-    from unisono.audio.io import load_audio
-    from unisono.eval.codec import is_runaway
     from unisono.eval.manifest import load_set
-    from unisono.eval.metrics import count_errors, total
-    from unisono.eval.normalize import default_scoring_name, make_scoring
     from unisono.model.speech.codec import SpeechCodec
 
     codec = SpeechCodec.load(args.codec)
     reader = Reader(codec)
-    probe = Probe(codec.tokenizer.centroids.float())
+    centroids = codec.tokenizer.centroids.float()
+    probe = Probe(centroids)
     probe.load_state_dict(torch.load(Path(args.run) / "probe.pt")["probe"])
     probe.eval()
-    eval_set = load_set(args.set).head(args.limit)
-    score = make_scoring(default_scoring_name(eval_set.name, eval_set.language))
-    conditions = ("original", "tokens", "probe")
-    counts: dict[str, list] = {c: [] for c in conditions}
-    clips = []
-    for u in eval_set.utterances:
-        audio = load_audio(u.audio, max_duration_s=30)
-        reference = score.normalize(u.text)
-        max_tokens = 3 * len(reader.text.tokenizer.encode(" " + u.text).ids) + 20
-        f = reader.features(audio)
+
+    def inputs_of(audio: np.ndarray, f: torch.Tensor) -> dict[str, torch.Tensor]:
         n = f.shape[0]
         tokens = codec.tokenize(audio)
-        centroids = codec.tokenizer.centroids.float()[tokens]
         probed = probe(tokens[None], torch.tensor([len(tokens)]))[0]
-        inputs = {"original": f, "tokens": centroids.repeat_interleave(2, 0)[:n], "probe": probed.repeat_interleave(2, 0)[:n]}
-        hyps = {c: reader.read(x, max_tokens) for c, x in inputs.items()}
-        for c, hyp in hyps.items():
-            counts[c].append(count_errors(reference, score.normalize(hyp), score.unit))
-        clips.append({"id": u.id, "reference": u.text, "hyp": hyps, "errors": {c: counts[c][-1].errors for c in hyps}})
-        print(f"{len(clips):4d} {u.id} " + " ".join(f"{c}={counts[c][-1].errors}" for c in conditions), flush=True)
-    keep = [i for i in range(len(clips)) if not any(is_runaway(counts[c][i]) for c in conditions)]
-    figures = {c: total(cs).rate for c, cs in counts.items()}
-    steady = {c: total([cs[i] for i in keep]).rate for c, cs in counts.items()}
-    print(f"{eval_set.name}: {len(clips)} clips; {len(keep)} where no condition loops")
-    for c in conditions:
-        print(f"  {c:10s} {100 * figures[c]:6.1f}%   without loops {100 * steady[c]:6.1f}%")
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump({"set": args.set, "codec": args.codec, "probe": args.run, "clips": len(clips), "wer": figures,
-                       "steady_clips": len(keep), "wer_without_loops": steady, "per_clip": clips}, fh, indent=2)
+        return {"original": f, "tokens": centroids[tokens].repeat_interleave(2, 0)[:n], "probe": probed.repeat_interleave(2, 0)[:n]}
+
+    read_set(reader, load_set(args.set).head(args.limit), ["original", "tokens", "probe"], inputs_of, args.out,
+             {"set": args.set, "codec": args.codec, "probe": args.run})
 
 
 def main() -> None:

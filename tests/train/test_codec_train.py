@@ -340,14 +340,20 @@ def test_the_reencoding_distance_is_zero_on_the_real_audio_and_reaches_only_the_
         Reencoder(enc, (1, 3))
 
 
-def run_and_exported_codec(prepared: Path, tmp_path: Path, seed: int):
+def run_and_exported_codec(prepared: Path, tmp_path: Path, seed: int, trained_token2mel: bool = False):
     """A run folder with a fitted tokenizer (tmp_path/run) and a random exported codec to fine-tune
-    (tmp_path/speech): the data, its tokens, the codec folder and the codec as loaded from it."""
+    (tmp_path/speech): the data, its tokens, the codec folder and the codec as loaded from it. With
+    `trained_token2mel` the run also holds that codec's speaker encoder and token-to-mel model as its
+    token2mel.pt, for the jobs that train the vocoder on them."""
     fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=lambda s: None)
     tokens = np.load(tmp_path / "run" / TOKENS_FILE)
     torch.manual_seed(seed)
     start = SpeechCodec(codec_config(), centroids=torch.randn(8, D)).save(tmp_path / "speech")
-    return CodecData(prepared / "data"), tokens, start, SpeechCodec.load(start)
+    codec = SpeechCodec.load(start)
+    if trained_token2mel:
+        save_state(tmp_path / "run/token2mel.pt", step=0, modules={"speaker": codec.speaker.state_dict(),
+                                                                    "token2mel": codec.token2mel.state_dict()})
+    return CodecData(prepared / "data"), tokens, start, codec
 
 
 @pytest.mark.slow
@@ -382,9 +388,7 @@ def test_token2mel_fine_tunes_an_exported_codec_with_the_reencoding_loss(prepare
 @pytest.mark.slow
 def test_vocoder_gta_with_the_reencoding_loss_trains_the_vocoder_only(prepared, tmp_path):
     quiet = lambda s: None  # noqa: E731
-    data, tokens, start, shipped = run_and_exported_codec(prepared, tmp_path, seed=2)
-    save_state(tmp_path / "run/token2mel.pt", step=0, modules={"speaker": shipped.speaker.state_dict(),
-                                                                "token2mel": shipped.token2mel.state_dict()})
+    data, tokens, start, shipped = run_and_exported_codec(prepared, tmp_path, seed=2, trained_token2mel=True)
     cfg = TrainConfig(steps=30, lr=3e-3, warmup=5, batch=4, max_tokens=10, log_every=5, checkpoint_every=10,
                       init_from=str(start), cycle_weight=30.0, cycle_clips=2, cycle_tokens=8)
     job = VocoderGtaJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=quiet, encoder=tiny_tokenizer().encoder)
@@ -572,9 +576,7 @@ def test_token2mel_with_the_transcript_loss_trains_on_whole_readable_clips_throu
 @pytest.mark.slow
 def test_vocoder_gta_with_the_transcript_loss_trains_the_vocoder_on_whole_clips_longer_than_its_crops(prepared, tmp_path, whisper_encoder):
     quiet = lambda s: None  # noqa: E731
-    data, tokens, start, shipped = run_and_exported_codec(prepared, tmp_path, seed=5)
-    save_state(tmp_path / "run/token2mel.pt", step=0, modules={"speaker": shipped.speaker.state_dict(),
-                                                                "token2mel": shipped.token2mel.state_dict()})
+    data, tokens, start, shipped = run_and_exported_codec(prepared, tmp_path, seed=5, trained_token2mel=True)
     cfg = TrainConfig(steps=30, lr=3e-3, warmup=5, batch=4, max_tokens=10, log_every=5, checkpoint_every=10,
                       init_from=str(start), transcript_weight=1.0, transcript_clips=2, transcript_tokens=34)
     job = VocoderGtaJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=quiet, encoder=whisper_encoder)

@@ -604,7 +604,7 @@ class Token2MelJob(_Job):
         """(B, n_mels, 4T) mels of the model in training, voiced by the references."""
         return self.modules["token2mel"](tokens, self.modules["speaker"](ref_mel, ref_len), lengths)
 
-    def voice(self, mel: torch.Tensor) -> torch.Tensor:
+    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
         """(1, n_mels, F) mel -> (1, samples) audio for the losses that listen: the frozen vocoder."""
         return self.cycle_vocoder(mel)
 
@@ -634,7 +634,7 @@ class Token2MelJob(_Job):
             tokens[b, : c["tokens"]] = self._tokens_of(c, 0, c["tokens"])
         lengths = torch.tensor([c["tokens"] for c in clips])
         pred = self.predict_mel(tokens, *self._reference_mels(idx), lengths)
-        fake = [self.voice(pred[b: b + 1, :, : up * c["tokens"]])[0] for b, c in enumerate(clips)]
+        fake = [self.vocode(pred[b: b + 1, :, : up * c["tokens"]])[0] for b, c in enumerate(clips)]
         transcript = self.transcript(fake, [c["text"] for c in clips], [c.get("language", "en") for c in clips])
         if not self.cfg.voice_weight:
             return transcript, None
@@ -655,7 +655,7 @@ class Token2MelJob(_Job):
             spt = self.codec_config.tokenizer.samples_per_token
             n = lengths[: self.cfg.cycle_clips].clamp(max=self.cfg.cycle_tokens).tolist()
             # one clip at a time through the vocoder: no padding reaches the audio that is compared
-            fake = [self.voice(pred[b: b + 1, :, : up * k])[0] for b, k in enumerate(n)]
+            fake = [self.vocode(pred[b: b + 1, :, : up * k])[0] for b, k in enumerate(n)]
             real = [waves[b, : spt * k] for b, k in enumerate(n)]
             cycle = self.reencoder.distance(fake, real)
             total, parts["cycle"] = total + self.cfg.cycle_weight * cycle, float(cycle.detach())
@@ -748,12 +748,12 @@ class VocoderGtaJob(Token2MelJob):
         mel = self.token2mel(tokens, spk, lengths)
         return self.refiner(mel, spk) if self.refiner is not None else mel
 
-    def voice(self, mel: torch.Tensor) -> torch.Tensor:
+    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
         return self.modules["vocoder"](mel)
 
     def loss(self):
         tokens, lengths, target, ref_mel, ref_len, wave = self.batch(equal_length=True)
-        pred = self.voice(self.predict_mel(tokens, ref_mel, ref_len, lengths))  # (B, 640 T)
+        pred = self.vocode(self.predict_mel(tokens, ref_mel, ref_len, lengths))  # (B, 640 T)
         mel_loss = F.l1_loss(self.mel(pred)[..., : target.shape[-1]], target)
         spec_loss = stft_loss(pred, wave)
         loss, parts = mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
