@@ -218,6 +218,14 @@ def test_save_and_load_round_trip_in_float16(codec, tmp_path):
     assert all(p.stat().st_mode & 0o044 == 0o044 for p in path.iterdir())  # readable by all, like a model
 
 
+def test_a_trained_codebook_keeps_its_bias_through_save_and_load(codec, tmp_path):
+    biased = SpeechCodec(codec.config, centroids=codec.centroids, token_bias=torch.randn(50))
+    biased.load_state_dict(codec.state_dict() | {"token_bias": biased.token_bias}, strict=True)
+    loaded = SpeechCodec.load(biased.save(tmp_path / "speech"))
+    torch.testing.assert_close(loaded.token_bias, biased.token_bias.half().float())
+    assert SpeechCodec.load(codec.save(tmp_path / "plain")).token_bias is None  # a k-means codebook has none
+
+
 def test_load_of_a_folder_without_a_codec_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json and codec.safetensors"):
         SpeechCodec.load(tmp_path)

@@ -46,6 +46,20 @@ def test_quantize_is_the_nearest_centroid(tokenizer):
     assert torch.equal(tokenizer.quantize(tokenizer.centroids), torch.arange(64))
 
 
+def test_a_trained_codebook_scores_linearly_with_its_bias():
+    # a projection P to a small space and unit codes e_k there: argmax_k e_k . (P f + p) is argmax_k f . w_k + b_k
+    torch.manual_seed(1)
+    proj, offset = torch.randn(8, 384), torch.randn(8)
+    codes = torch.nn.functional.normalize(torch.randn(64, 8), dim=-1)
+    tok = SpeechTokenizer(TokenizerConfig(codebook_size=64), centroids=codes @ proj, bias=codes @ offset)
+    x = torch.randn(500, 384)
+    z = torch.nn.functional.normalize(x @ proj.T + offset, dim=-1)
+    assert torch.equal(tok.quantize(x), (z @ codes.T).argmax(-1))
+    assert not torch.equal(tok.quantize(x), torch.cdist(x, tok.centroids).argmin(-1))  # not the nearest-centroid rule
+    with pytest.raises(ValueError, match="token bias of shape"):
+        SpeechTokenizer(TokenizerConfig(codebook_size=64), centroids=codes @ proj, bias=torch.zeros(63))
+
+
 def test_a_clip_gets_the_same_tokens_alone_and_in_a_batch(tokenizer, speech):
     other = _voice_like(1.3, 3)
     alone = tokenizer.encode(speech)

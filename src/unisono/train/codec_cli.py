@@ -133,14 +133,56 @@ def fit_tokenizer(
             run.mkdir(parents=True, exist_ok=True)
             (run / "codec.json").write_text(json.dumps(codec.config.to_dict(), indent=2))
         centroids, layer = codec.centroids.float(), codec.config.tokenizer.layer
+        bias = None if codec.token_bias is None else codec.token_bias.float()
     else:
         source = codebook_of / TOKENIZER_FILE
         if not source.is_file():
             raise typer.BadParameter(f"{source} is missing", param_hint="--codebook-of")
         with safe_open(str(source), "pt") as f:
             centroids, layer = f.get_tensor("centroids"), int(f.metadata()["layer"])
+            bias = f.get_tensor("bias") if "bias" in f.keys() else None
     config = _codec_config(run, layer, len(centroids))
-    tokenize_data(CodecData(data, layer=config.tokenizer.layer), run, centroids)
+    tokenize_data(CodecData(data, layer=config.tokenizer.layer), run, centroids, bias=bias)
+
+
+@app.command("train-tokenizer")
+def train_tokenizer(
+    data: Path = typer.Argument(..., help="Folder written by `unisono codec prepare`."),
+    run: Path = typer.Argument(..., help="Run folder (codec.json, codebook.pt, tokenizer.safetensors, tokens.npy)."),
+    layer: int = typer.Option(3, help="Encoder layer to quantise."),
+    codebook: int = typer.Option(1024, help="Codebook size."),
+    steps: int = typer.Option(1000, help="Total optimiser steps."),
+    until: Optional[int] = typer.Option(None, help="Stop at this step (the schedule still ends at --steps); the tokens "
+                                                   "are written at the last step."),
+    batch: int = typer.Option(16, help="Clips per step."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate."),
+    max_tokens: int = typer.Option(200, help="Longest clip drawn, in tokens (25 per second)."),
+    code_dim: int = typer.Option(16, min=2, help="Dimensions of the space the codes live in."),
+    threads: int = typer.Option(2, help="CPU threads."),
+) -> None:
+    """Train a codebook the tokenizer's own Whisper model can read the words back from (supervised semantic
+    tokens; fit-tokenizer's k-means is the unsupervised alternative), then tokenize every prepared clip.
+    Fine-tune a detokenizer onto it with `unisono codec train token2mel ... --init-from CODEC`."""
+    import torch
+    from rich.console import Console
+
+    from unisono.train.codec_codebook import CodebookConfig, CodebookJob
+    from unisono.train.codec_data import CodecData
+    from unisono.train.codec_train import TrainConfig
+
+    torch.set_num_threads(threads)
+    config = _codec_config(run, layer, codebook)
+    cfg = TrainConfig(steps=steps, lr=lr, batch=batch, max_tokens=max_tokens, warmup=min(50, steps), weight_decay=0.0,
+                      threads=threads)
+    err = Console(stderr=True)
+    try:
+        job = CodebookJob(CodecData(data, layer=config.tokenizer.layer), run, config, cfg, CodebookConfig(code_dim=code_dim),
+                          log=lambda s: err.print(s, highlight=False))
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e)) from None
+    job.train(until=until)
+    done = "tokenizer.safetensors and tokens.npy written" if job.step >= steps else f"step {job.step} saved in {job.ckpt}"
+    err.print(f"codebook: {done}")
 
 
 @app.command()

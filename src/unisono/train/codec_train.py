@@ -3,7 +3,8 @@
 Independent jobs, each resumable from its last checkpoint:
 
 1. `fit_tokenizer`: k-means (scikit-learn MiniBatchKMeans) on pooled encoder features of one
-   layer -> the codebook; then every clip's tokens (nearest centroid).
+   layer -> the codebook; then every clip's tokens (nearest centroid). Or a codebook trained for the
+   words (`unisono.train.codec_codebook`), stored as linear scores (centroids and a bias).
 2. `train_vocoder`: mel -> waveform on random 0.8 s segments. Loss = L1 between log-mels +
    multi-resolution STFT loss (spectral convergence + log-magnitude L1), as in Parallel WaveGAN
    (Yamamoto et al. 2020) without the adversarial term.
@@ -19,7 +20,7 @@ Independent jobs, each resumable from its last checkpoint:
 Run folder:
 
     run/
-      tokenizer.safetensors     centroids (K, D) float32, with config
+      tokenizer.safetensors     centroids (K, D) float32 [and bias (K,): a trained codebook], with config
       tokens.npy                int16 tokens of every clip, in the data folder's order
       vocoder.pt, token2mel.pt, refiner.pt, vocoder-gta.pt   training state (model, optimiser, step, RNG), written atomically
       vocoder.jsonl, token2mel.jsonl, refiner.jsonl, vocoder-gta.jsonl   loss log
@@ -75,7 +76,8 @@ def fit_tokenizer(data: CodecData, run: Path, codebook_size: int, max_frames: in
     return centroids
 
 
-def tokenize_data(data: CodecData, run: Path, centroids: torch.Tensor, log: Callable[[str], None] = print) -> np.ndarray:
+def tokenize_data(data: CodecData, run: Path, centroids: torch.Tensor, log: Callable[[str], None] = print,
+                  bias: torch.Tensor | None = None) -> np.ndarray:
     """Store the codebook in the run and the tokens of every clip of the data folder (tokens.npy).
     Called with a trained codec's centroids, it tokenizes new data without changing the codebook,
     so the token ids keep their meaning for the models already trained on them."""
@@ -83,9 +85,9 @@ def tokenize_data(data: CodecData, run: Path, centroids: torch.Tensor, log: Call
 
     assert data.features is not None and data.layer is not None
     run.mkdir(parents=True, exist_ok=True)
-    save_file({"centroids": centroids.contiguous()}, str(run / TOKENIZER_FILE),
-              metadata={"layer": str(data.layer), "codebook_size": str(len(centroids))})
-    tokens = assign_tokens(data.features, centroids)
+    tensors = {"centroids": centroids.contiguous()} | ({} if bias is None else {"bias": bias.contiguous()})
+    save_file(tensors, str(run / TOKENIZER_FILE), metadata={"layer": str(data.layer), "codebook_size": str(len(centroids))})
+    tokens = assign_tokens(data.features, centroids, bias)
     np.save(run / TOKENS_FILE, tokens)
     used = np.bincount(tokens, minlength=len(centroids))
     p = used / used.sum()
@@ -93,14 +95,14 @@ def tokenize_data(data: CodecData, run: Path, centroids: torch.Tensor, log: Call
     return tokens
 
 
-def assign_tokens(features: np.ndarray, centroids: torch.Tensor, block: int = 65536) -> np.ndarray:
-    """Nearest centroid of every row, computed in blocks (the same rule as SpeechTokenizer.quantize)."""
+def assign_tokens(features: np.ndarray, centroids: torch.Tensor, bias: torch.Tensor | None = None, block: int = 65536) -> np.ndarray:
+    """The token of every row, computed in blocks (SpeechTokenizer.quantize's rule)."""
+    from unisono.model.speech.tokenizer import quantize
+
     out = np.empty(features.shape[0], dtype=np.int16)
-    c = centroids.float()
-    half_norm = 0.5 * (c * c).sum(-1)
     for s in range(0, features.shape[0], block):
         x = torch.from_numpy(np.asarray(features[s:s + block], dtype=np.float32))
-        out[s:s + block] = (x @ c.T - half_norm).argmax(-1).numpy().astype(np.int16)
+        out[s:s + block] = quantize(x, centroids, bias).numpy().astype(np.int16)
     return out
 
 
@@ -178,7 +180,8 @@ def load_start(path: Path) -> dict | None:
             return None
         codec = SpeechCodec.load(path).float()
         parts = ("speaker", "token2mel", "vocoder") + (("refiner",) if codec.refiner is not None else ())
-        return {"modules": {k: getattr(codec, k).state_dict() for k in parts}, "step": None}
+        return {"modules": {k: getattr(codec, k).state_dict() for k in parts}, "step": None,
+                "codebook": (codec.centroids, codec.token_bias)}
     return load_state(path)
 
 
@@ -208,6 +211,7 @@ class _Job(ABC):
         params = [p for m in self.modules.values() for p in m.parameters()]
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
         self.step = 0
+        self.start: dict | None = None  # what a fine-tune started from (`init_from`)
         state = load_state(self.ckpt)
         if state is not None:
             for k, m in self.modules.items():
@@ -223,6 +227,7 @@ class _Job(ABC):
                 raise FileNotFoundError(f"{cfg.init_from} is missing (or is not a codec folder): nothing to start from")
             if not set(self.modules) <= set(start["modules"]):
                 raise ValueError(f"{cfg.init_from} holds {sorted(start['modules'])}, not the {self.name} job's {sorted(self.modules)}")
+            self.start = start
             for k, m in self.modules.items():
                 try:
                     self.load_start_weights(k, m, start["modules"][k])
@@ -455,6 +460,26 @@ class TranscriptLoss:
             count += n_text
         return total / count
 
+    def read_features(self, features: list[torch.Tensor], layer: int, pool: int, texts: list[str],
+                      languages: list[str]) -> torch.Tensor:
+        """As `__call__`, from (T25, D) features at the encoder's `layer` instead of audio: each token's
+        vector is repeated `pool` times (the encoder's frame rate), the layers after `layer` and the decoder
+        read it, the clip alone. Differentiable with respect to the features."""
+        w = self.encoder.whisper
+        total, count = features[0].new_zeros(()), 0
+        for f, text, language in zip(features, texts, languages):
+            x = f.repeat_interleave(pool, 0)[None]
+            for block in w.layers[layer:]:
+                x = block(x, None)
+            if layer < len(w.layers):  # the encoder's output already had its LayerNorm
+                x = w.layer_norm(x)
+            seq = torch.tensor(self.token_ids(text, language))
+            n_text = len(seq) - len(self.prompt(language))
+            hidden = self.decoder(input_ids=seq[None, :-1], encoder_hidden_states=x).last_hidden_state
+            total = total + F.cross_entropy(self.proj_out(hidden[0, -n_text:]), seq[-n_text:], reduction="sum")
+            count += n_text
+        return total / count
+
 
 class Token2MelJob(_Job):
     name = "token2mel"
@@ -544,12 +569,39 @@ class Token2MelJob(_Job):
         """The token-to-mel model may be deeper than the one it starts from (`unisono codec train
         token2mel --depth / --post-depth`): the blocks it lacks start as identities."""
         if name == "token2mel" and isinstance(module, Token2Mel):
+            state = self._embedding_for_this_codebook(state)
             blocks, post = module.load_deepened(state)
             if blocks or post:
                 self.log(f"{self.name}: {blocks} blocks and {post} post-net layers added to those of {self.cfg.init_from}, "
                          "starting as identities")
         else:
             module.load_state_dict(state)
+
+    def _embedding_for_this_codebook(self, state: dict) -> dict:
+        """A codec folder whose codebook is not the run's (a new one from `unisono codec train-tokenizer`):
+        its token embeddings are remapped onto the run's tokens by the frames both tokenize
+        (`remap_token_embedding`), so the fine-tune starts near what the old model rendered of the same audio."""
+        from safetensors.torch import load_file
+
+        from unisono.train.codec_codebook import remap_token_embedding
+
+        old = (self.start or {}).get("codebook")
+        path = self.run / TOKENIZER_FILE
+        if old is None or not path.is_file():
+            return state
+        mine = load_file(str(path))
+        centroids, bias = old
+        same = centroids.shape == mine["centroids"].shape and (bias is None) == ("bias" not in mine) and \
+            torch.allclose(centroids.float(), mine["centroids"].float(), rtol=1e-2, atol=1e-2)
+        if same:
+            return state
+        data = self.data if self.data.features is not None else CodecData(self.data.directory, layer=self.codec_config.tokenizer.layer)
+        old_tokens = assign_tokens(data.features, centroids, bias)
+        embed, agreement = remap_token_embedding(state["embed.weight"], old_tokens, self.tokens,
+                                                 self.codec_config.tokenizer.codebook_size)
+        self.log(f"{self.name}: {self.cfg.init_from} has another codebook; its token embeddings are remapped onto this run's "
+                 f"tokens (a new token's commonest old token covers {100 * agreement:.0f}% of its frames)")
+        return state | {"embed.weight": embed}
 
     def draw_clips(self, n: int, among: list[int] | None = None) -> list[int]:
         """n clip indices (of all clips, or of `among`), uniformly or by the --oversample weights."""
@@ -775,8 +827,8 @@ def export_codec(run: Path, out: Path, codec_config: CodecConfig, vocoder: str =
 
     from unisono.model.speech.codec import SpeechCodec
 
-    centroids = load_file(str(run / TOKENIZER_FILE))["centroids"]
-    codec = SpeechCodec(codec_config, centroids=centroids)
+    codebook = load_file(str(run / TOKENIZER_FILE))
+    codec = SpeechCodec(codec_config, centroids=codebook["centroids"], token_bias=codebook.get("bias"))
     source = Path(vocoder) if Path(vocoder).is_dir() else run / f"{vocoder}.pt"
     voc = load_start(source)
     if voc is None:

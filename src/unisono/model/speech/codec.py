@@ -3,7 +3,7 @@ directory, the `speech/` folder of a unisono checkpoint.
 
     speech/
       config.json         CodecConfig
-      codec.safetensors   float16: tokenizer.centroids, speaker.*, token2mel.*, refiner.*, vocoder.*
+      codec.safetensors   float16: centroids [, token_bias], speaker.*, token2mel.*, refiner.*, vocoder.*
 
 The tokenizer's encoder is the frozen Whisper encoder named by `tokenizer.encoder_source`; its
 weights are not stored again, and it is only loaded when audio is tokenized (a TTS that only
@@ -40,7 +40,7 @@ REFERENCE_SECONDS = 6.0  # the speaker encoder hears at most this much of a refe
 
 
 class SpeechCodec(nn.Module):
-    def __init__(self, config: CodecConfig, centroids: torch.Tensor | None = None):
+    def __init__(self, config: CodecConfig, centroids: torch.Tensor | None = None, token_bias: torch.Tensor | None = None):
         super().__init__()
         self.config = config
         c = config
@@ -50,6 +50,7 @@ class SpeechCodec(nn.Module):
         self.refiner = MelRefiner(c.refiner, c.mel.n_mels, c.speaker.dim) if c.refiner else None
         self.vocoder = Vocoder(c.vocoder, c.mel)
         self.register_buffer("centroids", centroids if centroids is not None else torch.zeros(c.tokenizer.codebook_size, 0))
+        self.register_buffer("token_bias", token_bias)  # only a trained (not k-means) codebook has one
         self._tokenizer = None
 
     # -- tokenizer ---------------------------------------------------------------------------
@@ -62,7 +63,8 @@ class SpeechCodec(nn.Module):
         if self._tokenizer is None:
             if self.centroids.numel() == 0:
                 raise ValueError("this codec has no tokenizer codebook yet; fit one (unisono codec fit-tokenizer)")
-            tok = SpeechTokenizer(self.config.tokenizer, centroids=self.centroids.float())
+            bias = None if self.token_bias is None else self.token_bias.float()
+            tok = SpeechTokenizer(self.config.tokenizer, centroids=self.centroids.float(), bias=bias)
             object.__setattr__(self, "_tokenizer", tok)  # not a submodule: its encoder is not saved here
         return self._tokenizer
 
@@ -171,7 +173,7 @@ class SpeechCodec(nn.Module):
             )
         config = CodecConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
         state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
-        codec = cls(config, centroids=state["centroids"])
+        codec = cls(config, centroids=state["centroids"], token_bias=state.get("token_bias"))
         missing, unexpected = codec.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{directory / WEIGHTS_FILE} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -3,7 +3,11 @@
     audio (16 kHz) ─► Whisper log-mel ─► frozen encoder up to layer L (B, T50, 384)
           ─► mean of each 2 frames (B, T25, 384) ─► nearest of K centroids (k-means) ─► (B, T25)
 
-One codebook, 25 tokens per second, deterministic (nearest centroid, ties to the lower index).
+or, for a codebook trained so that the encoder's own decoder can read the words back from the tokens
+(`unisono codec train-tokenizer`), the best of K linear scores `f · w_k + b_k` (a projection to a
+small space and the nearest unit code there, folded into one matrix and one bias).
+
+One codebook, 25 tokens per second, deterministic (best score, ties to the lower index).
 A token k covers samples [640 k, 640 (k + 1)); a clip of N samples has ceil(N / 640) tokens
 (the encoder pads its last frames). Clips longer than the encoder's 30 s window are cut into
 30 s windows, which hold exactly 750 tokens each.
@@ -50,8 +54,17 @@ def encoder_layers(encoder: nn.Module, mel: torch.Tensor, mel_lengths: torch.Ten
     return captured, frame_lengths
 
 
+def quantize(features: torch.Tensor, centroids: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(..., D) -> (...) argmax_k f · c_k + b_k; without a bias b_k = -|c_k|^2 / 2, so the nearest centroid
+    (argmax of -|f - c_k|^2 / 2 + |f|^2 / 2)."""
+    c = centroids.float()
+    b = -0.5 * (c * c).sum(-1) if bias is None else bias.float()
+    return (features.float() @ c.T + b).argmax(-1)
+
+
 class SpeechTokenizer(nn.Module):
-    def __init__(self, config: TokenizerConfig, encoder: "nn.Module | None" = None, centroids: torch.Tensor | None = None):
+    def __init__(self, config: TokenizerConfig, encoder: "nn.Module | None" = None, centroids: torch.Tensor | None = None,
+                 bias: torch.Tensor | None = None):
         super().__init__()
         from unisono.model.encoder import AudioEncoder
 
@@ -67,6 +80,9 @@ class SpeechTokenizer(nn.Module):
         self.register_buffer("centroids", centroids if centroids is not None else torch.zeros(config.codebook_size, d))
         if self.centroids.shape != (config.codebook_size, d):
             raise ValueError(f"centroids of shape {tuple(self.centroids.shape)}; expected ({config.codebook_size}, {d})")
+        if bias is not None and bias.shape != (config.codebook_size,):
+            raise ValueError(f"a token bias of shape {tuple(bias.shape)}; expected ({config.codebook_size},)")
+        self.register_buffer("bias", bias)  # None: k-means centroids, scored by distance
 
     @staticmethod
     def n_tokens(n_samples: int, samples_per_token: int = 640) -> int:
@@ -132,10 +148,9 @@ class SpeechTokenizer(nn.Module):
     # -- tokens ----------------------------------------------------------------------------
 
     def quantize(self, features: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (...) index of the nearest centroid (squared Euclidean distance)."""
-        c = self.centroids
-        scores = features.float() @ c.T - 0.5 * (c * c).sum(-1)  # argmax of -||x - c||^2 / 2 + ||x||^2 / 2
-        return scores.argmax(-1)
+        """(..., D) -> (...) token: the nearest centroid (squared Euclidean distance), or the best linear
+        score when the codebook has a bias."""
+        return quantize(features, self.centroids, self.bias)
 
     @torch.no_grad()
     def encode(self, audio: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:
