@@ -70,8 +70,14 @@ def test_short_file_is_one_segment(model, example_wav):
     assert t.segments[0].end == pytest.approx(t.duration, abs=1e-3)
 
 
-def test_silence_gives_no_crash(model):
-    assert isinstance(model.transcribe(np.zeros(16000, np.float32), max_new_tokens=4).text, str)
+def test_silence_and_noise_are_not_decoded(model, example_wav):
+    rng = np.random.default_rng(0)
+    for quiet in (np.zeros(16000, np.float32), (0.01 * rng.standard_normal(48000)).astype(np.float32)):
+        t = model.transcribe(quiet, max_new_tokens=4)
+        assert t.text == "" and t.segments == [] and t.stats.passes == 0  # nothing for the model to read words into
+        assert FORMATS["srt"](t) == "" and json.loads(FORMATS["json"](t))["text"] == ""
+    speech = load_audio(example_wav)
+    assert split_long(speech) == [(0.0, len(speech) / 16000)]  # a short file with speech is decoded whole
     long_silence = np.zeros(16000 * 40, np.float32)
     t = model.transcribe(long_silence, max_new_tokens=4)
     assert t.text == "" and t.duration == pytest.approx(40.0)

@@ -341,14 +341,15 @@ def test_the_reencoding_distance_is_zero_on_the_real_audio_and_reaches_only_the_
 
 
 def run_and_exported_codec(prepared: Path, tmp_path: Path, seed: int, trained_token2mel: bool = False):
-    """A run folder with a fitted tokenizer (tmp_path/run) and a random exported codec to fine-tune
-    (tmp_path/speech): the data, its tokens, the codec folder and the codec as loaded from it. With
+    """A run folder with a fitted tokenizer (tmp_path/run) and a random exported codec with that codebook to
+    fine-tune (tmp_path/speech): the data, its tokens, the codec folder and the codec as loaded from it. With
     `trained_token2mel` the run also holds that codec's speaker encoder and token-to-mel model as its
     token2mel.pt, for the jobs that train the vocoder on them."""
-    fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=lambda s: None)
+    centroids = fit_tokenizer(CodecData(prepared / "data", layer=2), tmp_path / "run", 8, log=lambda s: None)
     tokens = np.load(tmp_path / "run" / TOKENS_FILE)
     torch.manual_seed(seed)
-    start = SpeechCodec(codec_config(), centroids=torch.randn(8, D)).save(tmp_path / "speech")
+    # the run's own codebook, as when a shipped codec is fine-tuned on its tokens (another would be remapped)
+    start = SpeechCodec(codec_config(), centroids=centroids).save(tmp_path / "speech")
     codec = SpeechCodec.load(start)
     if trained_token2mel:
         save_state(tmp_path / "run/token2mel.pt", step=0, modules={"speaker": codec.speaker.state_dict(),

@@ -1,6 +1,7 @@
 """ASR mode: speech in, text out, decoded with MTP verification (greedy-identical, fewer passes).
 
     files ─► load_audio (16 kHz mono) ─► > 30 s? split with silero-vad into utterances <= 30 s
+          (a file in which silero-vad hears no speech is not decoded: its text is empty)
           ─► segments sorted by length, batched ─► log-mel ─► encoder ─► adaptor
           ─► prompt  <|user|> <|asr|> [<|en|>] <|audio_start|> <|audio|>*N <|audio_end|> <|end|> <|assistant|>
           ─► generate (text tokens + <|end|> allowed) ─► text per segment ─► Transcript per file
@@ -109,13 +110,16 @@ def transcribe_segments(model: "Unisono", clips: Sequence[np.ndarray], options: 
 
 
 def split_long(audio: np.ndarray, threshold: float = 0.5) -> list[tuple[float, float]]:
-    """(start, end) seconds of the pieces to decode: the whole clip if <= 30 s, else VAD utterances."""
-    duration = len(audio) / SAMPLE_RATE
-    if duration <= MAX_SEGMENT_S:
-        return [(0.0, duration)]
+    """(start, end) seconds of the pieces to decode: the whole clip if <= 30 s, else VAD utterances; none
+    when silero-vad hears no speech at all (a recogniser reads words into silence and noise: the
+    embedded model writes Chinese characters for a second of silence)."""
     from unisono.audio.vad import speech_segments
 
-    return [(s.start, s.end) for s in speech_segments(audio, SAMPLE_RATE, max_segment_s=MAX_SEGMENT_S, threshold=threshold)]
+    duration = len(audio) / SAMPLE_RATE
+    spans = speech_segments(audio, SAMPLE_RATE, max_segment_s=MAX_SEGMENT_S, threshold=threshold)
+    if duration <= MAX_SEGMENT_S:
+        return [(0.0, duration)] if spans else []
+    return [(s.start, s.end) for s in spans]
 
 
 def transcribe(

@@ -152,8 +152,8 @@ def train_tokenizer(
     layer: int = typer.Option(3, help="Encoder layer to quantise."),
     codebook: int = typer.Option(1024, help="Codebook size."),
     steps: int = typer.Option(1000, help="Total optimiser steps."),
-    until: Optional[int] = typer.Option(None, help="Stop at this step (the schedule still ends at --steps); the tokens "
-                                                   "are written at the last step."),
+    until: Optional[int] = typer.Option(None, help="Stop at this step (the schedule still ends at --steps); the "
+                                                   "codebook and tokens of the step it stops at are written."),
     batch: int = typer.Option(16, help="Clips per step."),
     lr: float = typer.Option(1e-3, help="Peak learning rate."),
     max_tokens: int = typer.Option(200, help="Longest clip drawn, in tokens (25 per second)."),
@@ -181,8 +181,7 @@ def train_tokenizer(
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e)) from None
     job.train(until=until)
-    done = "tokenizer.safetensors and tokens.npy written" if job.step >= steps else f"step {job.step} saved in {job.ckpt}"
-    err.print(f"codebook: {done}")
+    err.print(f"codebook: step {job.step} saved in {job.ckpt}; its tokenizer.safetensors and tokens.npy in {run}")
 
 
 @app.command()

@@ -122,8 +122,8 @@ class Readout(nn.Module):
 
 
 class CodebookJob(_Job):
-    """Trains `TrainedCodebook` (and its scaffolding) on a prepared data folder's stored features; at its
-    last step writes the run's tokenizer.safetensors and tokens.npy, as `fit_tokenizer` does for k-means."""
+    """Trains `TrainedCodebook` (and its scaffolding) on a prepared data folder's stored features; where it
+    stops writes the run's tokenizer.safetensors and tokens.npy, as `fit_tokenizer` does for k-means."""
 
     name = "codebook"
 
@@ -213,8 +213,7 @@ class CodebookJob(_Job):
 
     def train(self, until: int | None = None, progress=None) -> None:
         super().train(until, progress)
-        if self.step >= self.cfg.steps:
-            self.write_tokenizer()
+        self.write_tokenizer()  # also where `until` stops it: a codebook is usable from any step
 
     def write_tokenizer(self) -> np.ndarray:
         """The run's tokenizer.safetensors (scorer weights and biases) and tokens.npy."""
