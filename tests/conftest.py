@@ -10,6 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_WAV = REPO / "examples" / "lj001-0001.wav"
+EXAMPLE_TEXT = ("Printing, in the only sense with which we are at present concerned, differs from most if not from all "
+                "the arts and crafts represented in the Exhibition")  # what EXAMPLE_WAV says (LJ001-0001)
 
 
 def _shared_dir() -> Path | None:

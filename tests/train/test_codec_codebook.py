@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from unisono.model.encoder import AudioEncoder
 from unisono.model.speech.codec import SpeechCodec
 from unisono.model.speech.config import TokenizerConfig
 from unisono.model.speech.tokenizer import SpeechTokenizer, quantize
@@ -20,7 +18,7 @@ from unisono.train.codec_codebook import CodebookConfig, CodebookJob, TrainedCod
 from unisono.train.codec_data import CodecData, prepare
 from unisono.train.codec_train import TOKENIZER_FILE, TOKENS_FILE, Token2MelJob, TrainConfig, TranscriptLoss, assign_tokens
 
-from tests.train.test_codec_train import codec_config, prepare_config, write_manifest
+from tests.train.test_codec_train import codec_config, prepare_config, whisper_encoder, write_manifest  # noqa: F401 (a fixture)
 
 quiet = lambda s: None  # noqa: E731
 
@@ -56,19 +54,13 @@ def test_remapped_embeddings_are_the_mean_of_the_old_over_each_new_tokens_frames
         remap_token_embedding(embed, old, new[:-1], size=2)
 
 
-@pytest.fixture(scope="module")
-def whisper_encoder() -> AudioEncoder:
-    return AudioEncoder.from_source("bundled:whisper-tiny.en")
-
-
 def test_whisper_reads_a_layers_features_as_it_reads_the_audio(whisper_encoder):
-    from tests.conftest import EXAMPLE_WAV
+    from tests.conftest import EXAMPLE_TEXT, EXAMPLE_WAV
     from unisono.audio.features import batch_log_mel
     from unisono.audio.io import load_audio
     from unisono.model.speech.tokenizer import encoder_layers
 
-    text = ("Printing, in the only sense with which we are at present concerned, differs from most if not from all "
-            "the arts and crafts represented in the Exhibition")
+    text = EXAMPLE_TEXT
     audio = torch.from_numpy(load_audio(EXAMPLE_WAV, 16000))
     loss = TranscriptLoss("bundled:whisper-tiny.en", whisper_encoder)
     mel, lengths = batch_log_mel([audio], n_mels=80)

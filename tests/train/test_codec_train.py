@@ -490,13 +490,12 @@ def whisper_encoder() -> AudioEncoder:
 def test_the_transcript_loss_is_whispers_own_cross_entropy_and_reaches_only_the_audio(whisper_encoder):
     from transformers import WhisperForConditionalGeneration
 
-    from tests.conftest import EXAMPLE_WAV
+    from tests.conftest import EXAMPLE_TEXT, EXAMPLE_WAV
     from unisono.audio.io import load_audio
     from unisono.model.whisper_source import load_whisper_source
     from unisono.train.codec_train import TranscriptLoss
 
-    text = ("Printing, in the only sense with which we are at present concerned, differs from most if not from all "
-            "the arts and crafts represented in the Exhibition")
+    text = EXAMPLE_TEXT
     audio = torch.from_numpy(load_audio(EXAMPLE_WAV, 16000))
     loss = TranscriptLoss("bundled:whisper-tiny.en", whisper_encoder)
     ids = loss.token_ids(text, "en")
