@@ -101,10 +101,26 @@ def small_config(size: int = 16):
 def test_the_codebook_learns_the_texts_resumes_exactly_and_writes_a_linear_tokenizer(whisper_data, whisper_encoder, tmp_path):
     cfg = TrainConfig(steps=24, lr=3e-3, warmup=4, batch=3, max_tokens=40, weight_decay=0.0, log_every=4, checkpoint_every=8)
     book_cfg = CodebookConfig(code_dim=4, restart_every=10)
-    job = CodebookJob(whisper_data, tmp_path / "run", small_config(), cfg, book_cfg, log=quiet, encoder=whisper_encoder)
+
+    def run(folder: str, messages: list) -> CodebookJob:
+        return CodebookJob(whisper_data, tmp_path / folder, small_config(), cfg, book_cfg, log=messages.append,
+                           encoder=whisper_encoder)
+
+    def drop_four_codes(job: CodebookJob) -> None:  # as if no batch had picked them for long
+        with torch.no_grad():
+            job.modules["codebook"].usage[12:] = 0.0
+
+    messages = []
+    job = run("run", messages)
+    job.train(until=10)
+    drop_four_codes(job)
+    before = job.modules["codebook"].codes.detach().clone()
     job.train()
     log = [json.loads(line) for line in open(tmp_path / "run/codebook.jsonl")]
     assert log[-1]["transcript"] < log[0]["transcript"] and log[-1]["features"] < log[0]["features"]
+    assert "codebook step 10: 4 unused codes restarted" in messages  # moved to features of that step's batch
+    moved = (job.modules["codebook"].codes.detach() - before).norm(dim=-1)
+    assert (moved[12:] > 0.05).all()
 
     # the run's tokenizer: weights and a bias, and every stored frame's token by that rule
     stored = load_file(str(tmp_path / "run" / TOKENIZER_FILE))
@@ -115,13 +131,16 @@ def test_the_codebook_learns_the_texts_resumes_exactly_and_writes_a_linear_token
         feats = torch.from_numpy(np.asarray(whisper_data.features, dtype=np.float32))
         np.testing.assert_array_equal(tokens, job.modules["codebook"](feats)[1].numpy())
 
-    # stopped at step 8, then resumed from its checkpoint: the same weights and tokens as the straight run
-    half = CodebookJob(whisper_data, tmp_path / "half", small_config(), cfg, book_cfg, log=quiet, encoder=whisper_encoder)
-    half.train(until=8)
-    with torch.no_grad():  # stopped early, it writes the codebook of the step it stopped at
+    # stopped at step 10, saved, resumed from the checkpoint across that step's restart: the same weights and
+    # tokens as the run that went on in memory
+    half = run("half", [])
+    half.train(until=10)
+    with torch.no_grad():  # stopped early, it wrote the codebook of the step it stopped at
         np.testing.assert_array_equal(np.load(tmp_path / "half" / TOKENS_FILE), half.modules["codebook"](feats)[1].numpy())
-    resumed = CodebookJob(whisper_data, tmp_path / "half", small_config(), cfg, book_cfg, log=quiet, encoder=whisper_encoder)
-    assert resumed.step == 8
+    drop_four_codes(half)
+    half.save()
+    resumed = run("half", [])
+    assert resumed.step == 10
     resumed.train()
     for k, v in job.modules["codebook"].state_dict().items():
         torch.testing.assert_close(resumed.modules["codebook"].state_dict()[k], v)

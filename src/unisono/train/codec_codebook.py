@@ -12,7 +12,7 @@ read the clip's text back from the tokens:
 
 The right half is scaffolding: it reads the tokens as a detokenizer would, with context, and is dropped
 after training. Codes get the usual VQ-VAE codebook and commitment terms through the straight-through
-estimator; a code no batch has picked for a while restarts at a recent feature.
+estimator; a code no batch has picked for a while restarts at a feature of the current batch.
 
 The projection is linear and the codes are unit vectors, so the tokenizer stays a linear scorer of the
 features, `argmax_k f · w_k + b_k` (normalising the projected feature does not change the argmax): it is
@@ -142,7 +142,6 @@ class CodebookJob(_Job):
             raise ValueError(f"no clip of {data.directory} has a text the tokenizer's Whisper model reads, "
                              f"in at most {cfg.max_tokens} tokens")
         super().__init__(run, codec_config, cfg, log)
-        self.recent: torch.Tensor | None = None
         if self.step == 0:
             self._initialise()
 
@@ -175,11 +174,11 @@ class CodebookJob(_Job):
 
     def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         book, readout, cfg = self.modules["codebook"], self.modules["readout"], self.book_cfg
-        if self.recent is not None and self.step % cfg.restart_every == 0:
-            self._restart_unused(book)
         clips = [self.rng.choice(self.pool) for _ in range(self.cfg.batch)]
         feats = [torch.from_numpy(np.asarray(self.data.features_of(i), dtype=np.float32)) for i in clips]
-        rebuilt, vq, mse, tokens, projected = [], 0.0, 0.0, [], []
+        if self.step > 0 and self.step % cfg.restart_every == 0:
+            self._restart_unused(book, feats)
+        rebuilt, vq, mse, tokens = [], 0.0, 0.0, []
         for f in feats:
             q, t, v, z = book(f)
             r = readout(q)
@@ -187,7 +186,6 @@ class CodebookJob(_Job):
             vq = vq + v + cfg.commitment * (z - q.detach()).pow(2).sum(-1).mean()
             rebuilt.append(r * book.std + book.mean)
             tokens.append(t)
-            projected.append(z.detach())
         texts = [self.data.clips[i]["text"] for i in clips]
         languages = [self.data.clips[i].get("language", "en") for i in clips]
         ce = self.reader.read_features(rebuilt, self.codec_config.tokenizer.layer, self.codec_config.tokenizer.pool,
@@ -196,18 +194,20 @@ class CodebookJob(_Job):
         picked = torch.bincount(torch.cat(tokens), minlength=len(book.usage)).float()
         with torch.no_grad():
             book.usage.mul_(0.98).add_(picked)
-        self.recent = torch.cat(projected)
         p = picked[picked > 0] / picked.sum()
         logs = {"transcript": float(ce.detach()), "features": float(mse.detach()), "vq": float(vq.detach()),
                 "batch_perplexity": math.exp(float(-(p * p.log()).sum()))}
         return cfg.transcript_weight * ce + cfg.feature_weight * mse + vq, logs
 
     @torch.no_grad()
-    def _restart_unused(self, book: TrainedCodebook) -> None:
+    def _restart_unused(self, book: TrainedCodebook, feats: list[torch.Tensor]) -> None:
+        """Codes no batch has picked for a while move to features of this batch (drawn with the job's
+        RNG, which resumes with it: a resumed run restarts the same codes at the same places)."""
         dead = (book.usage < 0.02).nonzero()[:, 0]
         if len(dead):
-            picks = torch.randint(len(self.recent), (len(dead),))
-            book.codes[dead] = self.recent[picks]
+            z = book.project(torch.cat(feats))
+            picks = torch.tensor([self.rng.randrange(len(z)) for _ in range(len(dead))])
+            book.codes[dead] = z[picks]
             book.usage[dead] = 0.5
             self.log(f"{self.name} step {self.step}: {len(dead)} unused codes restarted")
 
