@@ -128,12 +128,12 @@ class CodebookJob(_Job):
     name = "codebook"
 
     def __init__(self, data: CodecData, run: Path, codec_config: CodecConfig, cfg: TrainConfig,
-                 book_cfg: CodebookConfig = CodebookConfig(), log=print, encoder: nn.Module | None = None):
+                 book_cfg: CodebookConfig | None = None, log=print, encoder: nn.Module | None = None):
         from unisono.model.encoder import AudioEncoder
 
         if data.features is None or data.layer != codec_config.tokenizer.layer:
             raise ValueError(f"open the data folder at the tokenizer's layer {codec_config.tokenizer.layer}")
-        self.data, self.book_cfg = data, book_cfg
+        self.data, self.book_cfg = data, book_cfg or CodebookConfig()
         source = codec_config.tokenizer.encoder_source
         self.reader = TranscriptLoss(source, encoder if encoder is not None else AudioEncoder.from_source(source))
         self.pool = [i for i, c in enumerate(data.clips) if c["tokens"] <= cfg.max_tokens and c.get("text", "").strip()
