@@ -31,7 +31,7 @@ def test_the_scorer_picks_the_token_the_codebook_picks():
     with torch.no_grad():
         book.proj.weight.add_(0.1 * torch.randn_like(book.proj.weight))  # as after training, not the PCA start
         book.proj.bias.add_(0.1 * torch.randn_like(book.proj.bias))
-        _, tokens, _, _ = book(sample)
+        _, tokens, _ = book(sample)
     centroids, bias = book.scorer()
     assert torch.equal(quantize(sample, centroids, bias), tokens)
     assert len(torch.unique(tokens)) > 32  # spherical k-means spreads the sample over the codes

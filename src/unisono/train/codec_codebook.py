@@ -66,14 +66,15 @@ class TrainedCodebook(nn.Module):
     def project(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.proj((features - self.mean) / self.std), dim=-1)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(T, D) -> straight-through codes (T, d), tokens (T,), VQ loss, projected features (T, d)."""
+    def forward(self, features: torch.Tensor, commitment: float = 0.25) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(T, D) -> straight-through codes (T, d), tokens (T,), and the VQ-VAE loss: the codebook term (codes
+        towards the features) plus `commitment` times the commitment term (features towards their codes)."""
         z = self.project(features)
         codes = F.normalize(self.codes, dim=-1)
         tokens = (z @ codes.T).argmax(-1)
         q = codes[tokens]
-        vq = (q - z.detach()).pow(2).sum(-1).mean()
-        return z + (q - z).detach(), tokens, vq, z
+        vq = (q - z.detach()).pow(2).sum(-1).mean() + commitment * (z - q.detach()).pow(2).sum(-1).mean()
+        return z + (q - z).detach(), tokens, vq
 
     def scorer(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, D) weights and (K,) biases: argmax_k f · w_k + b_k is the token `forward` picks."""
@@ -180,10 +181,10 @@ class CodebookJob(_Job):
             self._restart_unused(book, feats)
         rebuilt, vq, mse, tokens = [], 0.0, 0.0, []
         for f in feats:
-            q, t, v, z = book(f)
+            q, t, v = book(f, cfg.commitment)
             r = readout(q)
             mse = mse + (r - (f - book.mean) / book.std).pow(2).mean()
-            vq = vq + v + cfg.commitment * (z - q.detach()).pow(2).sum(-1).mean()
+            vq = vq + v
             rebuilt.append(r * book.std + book.mean)
             tokens.append(t)
         texts = [self.data.clips[i]["text"] for i in clips]
@@ -230,10 +231,9 @@ def remap_token_embedding(embedding: torch.Tensor, old_tokens: np.ndarray, new_t
         raise ValueError(f"{len(old_tokens)} old tokens for {len(new_tokens)} new ones: tokenize the same frames")
     old = torch.from_numpy(np.asarray(old_tokens, dtype=np.int64))
     new = torch.from_numpy(np.asarray(new_tokens, dtype=np.int64))
-    k_new = size
-    sums = torch.zeros(k_new, embedding.shape[1]).index_add_(0, new, embedding[old].float())
-    counts = torch.bincount(new, minlength=k_new).float()
+    sums = torch.zeros(size, embedding.shape[1]).index_add_(0, new, embedding[old].float())
+    counts = torch.bincount(new, minlength=size).float()
     mapped = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], embedding.float().mean(0))
-    pairs = torch.bincount(new * len(embedding) + old, minlength=k_new * len(embedding)).reshape(k_new, len(embedding))
+    pairs = torch.bincount(new * len(embedding) + old, minlength=size * len(embedding)).reshape(size, len(embedding))
     agreement = float(pairs.max(1).values.sum() / max(1, len(new)))
     return mapped, agreement

@@ -447,16 +447,19 @@ class TranscriptLoss:
         mel, mel_lengths = batch_log_mel(waves, n_mels=self.encoder.config.n_mels,
                                          pad_to_samples=WHISPER_WINDOW_SAMPLES if self.window else None)
         frames, frame_lengths = self.encoder(mel, mel_lengths)
-        total, count = frames.new_zeros(()), 0
-        for b, (text, language) in enumerate(zip(texts, languages)):
+        # one clip at a time: Whisper's decoder takes no mask over the frames, so only a window's own padding
+        # may reach it (none when the clip is read alone)
+        seen = [frames.shape[1] if self.window else int(n) for n in frame_lengths]
+        return self._text_cross_entropy([frames[b: b + 1, :n] for b, n in enumerate(seen)], texts, languages)
+
+    def _text_cross_entropy(self, frames: list[torch.Tensor], texts: list[str], languages: list[str]) -> torch.Tensor:
+        """The decoder fed each text against its (1, T, D) encoder frames: mean cross-entropy per predicted token."""
+        total, count = frames[0].new_zeros(()), 0
+        for x, text, language in zip(frames, texts, languages):
             seq = torch.tensor(self.token_ids(text, language))
             n_text = len(seq) - len(self.prompt(language))  # the text and the end token are predicted
-            # one clip at a time: Whisper's decoder takes no mask over the frames, so only a window's own padding
-            # may reach it (none when the clip is read alone)
-            seen = frames.shape[1] if self.window else int(frame_lengths[b])
-            hidden = self.decoder(input_ids=seq[None, :-1], encoder_hidden_states=frames[b: b + 1, :seen]).last_hidden_state
-            logits = self.proj_out(hidden[0, -n_text:])
-            total = total + F.cross_entropy(logits, seq[-n_text:], reduction="sum")
+            hidden = self.decoder(input_ids=seq[None, :-1], encoder_hidden_states=x).last_hidden_state
+            total = total + F.cross_entropy(self.proj_out(hidden[0, -n_text:]), seq[-n_text:], reduction="sum")
             count += n_text
         return total / count
 
@@ -466,19 +469,13 @@ class TranscriptLoss:
         vector is repeated `pool` times (the encoder's frame rate), the layers after `layer` and the decoder
         read it, the clip alone. Differentiable with respect to the features."""
         w = self.encoder.whisper
-        total, count = features[0].new_zeros(()), 0
-        for f, text, language in zip(features, texts, languages):
+        frames = []
+        for f in features:
             x = f.repeat_interleave(pool, 0)[None]
             for block in w.layers[layer:]:
                 x = block(x, None)
-            if layer < len(w.layers):  # the encoder's output already had its LayerNorm
-                x = w.layer_norm(x)
-            seq = torch.tensor(self.token_ids(text, language))
-            n_text = len(seq) - len(self.prompt(language))
-            hidden = self.decoder(input_ids=seq[None, :-1], encoder_hidden_states=x).last_hidden_state
-            total = total + F.cross_entropy(self.proj_out(hidden[0, -n_text:]), seq[-n_text:], reduction="sum")
-            count += n_text
-        return total / count
+            frames.append(w.layer_norm(x) if layer < len(w.layers) else x)  # the encoder's output had its LayerNorm
+        return self._text_cross_entropy(frames, texts, languages)
 
 
 class Token2MelJob(_Job):
