@@ -11,7 +11,7 @@ import torch
 
 from unisono.model.speech import CodecConfig, SpeechCodec
 from unisono.model.speech.config import MelConfig, RefinerConfig, SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
-from unisono.model.speech.mel import MelSpectrogram, mel_for_tokens
+from unisono.model.speech.mel import MelSpectrogram, mel_for_tokens, spectral_envelope
 from unisono.model.speech.streaming import WindowStream
 from unisono.model.speech.vocoder import ISTFT
 
@@ -50,6 +50,25 @@ def test_mel_for_tokens_cuts_and_pads_with_silence():
     assert mel_for_tokens(mel, 2, 4, 1e-5).shape == (80, 8)
     padded = mel_for_tokens(mel, 3, 4, 1e-5)
     assert padded.shape == (80, 12) and torch.allclose(padded[:, 10:], torch.tensor(np.log(1e-5), dtype=torch.float32))
+
+
+def test_the_spectral_envelope_is_the_low_quefrency_part_of_each_frame():
+    from scipy.fft import dct, idct
+
+    rng = np.random.default_rng(0)
+    mel = torch.from_numpy(rng.normal(size=(2, 80, 7)).astype(np.float32))
+    env = spectral_envelope(mel, 12)
+    # scipy's orthonormal DCT-II along the mel axis, cepstra 12.. zeroed, inverted
+    cep = dct(mel.numpy(), type=2, norm="ortho", axis=1)
+    cep[:, 12:] = 0
+    np.testing.assert_allclose(env.numpy(), idct(cep, type=2, norm="ortho", axis=1), atol=1e-5)
+    torch.testing.assert_close(spectral_envelope(env, 12), env, atol=1e-5, rtol=0)  # a projection
+    # a smooth shape stays, a ripple of a voice's harmonics (a period of 4 bins) goes
+    bins = torch.arange(80, dtype=torch.float32)[:, None]
+    smooth = -4.0 + torch.cos(np.pi * (bins + 0.5) * 3 / 80) - 0.5 * torch.cos(np.pi * (bins + 0.5) * 7 / 80)
+    ripple = torch.cos(bins / 4 * 2 * np.pi)
+    torch.testing.assert_close(spectral_envelope(smooth, 12), smooth, atol=1e-5, rtol=0)
+    assert (spectral_envelope(smooth + ripple, 12) - smooth).abs().max() < 0.2  # of a ripple of amplitude 1
 
 
 def test_istft_inverts_an_stft_with_same_framing():

@@ -630,6 +630,27 @@ def test_the_voice_term_is_the_l1_between_long_term_spectra_of_the_transcript_cl
     assert flat.column.grad is not None and flat.column.grad.abs().sum() > 0
 
 
+def test_the_envelope_term_is_the_l1_between_the_envelopes_of_predicted_and_real_mels(prepared, tmp_path):
+    from unisono.model.speech.mel import spectral_envelope
+
+    data, tokens, start, _ = run_and_exported_codec(prepared, tmp_path, seed=5)
+    cfg = TrainConfig(steps=2, batch=2, max_tokens=30, init_from=str(start), envelope_weight=2.0, envelope_cepstra=8)
+    job = Token2MelJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=lambda s: None)
+    for module in job.modules.values():
+        module.eval()  # no dropout: the two predictions below must be the same
+    state = job.rng.getstate()
+    tok, lengths, target, ref_mel, ref_len, _ = job.batch()
+    job.rng.setstate(state)
+    with torch.no_grad():
+        pred = job.predict_mel(tok, ref_mel, ref_len, lengths)
+    total, parts = job.loss()
+    expected = np.mean([float((spectral_envelope(pred[b], 8) - spectral_envelope(target[b], 8))[:, : 4 * n].abs().sum())
+                        for b, n in enumerate(lengths.tolist())]) * len(lengths) / (4 * int(lengths.sum()) * pred.shape[1])
+    assert parts["envelope"] == pytest.approx(expected, rel=1e-4)
+    assert float(total) == pytest.approx(parts["mel_l1"] + 2.0 * parts["envelope"], rel=1e-5)
+    assert 0 < parts["envelope"] < parts["mel_l1"]  # the envelope is a part of what the mel L1 counts
+
+
 def test_the_command_line_gives_the_transcript_loss_and_its_options_only_where_they_act(prepared, tmp_path):
     from typer.testing import CliRunner
 
@@ -649,3 +670,4 @@ def test_the_command_line_gives_the_transcript_loss_and_its_options_only_where_t
     assert "--transcript-weight too" in refused("vocoder-gta", data, run, "--transcript-tokens", "100")
     assert "--transcript-weight too" in refused("token2mel", data, run, "--transcript-window")
     assert "token2mel only" in refused("vocoder-gta", data, run, "--transcript-weight", "1", "--voice-weight", "1")
+    assert "token2mel only" in refused("vocoder-gta", data, run, "--envelope-weight", "1")

@@ -235,6 +235,10 @@ def train(
         0.0, min=0.0, help="token2mel, with --transcript-weight: weight of an L1 between the long-term spectrum (the "
                            "log-mel averaged over time) of each transcript clip's resynthesis and the clip's own: "
                            "it keeps the voice's timbre while the transcript loss reshapes the frames."),
+    envelope_weight: float = typer.Option(
+        0.0, min=0.0, help="token2mel: weight of an L1 between the spectral envelopes (the first --envelope-cepstra "
+                           "cepstra of each frame) of the predicted and the real mel, beside the mel L1; 0 is off."),
+    envelope_cepstra: int = typer.Option(12, min=1, help="token2mel: cepstra that make a frame's envelope (of 80 mel bins)."),
     depth: Optional[int] = typer.Option(
         None, min=1, help="token2mel: blocks of the token-to-mel model, written to the run's codec.json. Deeper than the "
                           "--init-from model: the blocks it lacks are appended as identities, so the fine-tune starts "
@@ -288,6 +292,8 @@ def train(
     if voice_weight and not transcript_weight:
         raise typer.BadParameter("it is taken on the transcript loss's clips: give --transcript-weight too",
                                  param_hint="--voice-weight")
+    if envelope_weight and part != "token2mel":
+        raise typer.BadParameter("it is a loss on the token-to-mel model's mels: token2mel only", param_hint="--envelope-weight")
     if cycle_vocoder and part != "token2mel":
         raise typer.BadParameter("a frozen vocoder voices the token-to-mel model's mels only; vocoder-gta trains its own",
                                  param_hint="--cycle-vocoder")
@@ -315,7 +321,8 @@ def train(
                       cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, cycle_layers=tuple(cycle_layer),
                       self_reference=self_reference, transcript_weight=transcript_weight,
                       transcript_clips=transcript_clips, transcript_tokens=transcript_tokens,
-                      transcript_window=transcript_window, voice_weight=voice_weight, threads=threads)
+                      transcript_window=transcript_window, voice_weight=voice_weight,
+                      envelope_weight=envelope_weight, envelope_cepstra=envelope_cepstra, threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from unisono.model.speech.config import CodecConfig
-from unisono.model.speech.mel import MelSpectrogram
+from unisono.model.speech.mel import MelSpectrogram, spectral_envelope
 from unisono.model.speech.refiner import MelRefiner
 from unisono.model.speech.token2mel import SpeakerEncoder, Token2Mel, length_mask
 from unisono.model.speech.vocoder import Vocoder
@@ -146,6 +146,13 @@ class TrainConfig:
     # over time) of each transcript clip's resynthesis and of the clip. Being read is free to reshape every
     # frame; this keeps the average, a voice's timbre and its recording's colour, where the clip has it.
     voice_weight: float = 0.0
+    # token2mel: weight of an L1 between the spectral envelopes (the first `envelope_cepstra` cepstra of each
+    # frame, see `spectral_envelope`) of the predicted and the real mel, beside the mel L1. Splicing the real
+    # envelope into a resynthesis gives back the copy synthesis's word errors, the real harmonics nothing
+    # (bench/codec_mel_oracle.py): the envelope is where the words are, and the mel L1 spends most of its
+    # gradient on a voice's harmonics, which the tokens do not fix.
+    envelope_weight: float = 0.0
+    envelope_cepstra: int = 12
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -700,6 +707,10 @@ class Token2MelJob(_Job):
         mask = length_mask(lengths * up, pred.shape[-1])[:, None, :].float()  # (B, 1, 4T)
         l1 = ((pred - target).abs() * mask).sum() / (mask.sum() * pred.shape[1])
         total, parts = l1, {"mel_l1": float(l1.detach())}
+        if self.cfg.envelope_weight:
+            n = self.cfg.envelope_cepstra
+            env = ((spectral_envelope(pred, n) - spectral_envelope(target, n)).abs() * mask).sum() / (mask.sum() * pred.shape[1])
+            total, parts["envelope"] = total + self.cfg.envelope_weight * env, float(env.detach())
         if self.reencoder is not None:
             spt = self.codec_config.tokenizer.samples_per_token
             n = lengths[: self.cfg.cycle_clips].clamp(max=self.cfg.cycle_tokens).tolist()

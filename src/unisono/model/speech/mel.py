@@ -51,6 +51,22 @@ class MelSpectrogram(nn.Module):
         return mel[0] if squeeze else mel
 
 
+@lru_cache(maxsize=4)
+def _dct_basis(n: int) -> torch.Tensor:
+    """(n, n) orthonormal DCT-II: column k is the k-th cosine over n mel bins."""
+    k = torch.arange(n, dtype=torch.float64)
+    basis = torch.cos(np.pi / n * (k[:, None] + 0.5) * k[None, :]) * np.sqrt(2.0 / n)
+    basis[:, 0] /= np.sqrt(2.0)
+    return basis.float()
+
+
+def spectral_envelope(mel: torch.Tensor, n_cepstra: int) -> torch.Tensor:
+    """(..., n_mels, F) log-mel -> the same shape, kept to its first `n_cepstra` cepstra (DCT along
+    frequency): the smooth spectral envelope of each frame, without the voice's harmonics."""
+    basis = _dct_basis(mel.shape[-2])[:, :n_cepstra].to(mel.device, mel.dtype)
+    return basis @ (basis.T @ mel)
+
+
 def mel_for_tokens(mel: torch.Tensor, n_tokens: int, upsample: int, log_floor: float) -> torch.Tensor:
     """(..., n_mels, F) -> (..., n_mels, upsample * n_tokens): cut, or pad with silence."""
     frames = upsample * n_tokens
