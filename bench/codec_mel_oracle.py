@@ -11,6 +11,8 @@ A variant is `kind` or `kind=P`:
     predlifter=N           the same of the estimate
     realenv=N              the real envelope (first N cepstra) + the estimate's fine structure (the rest)
     predenv=N              the estimate's envelope + the real fine structure
+    realenvtoken=N         as realenv, the real envelope averaged over each token's 4 frames: the best a
+                           token could say of it if it says one envelope
     realbelow=HZ           real mel bins centred below HZ, the estimate's above
     realabove=HZ           the estimate's below HZ, real above
     energy                 the estimate moved to the real frame-wise mean (loudness contour)
@@ -51,6 +53,11 @@ def splice(variant: str, real: torch.Tensor, pred: torch.Tensor, centre_hz: torc
         return envelope(pred, int(p))
     if kind == "realenv":
         return envelope(real, int(p)) + pred - envelope(pred, int(p))
+    if kind == "realenvtoken":
+        env = envelope(real, int(p))
+        n_mels, frames = env.shape
+        per_token = env.reshape(n_mels, frames // 4, 4).mean(-1, keepdim=True).expand(-1, -1, 4).reshape(n_mels, frames)
+        return per_token + pred - envelope(pred, int(p))
     if kind == "predenv":
         return envelope(pred, int(p)) + real - envelope(real, int(p))
     if kind == "realbelow":

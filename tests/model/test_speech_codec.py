@@ -27,10 +27,11 @@ def small_config(refiner: bool = False, **t2m) -> CodecConfig:
     return c
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["plain", "refined"])
+@pytest.fixture(scope="module", params=["plain", "refined", "phase"])
 def codec(request) -> SpeechCodec:
     torch.manual_seed(0)
-    return SpeechCodec(small_config(refiner=request.param), centroids=torch.randn(50, 384)).eval()
+    config = small_config(refiner=request.param == "refined", phase_projection=request.param == "phase")
+    return SpeechCodec(config, centroids=torch.randn(50, 384)).eval()
 
 
 def test_mel_matches_librosa():
@@ -204,6 +205,27 @@ def test_a_deepened_token2mel_starts_as_the_same_function_and_can_learn():
     assert deep.load_deepened(deep.state_dict()) == (0, 0)  # as deep: a plain load
     with pytest.raises(ValueError, match="more than this model's 2 and 2"):
         shallow.load_deepened(deep.state_dict())
+
+
+def test_a_phase_projection_starts_as_the_repeated_one_and_learns_each_frame_apart():
+    from unisono.model.speech.token2mel import Token2Mel
+
+    torch.manual_seed(5)
+    plain = Token2Mel(Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64), 50, 80, 8).eval()
+    phased = Token2Mel(Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64, phase_projection=True), 50, 80, 8).eval()
+    tok, spk, lengths = torch.randint(0, 50, (3, 40)), torch.randn(3, 8), torch.tensor([40, 25, 7])
+    assert phased.to_post.weight.shape == (4 * 128, 32) and plain.to_post.weight.shape == (128, 32)
+    with torch.no_grad():
+        assert not torch.allclose(phased(tok, spk, lengths), plain(tok, spk, lengths))
+        assert phased.load_deepened(plain.state_dict()) == (0, 0)
+        torch.testing.assert_close(phased(tok, spk, lengths), plain(tok, spk, lengths))
+    # a target that moves within each token: the four frames' projections get four different gradients
+    target = torch.arange(4.0).repeat(40)[None, None].expand(3, 80, -1)
+    (phased(tok, spk, lengths) - target).square().mean().backward()
+    grads = phased.to_post.weight.grad.view(4, 128, 32)
+    assert all(not torch.allclose(grads[0], grads[k]) for k in (1, 2, 3))
+    with pytest.raises(RuntimeError):  # a phase model is not a plain one
+        plain.load_deepened(phased.state_dict())
 
 
 def test_batched_token2mel_equals_items_alone(codec):

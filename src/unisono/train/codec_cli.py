@@ -245,6 +245,11 @@ def train(
                           "from the same function."),
     post_depth: Optional[int] = typer.Option(
         None, min=1, help="token2mel: convolutions of the token-to-mel model's post-net (at the mel rate), as --depth."),
+    phase_projection: bool = typer.Option(
+        False, "--phase-projection", help="token2mel: give each of a token's mel frames its own projection of the token's "
+                                         "vector instead of repeating one, written to the run's codec.json. From an "
+                                         "--init-from model without it, every frame starts with that model's projection: "
+                                         "the same function."),
     threads: int = typer.Option(1, help="CPU threads."),
 ) -> None:
     """Train the vocoder (mel -> audio), the token-to-mel model (tokens + voice -> mel), or the
@@ -298,14 +303,16 @@ def train(
         raise typer.BadParameter("a frozen vocoder voices the token-to-mel model's mels only; vocoder-gta trains its own",
                                  param_hint="--cycle-vocoder")
     # the checks come first: a refused command leaves the run's codec.json as it was
-    shape = {"n_layers": depth, "post_layers": post_depth}
+    shape = {"n_layers": depth, "post_layers": post_depth, "phase_projection": phase_projection or None}
     if any(v is not None and v != getattr(config.token2mel, k) for k, v in shape.items()):
         if part != "token2mel":
-            raise typer.BadParameter("the depth is the token-to-mel model's", param_hint="--depth / --post-depth")
+            raise typer.BadParameter("the shape is the token-to-mel model's", param_hint="--depth / --post-depth / --phase-projection")
         if Token2MelJob.ckpt_of(run).is_file():
             raise typer.BadParameter(f"{Token2MelJob.ckpt_of(run)} holds a model of {config.token2mel.n_layers} blocks and "
-                                     f"{config.token2mel.post_layers} post-net layers: a new depth needs a new run folder",
-                                     param_hint="--depth / --post-depth")
+                                     f"{config.token2mel.post_layers} post-net layers"
+                                     f"{' with' if config.token2mel.phase_projection else ' without'} a phase projection: "
+                                     "a new shape needs a new run folder",
+                                     param_hint="--depth / --post-depth / --phase-projection")
         for k, v in shape.items():
             if v is not None:
                 setattr(config.token2mel, k, v)

@@ -78,6 +78,10 @@ class Token2MelConfig:
     post_dim: int = 128  # the post-net runs at 4x the token rate: narrower keeps it cheap
     post_kernel: int = 5  # post-net convolutions at the mel rate (asymmetric: mostly the past)
     post_layers: int = 2
+    # each of a token's `upsample` frames gets its own projection of the token's vector (sub-pixel
+    # upsampling); otherwise one projection is repeated and only the post-net tells the frames apart.
+    # The words are in how the spectral envelope moves within a token (bench/codec_mel_oracle.py).
+    phase_projection: bool = False
     dropout: float = 0.1
 
     @property

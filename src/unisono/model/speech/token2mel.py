@@ -5,6 +5,7 @@
     reference mel ─► SpeakerEncoder ─► (B, S) ─────────┐
                                                         ▼
       linear, repeat x4 (B, 4T, P) + speaker ─► post-net (asymmetric convs) ─► linear ─► mel (B, n_mels, 4T)
+      [or, with `phase_projection`, one linear per frame of the token: (B, T, 4P) ─► (B, 4T, P)]
 
 Each position attends to `attn_left` tokens before it and `attn_right` after it, and the
 convolutions are short, so an output frame depends on a fixed window of tokens
@@ -97,7 +98,7 @@ class Token2Mel(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = nn.LayerNorm(d)
         p = config.post_dim
-        self.to_post = nn.Linear(d, p)
+        self.to_post = nn.Linear(d, p * (config.upsample if config.phase_projection else 1))
         self.speaker_post = nn.Linear(speaker_dim, p)
         self.post = nn.ModuleList(nn.Conv1d(p, p, config.post_kernel) for _ in range(config.post_layers))
         self.out = nn.Linear(p, n_mels)
@@ -128,9 +129,10 @@ class Token2Mel(nn.Module):
         allowed = self.local_mask(T, lengths)
         for block in self.blocks:
             x = block(x, allowed, mask)
-        x = self.to_post(self.norm(x)) * mask  # (B, T, P)
         up = self.config.upsample
-        x = x.repeat_interleave(up, dim=1) + self.speaker_post(speaker)[:, None, :]  # (B, up*T, P)
+        x = self.to_post(self.norm(x)) * mask  # (B, T, P), or (B, T, up*P): frame k of a token is x[..., kP:(k+1)P]
+        x = x.reshape(B, up * T, -1) if self.config.phase_projection else x.repeat_interleave(up, dim=1)
+        x = x + self.speaker_post(speaker)[:, None, :]  # (B, up*T, P)
         fmask = mask.repeat_interleave(up, dim=1).transpose(1, 2)  # (B, 1, up*T)
         h = x.transpose(1, 2)  # (B, P, up*T)
         k = self.config.post_kernel
@@ -142,7 +144,12 @@ class Token2Mel(nn.Module):
         """Load the weights of a model like this one with fewer blocks and/or post-net layers (or as
         many: a plain load). What it lacks is appended as identities: the new blocks' attention,
         convolution and FFN outputs and the new post-net convolutions start at zero, so the deeper
-        model starts as the same function and training adds depth. Returns (blocks, post-net layers) added."""
+        model starts as the same function and training adds depth. A model without a phase projection
+        loads into one with it as the same function too: its one projection serves every frame.
+        Returns (blocks, post-net layers) added."""
+        up, p = self.config.upsample, self.config.post_dim
+        if self.config.phase_projection and state["to_post.weight"].shape[0] == p and up > 1:
+            state = state | {"to_post.weight": state["to_post.weight"].repeat(up, 1), "to_post.bias": state["to_post.bias"].repeat(up)}
         def count(prefix: str) -> int:
             return 1 + max((int(k.split(".")[1]) for k in state if k.startswith(prefix + ".")), default=-1)
 
