@@ -1,7 +1,8 @@
 """Which encoder layer should the speech tokens quantise? A cheap proxy, before any detokenizer
 is trained: fit a k-means codebook on each stored layer of a `unisono codec prepare` folder, then
 predict the mel frames of held-out clips by the mean mel of each token (a lookup table built on
-other clips). The lower the L1, the more of the sound the tokens carry. Also prints the share of
+other clips). The lower the L1, the more of the sound the tokens carry; the L1 of the spectral
+envelopes alone (12 cepstra, `spectral_envelope`) is the part that holds the words (bench/codec_mel_oracle.py). Also prints the share of
 each layer's feature variance explained by the token's position in its clip alone (Whisper adds
 absolute positions to its input, and a codebook that clusters by position is wasted).
 
@@ -21,7 +22,7 @@ def main() -> None:
     from sklearn.cluster import MiniBatchKMeans
 
     from unisono.model.speech.config import MelConfig
-    from unisono.model.speech.mel import MelSpectrogram
+    from unisono.model.speech.mel import MelSpectrogram, spectral_envelope
     from unisono.train.codec_data import CodecData
     from unisono.train.codec_train import assign_tokens
 
@@ -58,9 +59,13 @@ def main() -> None:
             np.add.at(counts, ids(i), 1)
         means = sums / np.maximum(counts, 1)[:, None, None]
         err = sum(np.abs(means[ids(i)] - mels[i]).sum() for i in test)
-        return float(err / sum(mels[i].size for i in test))
+        env = sum(np.abs(envelope(means[ids(i)]) - envelope(mels[i])).sum() for i in test)
+        return float(err / sum(mels[i].size for i in test)), float(env / sum(mels[i].size for i in test))
 
-    print(f"no tokens (one mean for every frame): L1 {lookup_l1(None):.3f}")
+    def envelope(m: np.ndarray) -> np.ndarray:  # (tokens, n_mels, 4) -> the same, each frame's envelope
+        return spectral_envelope(torch.from_numpy(m).float(), 12).numpy()
+
+    print("no tokens (one mean for every frame): L1 {:.3f}, envelope L1 {:.3f}".format(*lookup_l1(None)))
     for layer in (int(x) for x in args.layers.split(",")):
         feats = np.asarray(CodecData(args.data, layer=layer).features, dtype=np.float32)
         pos = np.minimum(np.concatenate([np.arange(c["tokens"]) for c in base.clips]), 749)
@@ -74,7 +79,7 @@ def main() -> None:
                              reassignment_ratio=0.001).fit(feats[take])
         tokens = assign_tokens(feats, torch.from_numpy(km.cluster_centers_.astype(np.float32)))
         print(f"layer {layer}: position explains {100 * share:.0f}% of the feature variance; "
-              f"token lookup L1 {lookup_l1(tokens):.3f} ({time.time() - t0:.0f} s)", flush=True)
+              "token lookup L1 {:.3f}, envelope L1 {:.3f}".format(*lookup_l1(tokens)) + f" ({time.time() - t0:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
