@@ -11,7 +11,7 @@ A variant is `kind` or `kind=P`:
     predlifter=N           the same of the estimate
     realenv=N              the real envelope (first N cepstra) + the estimate's fine structure (the rest)
     predenv=N              the estimate's envelope + the real fine structure
-    realenvtoken=N         as realenv, the real envelope averaged over each token's 4 frames: the best a
+    realenvtoken=N         as realenv, the real envelope averaged over each token's mel frames: the best a
                            token could say of it if it says one envelope
     realbelow=HZ           real mel bins centred below HZ, the estimate's above
     realabove=HZ           the estimate's below HZ, real above
@@ -41,7 +41,9 @@ def time_blur(mel: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.avg_pool1d(padded, width, 1)[0]
 
 
-def splice(variant: str, real: torch.Tensor, pred: torch.Tensor, centre_hz: torch.Tensor) -> torch.Tensor:
+def splice(variant: str, real: torch.Tensor, pred: torch.Tensor, centre_hz: torch.Tensor, upsample: int) -> torch.Tensor:
+    """(n_mels, F) real mel and estimate -> the variant's mel. The envelope is a linear projection, so
+    "the real envelope + the estimate's fine structure" is the estimate moved by the envelope of the difference."""
     kind, _, p = variant.partition("=")
     if kind == "copy":
         return real
@@ -52,14 +54,14 @@ def splice(variant: str, real: torch.Tensor, pred: torch.Tensor, centre_hz: torc
     if kind == "predlifter":
         return envelope(pred, int(p))
     if kind == "realenv":
-        return envelope(real, int(p)) + pred - envelope(pred, int(p))
+        return pred + envelope(real - pred, int(p))
     if kind == "realenvtoken":
         env = envelope(real, int(p))
         n_mels, frames = env.shape
-        per_token = env.reshape(n_mels, frames // 4, 4).mean(-1, keepdim=True).expand(-1, -1, 4).reshape(n_mels, frames)
-        return per_token + pred - envelope(pred, int(p))
+        per_token = env.reshape(n_mels, frames // upsample, upsample).mean(-1, keepdim=True).expand(-1, -1, upsample)
+        return per_token.reshape(n_mels, frames) + pred - envelope(pred, int(p))
     if kind == "predenv":
-        return envelope(pred, int(p)) + real - envelope(real, int(p))
+        return real + envelope(pred - real, int(p))
     if kind == "realbelow":
         return torch.where((centre_hz < float(p))[:, None], real, pred)
     if kind == "realabove":
@@ -95,7 +97,7 @@ def main() -> None:
     c = codec.config.mel
     centre_hz = codec.mel.filters.argmax(1).float() * c.sample_rate / c.n_fft
     for variant in args.variants:  # fail before the long loop, not in it
-        splice(variant, torch.zeros(c.n_mels, 4), torch.zeros(c.n_mels, 4), centre_hz)
+        splice(variant, torch.zeros(c.n_mels, 4), torch.zeros(c.n_mels, 4), centre_hz, 4)
     eval_set = load_set(args.set).head(args.limit)
     score = make_scoring(default_scoring_name(eval_set.name, eval_set.language))
     recognizer = build_system("faster-whisper", threads=args.threads)
@@ -110,7 +112,7 @@ def main() -> None:
         pred = codec.tokens_to_mel(tokens, codec.speaker_embedding(audio))
         real = mel_for_tokens(codec.mel(torch.from_numpy(audio).float()), len(tokens), up, c.log_floor)
         for variant in args.variants:
-            mel = splice(variant, real, pred, centre_hz)
+            mel = splice(variant, real, pred, centre_hz, up)
             l1[variant].append(float((mel - real).abs().mean()))
             heard[variant] = recognizer.transcribe(codec.mel_to_audio(mel).clamp(-1, 1).numpy(), language="en")
         for variant, hyp in heard.items():

@@ -59,7 +59,7 @@ def main() -> None:
             np.add.at(counts, ids(i), 1)
         means = sums / np.maximum(counts, 1)[:, None, None]
         err = sum(np.abs(means[ids(i)] - mels[i]).sum() for i in test)
-        env = sum(np.abs(envelope(means[ids(i)]) - envelope(mels[i])).sum() for i in test)
+        env = sum(np.abs(envelope(means[ids(i)] - mels[i])).sum() for i in test)  # a linear projection
         return float(err / sum(mels[i].size for i in test)), float(env / sum(mels[i].size for i in test))
 
     def envelope(m: np.ndarray) -> np.ndarray:  # (tokens, n_mels, 4) -> the same, each frame's envelope

@@ -709,7 +709,8 @@ class Token2MelJob(_Job):
         total, parts = l1, {"mel_l1": float(l1.detach())}
         if self.cfg.envelope_weight:
             n = self.cfg.envelope_cepstra
-            env = ((spectral_envelope(pred, n) - spectral_envelope(target, n)).abs() * mask).sum() / (mask.sum() * pred.shape[1])
+            # the envelope is a linear projection: that of the difference is the difference of the envelopes
+            env = (spectral_envelope(pred - target, n).abs() * mask).sum() / (mask.sum() * pred.shape[1])
             total, parts["envelope"] = total + self.cfg.envelope_weight * env, float(env.detach())
         if self.reencoder is not None:
             spt = self.codec_config.tokenizer.samples_per_token
