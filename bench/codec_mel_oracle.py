@@ -21,6 +21,11 @@ A variant is `kind` or `kind=P`:
     python bench/codec_mel_oracle.py corpus/codec_dev src/unisono/assets/unisono-tiny/speech \\
         copy pred lifter=12 realenv=12 predenv=12 --out docs/codec/oracle/dev.json
 
+Beside each variant's word errors it prints how much its spectral envelope (12 cepstra) moves within a
+token (each frame's distance from the token's mean envelope), as a share of how much the real one does,
+and how far that movement is from the real one, as a share of the real one's size (1.0: no better than
+an envelope held still over each token). An L1 estimate that averages trajectories moves less.
+
 The figures printed and kept are over the clips where no side looped (more inserted words than the
 reference has), as `bench/codec_variants.py` reports them: one looping clip outweighs the rest.
 """
@@ -39,6 +44,22 @@ from unisono.model.speech.mel import spectral_envelope as envelope
 def time_blur(mel: torch.Tensor, width: int) -> torch.Tensor:
     padded = torch.nn.functional.pad(mel[None], (width // 2, width // 2), mode="replicate")
     return torch.nn.functional.avg_pool1d(padded, width, 1)[0]
+
+
+def within_token(mel: torch.Tensor, upsample: int, cepstra: int = 12) -> torch.Tensor:
+    """The envelope's cepstra (cepstra, tokens, upsample) less their mean over each token's mel frames."""
+    env = envelope(mel, cepstra)
+    tokens = env.shape[-1] // upsample
+    env = env[:, : tokens * upsample].reshape(env.shape[0], tokens, upsample)
+    return env - env.mean(-1, keepdim=True)
+
+
+def motion_figures(mel: torch.Tensor, real: torch.Tensor, upsample: int) -> tuple[float, float]:
+    """How much the envelope moves within tokens, as a share of the real mel's movement, and the L1 between
+    the two movements as a share of the real one's size (0: the real trajectory; 1: as far as none at all)."""
+    mine, theirs = within_token(mel, upsample), within_token(real, upsample)
+    size = float(theirs.abs().mean())
+    return float(mine.abs().mean()) / size, float((mine - theirs).abs().mean()) / size
 
 
 def splice(variant: str, real: torch.Tensor, pred: torch.Tensor, centre_hz: torch.Tensor, upsample: int) -> torch.Tensor:
@@ -103,6 +124,7 @@ def main() -> None:
     recognizer = build_system("faster-whisper", threads=args.threads)
     counts: dict[str, list] = {v: [] for v in ["original", *args.variants]}
     l1: dict[str, list[float]] = {v: [] for v in args.variants}
+    motion: dict[str, list[tuple[float, float]]] = {v: [] for v in args.variants}
     up = codec.config.token2mel.upsample
     for u in eval_set.utterances:
         audio = load_audio(u.audio, max_duration_s=120)
@@ -114,6 +136,7 @@ def main() -> None:
         for variant in args.variants:
             mel = splice(variant, real, pred, centre_hz, up)
             l1[variant].append(float((mel - real).abs().mean()))
+            motion[variant].append(motion_figures(mel, real, up))
             heard[variant] = recognizer.transcribe(codec.mel_to_audio(mel).clamp(-1, 1).numpy(), language="en")
         for variant, hyp in heard.items():
             counts[variant].append(count_errors(reference, score.normalize(hyp), score.unit))
@@ -121,12 +144,17 @@ def main() -> None:
     steady = {v: total([cs[i] for i in keep]).rate for v, cs in counts.items()}
     print(f"{eval_set.name}: {len(keep)} of {len(counts['original'])} clips where no side looped")
     for variant, rate in steady.items():
-        print(f"  {100 * rate:6.1f}%  {variant}" + (f"   mel L1 to the real {np.mean(l1[variant]):.3f}" if variant in l1 else ""))
+        print(f"  {100 * rate:6.1f}%  {variant}" + (f"   mel L1 to the real {np.mean(l1[variant]):.3f}; within tokens the "
+                                                     f"envelope moves {np.mean([m for m, _ in motion[variant]]):.2f} of the "
+                                                     f"real's, off it by {np.mean([e for _, e in motion[variant]]):.2f}"
+                                                     if variant in l1 else ""))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"set": args.set, "codec": args.codec, "clips": len(counts["original"]), "steady_clips": keep,
                        "wer_steady": steady, "wer_all": {v: total(cs).rate for v, cs in counts.items()},
                        "mel_l1": {v: float(np.mean(x)) for v, x in l1.items()},
+                       "motion_within_tokens": {v: float(np.mean([m for m, _ in x])) for v, x in motion.items()},
+                       "motion_error_within_tokens": {v: float(np.mean([e for _, e in x])) for v, x in motion.items()},
                        "errors": {v: [x.errors for x in cs] for v, cs in counts.items()}}, f, indent=2)
 
 

@@ -651,6 +651,43 @@ def test_the_envelope_term_is_the_l1_between_the_envelopes_of_predicted_and_real
     assert 0 < parts["envelope"] < parts["mel_l1"]  # the envelope is a part of what the mel L1 counts
 
 
+def test_the_adversarial_term_trains_a_discriminator_beside_the_model_and_resumes_exactly(prepared, tmp_path):
+    data, tokens, start, _ = run_and_exported_codec(prepared, tmp_path, seed=6)
+    quiet = lambda s: None  # noqa: E731
+    cfg = TrainConfig(steps=4, batch=3, max_tokens=30, init_from=str(start), adversarial_weight=0.5,
+                      log_every=1, checkpoint_every=2)
+    job = Token2MelJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=quiet)
+    trained = {id(p) for group in job.opt.param_groups for p in group["params"]}
+    assert not any(id(p) in trained for p in job.discriminator.parameters())  # its own optimiser
+    before = {k: v.clone() for k, v in job.discriminator.state_dict().items()}
+    for module in job.modules.values():
+        module.eval()  # no dropout: the total below is recomputed from the parts
+    total, parts = job.loss()
+    assert float(total.detach()) == pytest.approx(parts["mel_l1"] + 0.5 * (parts["adversarial"] + 2 * parts["feature_match"]), rel=1e-5)
+    assert parts["disc"] > 0 and parts["adversarial"] > 0 and parts["feature_match"] > 0
+    assert any(not torch.equal(v, job.discriminator.state_dict()[k]) for k, v in before.items())  # it took a step
+
+    # 4 steps straight, against 2, a "kill" and a resumed job: model and discriminator alike
+    straight = Token2MelJob(data, tokens, tmp_path / "run", codec_config(), cfg, log=quiet)
+    straight.train()
+    first = Token2MelJob(data, tokens, tmp_path / "c", codec_config(), cfg, log=quiet)
+    first.train(until=2)
+    assert "discriminator" in torch.load(tmp_path / "c/token2mel.pt", weights_only=False)
+    resumed = Token2MelJob(data, tokens, tmp_path / "c", codec_config(), cfg, log=quiet)
+    assert resumed.step == 2
+    resumed.train()
+    for name in ("token2mel", "speaker"):
+        for k, v in straight.modules[name].state_dict().items():
+            torch.testing.assert_close(resumed.modules[name].state_dict()[k], v)
+    for k, v in straight.discriminator.state_dict().items():
+        torch.testing.assert_close(resumed.discriminator.state_dict()[k], v)
+    log = [json.loads(line) for line in open(tmp_path / "run/token2mel.jsonl")]
+    assert {"disc", "adversarial", "feature_match"} <= set(log[-1])
+    # nothing of the discriminator is exported
+    codec = SpeechCodec.load(export_codec(tmp_path / "run", tmp_path / "speech-a", codec_config(), vocoder=str(start)))
+    assert not any("disc" in k for k in codec.state_dict())
+
+
 def test_the_command_line_gives_the_transcript_loss_and_its_options_only_where_they_act(prepared, tmp_path):
     from typer.testing import CliRunner
 
@@ -671,3 +708,4 @@ def test_the_command_line_gives_the_transcript_loss_and_its_options_only_where_t
     assert "--transcript-weight too" in refused("token2mel", data, run, "--transcript-window")
     assert "token2mel only" in refused("vocoder-gta", data, run, "--transcript-weight", "1", "--voice-weight", "1")
     assert "token2mel only" in refused("vocoder-gta", data, run, "--envelope-weight", "1")
+    assert "token2mel only" in refused("vocoder-gta", data, run, "--adversarial-weight", "1")

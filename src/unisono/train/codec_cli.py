@@ -239,6 +239,10 @@ def train(
         0.0, min=0.0, help="token2mel: weight of an L1 between the spectral envelopes (the first --envelope-cepstra "
                            "cepstra of each frame) of the predicted and the real mel, beside the mel L1; 0 is off."),
     envelope_cepstra: int = typer.Option(12, min=1, help="token2mel: cepstra that make a frame's envelope (of 80 mel bins)."),
+    adversarial_weight: float = typer.Option(
+        0.0, min=0.0, help="token2mel: weight of the adversarial term (a discriminator of mel patches trains beside the "
+                           "model; the model's least-squares GAN loss plus twice its feature matching, as HiFi-GAN "
+                           "weighs them); 0 is off."),
     depth: Optional[int] = typer.Option(
         None, min=1, help="token2mel: blocks of the token-to-mel model, written to the run's codec.json. Deeper than the "
                           "--init-from model: the blocks it lacks are appended as identities, so the fine-tune starts "
@@ -299,6 +303,9 @@ def train(
                                  param_hint="--voice-weight")
     if envelope_weight and part != "token2mel":
         raise typer.BadParameter("it is a loss on the token-to-mel model's mels: token2mel only", param_hint="--envelope-weight")
+    if adversarial_weight and part != "token2mel":
+        raise typer.BadParameter("its discriminator judges the token-to-mel model's mels: token2mel only",
+                                 param_hint="--adversarial-weight")
     if cycle_vocoder and part != "token2mel":
         raise typer.BadParameter("a frozen vocoder voices the token-to-mel model's mels only; vocoder-gta trains its own",
                                  param_hint="--cycle-vocoder")
@@ -329,7 +336,8 @@ def train(
                       self_reference=self_reference, transcript_weight=transcript_weight,
                       transcript_clips=transcript_clips, transcript_tokens=transcript_tokens,
                       transcript_window=transcript_window, voice_weight=voice_weight,
-                      envelope_weight=envelope_weight, envelope_cepstra=envelope_cepstra, threads=threads)
+                      envelope_weight=envelope_weight, envelope_cepstra=envelope_cepstra,
+                      adversarial_weight=adversarial_weight, threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":

@@ -49,6 +49,14 @@ from unisono.model.speech.refiner import MelRefiner
 from unisono.model.speech.token2mel import SpeakerEncoder, Token2Mel, length_mask
 from unisono.model.speech.vocoder import Vocoder
 from unisono.train.codec_data import CodecData
+from unisono.train.mel_discriminator import (
+    MelDiscriminator,
+    MelDiscriminatorConfig,
+    discriminator_loss,
+    generator_loss,
+    normalise,
+    paired_patches,
+)
 
 TOKENIZER_FILE = "tokenizer.safetensors"
 TOKENS_FILE = "tokens.npy"
@@ -153,6 +161,10 @@ class TrainConfig:
     # gradient on a voice's harmonics, which the tokens do not fix.
     envelope_weight: float = 0.0
     envelope_cepstra: int = 12
+    # token2mel: weight of the adversarial term, a least-squares GAN loss and twice its feature matching, as
+    # HiFi-GAN weighs them (see `mel_discriminator`); 0 is off. The discriminator sees patches of the real and
+    # the predicted mels and trains beside the model, with its own optimiser, saved in the checkpoint.
+    adversarial_weight: float = 0.0
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -219,7 +231,7 @@ class _Job(ABC):
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
         self.step = 0
         self.start: dict | None = None  # what a fine-tune started from (`init_from`)
-        state = load_state(self.ckpt)
+        state = self.resumed = load_state(self.ckpt)
         if state is not None:
             for k, m in self.modules.items():
                 m.load_state_dict(state["modules"][k])
@@ -265,10 +277,14 @@ class _Job(ABC):
     def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         """One batch's loss and the figures to log."""
 
+    def extra_state(self) -> dict:
+        """What else a checkpoint must hold for an exact resume (a job's helpers that train beside it)."""
+        return {}
+
     def save(self) -> None:
         save_state(self.ckpt, modules={k: m.state_dict() for k, m in self.modules.items()}, opt=self.opt.state_dict(),
                    step=self.step, rng=self.rng.getstate(), torch_rng=torch.get_rng_state(),
-                   codec_config=self.codec_config.to_dict(), train_config=asdict(self.cfg))
+                   codec_config=self.codec_config.to_dict(), train_config=asdict(self.cfg), **self.extra_state())
 
     def train(self, until: int | None = None, progress: Callable[[int], None] | None = None) -> None:
         cfg = self.cfg
@@ -507,6 +523,44 @@ class Token2MelJob(_Job):
             self._setup_reencoder(encoder)
         if cfg.transcript_weight > 0 and self.name in ("token2mel", "vocoder-gta"):
             self._setup_transcript(encoder)
+        self.discriminator = None
+        if cfg.adversarial_weight > 0 and self.name == "token2mel":
+            self._setup_discriminator()
+
+    def _setup_discriminator(self) -> None:
+        """The mel discriminator of the adversarial term and its optimiser, as the checkpoint left them."""
+        self.disc_cfg = MelDiscriminatorConfig()
+        with torch.random.fork_rng(devices=[]):  # a resumed job draws the same random numbers as one never stopped
+            self.discriminator = MelDiscriminator(self.disc_cfg)
+        self.disc_opt = torch.optim.AdamW(self.discriminator.parameters(), lr=self.disc_cfg.lr, betas=(0.8, 0.99))
+        if self.resumed is not None and "discriminator" in self.resumed:
+            self.discriminator.load_state_dict(self.resumed["discriminator"])
+            self.disc_opt.load_state_dict(self.resumed["disc_opt"])
+        elif self.resumed is not None:
+            self.log(f"{self.name}: the checkpoint holds no discriminator; a new one starts at step {self.step}")
+        self.log(f"{self.name}: adversarial term (weight {self.cfg.adversarial_weight}) from a mel discriminator "
+                 f"of {sum(p.numel() for p in self.discriminator.parameters()):,} parameters")
+
+    def extra_state(self) -> dict:
+        if self.discriminator is None:
+            return {}
+        return {"discriminator": self.discriminator.state_dict(), "disc_opt": self.disc_opt.state_dict()}
+
+    def adversarial_terms(self, pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step of the discriminator on paired patches of the batch's real and predicted mels, then the
+        model's adversarial and feature-matching losses against the updated discriminator."""
+        frames = lengths * self.codec_config.token2mel.upsample
+        fake, real = normalise(*paired_patches(pred, target, frames, self.disc_cfg.window, self.rng))
+        self.disc_opt.zero_grad(set_to_none=True)
+        disc = discriminator_loss(self.discriminator, fake, real)
+        disc.backward()
+        self.disc_opt.step()
+        self.discriminator.requires_grad_(False)  # the model's loss reaches the model only
+        try:
+            adversarial, matching = generator_loss(self.discriminator, fake, real)
+        finally:
+            self.discriminator.requires_grad_(True)
+        return {"disc": disc.detach(), "adversarial": adversarial, "feature_match": matching}
 
     def _setup_cycle_vocoder(self) -> None:
         """The frozen vocoder that voices the predicted mels for the re-encoding loss (`cycle_vocoder`; by
@@ -712,6 +766,10 @@ class Token2MelJob(_Job):
             # the envelope is a linear projection: that of the difference is the difference of the envelopes
             env = (spectral_envelope(pred - target, n).abs() * mask).sum() / (mask.sum() * pred.shape[1])
             total, parts["envelope"] = total + self.cfg.envelope_weight * env, float(env.detach())
+        if self.discriminator is not None:
+            gan = self.adversarial_terms(pred, target, lengths)
+            total = total + self.cfg.adversarial_weight * (gan["adversarial"] + 2.0 * gan["feature_match"])
+            parts |= {k: float(v.detach()) for k, v in gan.items()}
         if self.reencoder is not None:
             spt = self.codec_config.tokenizer.samples_per_token
             n = lengths[: self.cfg.cycle_clips].clamp(max=self.cfg.cycle_tokens).tolist()
