@@ -70,7 +70,7 @@ def test_the_discriminator_learns_to_tell_a_real_mel_from_a_smeared_one():
     fake, real = patches()
     with torch.no_grad():
         score_real, score_fake = disc(real)[0].mean(), disc(fake)[0].mean()
-    assert float(discriminator_loss(disc, fake, real)) < 0.5 * first
+        assert float(discriminator_loss(disc, fake, real)) < 0.5 * first
     assert score_real > score_fake + 0.5
 
     # the model's losses: the smeared mel is told to move, the real one and the discriminator are not
