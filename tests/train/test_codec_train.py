@@ -651,6 +651,14 @@ def test_the_envelope_term_is_the_l1_between_the_envelopes_of_predicted_and_real
     assert 0 < parts["envelope"] < parts["mel_l1"]  # the envelope is a part of what the mel L1 counts
 
 
+def test_options_of_a_loss_that_is_off_are_refused():
+    with pytest.raises(ValueError, match="transcript_weight"):
+        TrainConfig(voice_weight=1.0)
+    with pytest.raises(ValueError, match="cycle_weight"):
+        TrainConfig(cycle_layers=(3,))
+    TrainConfig(voice_weight=1.0, transcript_weight=1.0, cycle_layers=(3,), cycle_weight=1.0)
+
+
 def test_the_adversarial_term_trains_a_discriminator_beside_the_model_and_resumes_exactly(prepared, tmp_path):
     data, tokens, start, _ = run_and_exported_codec(prepared, tmp_path, seed=6)
     quiet = lambda s: None  # noqa: E731

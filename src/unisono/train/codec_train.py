@@ -170,6 +170,13 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
 
+    def __post_init__(self) -> None:
+        # options of a loss that is off would be ignored without a word
+        if self.voice_weight and not self.transcript_weight:
+            raise ValueError("voice_weight is taken on the transcript loss's clips: set transcript_weight too")
+        if self.cycle_layers and not self.cycle_weight:
+            raise ValueError("cycle_layers are the re-encoding loss's layers: set cycle_weight too")
+
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
