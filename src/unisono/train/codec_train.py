@@ -11,7 +11,9 @@ Independent jobs, each resumable from its last checkpoint:
 3. `train_token2mel`: tokens + a voice -> mel. The voice is taken from another clip of the same
    speaker, so the model learns to take timbre from the reference and words from the tokens (or,
    for a `self_reference` share of the crops, from the clip itself: its own pitch register).
-   Loss = L1 between log-mels.
+   Loss = L1 between log-mels, and the optional terms of `TrainConfig` (re-encoding, transcript,
+   envelope, adversarial: a mel-patch discriminator, `unisono.train.mel_discriminator`, whose state
+   the checkpoint also holds).
 4. `train_refiner`: the flow-matching mel refiner on top of a trained, frozen token-to-mel model
    (and its speaker encoder): from the L1 estimate to the real mel. Loss = flow matching.
 5. `train_vocoder_gta`: the vocoder fine-tuned on the detokenizer's own mels against the real
