@@ -196,15 +196,15 @@ def test_a_deepened_token2mel_starts_as_the_same_function_and_can_learn():
     tok, spk, lengths = torch.randint(0, 50, (3, 40)), torch.randn(3, 8), torch.tensor([40, 25, 7])
     with torch.no_grad():
         assert not torch.allclose(deep(tok, spk, lengths), shallow(tok, spk, lengths))
-        assert deep.load_deepened(shallow.state_dict()) == (2, 1)
+        assert deep.load_grown_from(shallow.state_dict()) == (2, 1)
         torch.testing.assert_close(deep(tok, spk, lengths), shallow(tok, spk, lengths))
     deep.train()
     deep(tok, spk, lengths).square().mean().backward()  # the new blocks are not dead ends: their outputs learn
     assert all(float(b.ffn[2].weight.grad.abs().sum()) > 0 for b in deep.blocks[2:])
     assert float(deep.post[2].weight.grad.abs().sum()) > 0
-    assert deep.load_deepened(deep.state_dict()) == (0, 0)  # as deep: a plain load
+    assert deep.load_grown_from(deep.state_dict()) == (0, 0)  # as deep: a plain load
     with pytest.raises(ValueError, match="more than this model's 2 and 2"):
-        shallow.load_deepened(deep.state_dict())
+        shallow.load_grown_from(deep.state_dict())
 
 
 def test_a_phase_projection_starts_as_the_repeated_one_and_learns_each_frame_apart():
@@ -217,7 +217,7 @@ def test_a_phase_projection_starts_as_the_repeated_one_and_learns_each_frame_apa
     assert phased.to_post.weight.shape == (4 * 128, 32) and plain.to_post.weight.shape == (128, 32)
     with torch.no_grad():
         assert not torch.allclose(phased(tok, spk, lengths), plain(tok, spk, lengths))
-        assert phased.load_deepened(plain.state_dict()) == (0, 0)
+        assert phased.load_grown_from(plain.state_dict()) == (0, 0)
         torch.testing.assert_close(phased(tok, spk, lengths), plain(tok, spk, lengths))
     # a target that moves within each token: the four frames' projections get four different gradients
     target = torch.arange(4.0).repeat(40)[None, None].expand(3, 80, -1)
@@ -225,7 +225,7 @@ def test_a_phase_projection_starts_as_the_repeated_one_and_learns_each_frame_apa
     grads = phased.to_post.weight.grad.view(4, 128, 32)
     assert all(not torch.allclose(grads[0], grads[k]) for k in (1, 2, 3))
     with pytest.raises(RuntimeError):  # a phase model is not a plain one
-        plain.load_deepened(phased.state_dict())
+        plain.load_grown_from(phased.state_dict())
 
 
 def test_batched_token2mel_equals_items_alone(codec):

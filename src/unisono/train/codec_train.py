@@ -637,7 +637,7 @@ class Token2MelJob(_Job):
         token2mel --depth / --post-depth`): the blocks it lacks start as identities."""
         if name == "token2mel" and isinstance(module, Token2Mel):
             state = self._embedding_for_this_codebook(state)
-            blocks, post = module.load_deepened(state)
+            blocks, post = module.load_grown_from(state)
             if blocks or post:
                 self.log(f"{self.name}: {blocks} blocks and {post} post-net layers added to those of {self.cfg.init_from}, "
                          "starting as identities")

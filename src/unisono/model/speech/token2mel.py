@@ -140,12 +140,13 @@ class Token2Mel(nn.Module):
             h = h + F.gelu(conv(F.pad(h * fmask, (k - 2, 1))))  # mostly the past, one frame ahead
         return self.out(h.transpose(1, 2)).transpose(1, 2)  # (B, n_mels, up*T)
 
-    def load_deepened(self, state: dict[str, torch.Tensor]) -> tuple[int, int]:
-        """Load the weights of a model like this one with fewer blocks and/or post-net layers (or as
-        many: a plain load). What it lacks is appended as identities: the new blocks' attention,
-        convolution and FFN outputs and the new post-net convolutions start at zero, so the deeper
-        model starts as the same function and training adds depth. A model without a phase projection
-        loads into one with it as the same function too: its one projection serves every frame.
+    def load_grown_from(self, state: dict[str, torch.Tensor]) -> tuple[int, int]:
+        """Load the weights of a model like this one but smaller, grown to this one's shape: with fewer
+        blocks and/or post-net layers (or as many: a plain load), and with or without a phase projection.
+        What it lacks is appended as identities: the new blocks' attention, convolution and FFN outputs
+        and the new post-net convolutions start at zero, so the deeper model starts as the same function
+        and training adds depth. A model without a phase projection loads into one with it as the same
+        function too: its one projection serves every frame.
         Returns (blocks, post-net layers) added."""
         up, p = self.config.upsample, self.config.post_dim
         if self.config.phase_projection and state["to_post.weight"].shape[0] == p and up > 1:
