@@ -657,6 +657,8 @@ def test_options_of_a_loss_that_is_off_are_refused():
     with pytest.raises(ValueError, match="cycle_weight"):
         TrainConfig(cycle_layers=(3,))
     TrainConfig(voice_weight=1.0, transcript_weight=1.0, cycle_layers=(3,), cycle_weight=1.0)
+    with pytest.raises(ValueError, match="CPU only"):
+        TrainConfig(transcript_weight=1.0, device="cuda")
 
 
 def test_the_adversarial_term_trains_a_discriminator_beside_the_model_and_resumes_exactly(prepared, tmp_path):
@@ -717,3 +719,7 @@ def test_the_command_line_gives_the_transcript_loss_and_its_options_only_where_t
     assert "token2mel only" in refused("vocoder-gta", data, run, "--transcript-weight", "1", "--voice-weight", "1")
     assert "token2mel only" in refused("vocoder-gta", data, run, "--envelope-weight", "1")
     assert "token2mel only" in refused("vocoder-gta", data, run, "--adversarial-weight", "1")
+    assert "choose cpu, cuda" in refused("token2mel", data, run, "--device", "meta")
+    assert "Invalid value" in refused("token2mel", data, run, "--device", "gpu0")
+    if not torch.cuda.is_available():
+        assert "sees no CUDA device" in refused("token2mel", data, run, "--device", "cuda")

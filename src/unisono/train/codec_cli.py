@@ -255,6 +255,9 @@ def train(
                                          "--init-from model without it, every frame starts with that model's projection: "
                                          "the same function."),
     threads: int = typer.Option(1, help="CPU threads."),
+    device: str = typer.Option(
+        "cpu", help="Where the models train: cpu, cuda or cuda:N (clips are read and cut on the CPU either way; an "
+                    "exact resume after a kill is promised on the CPU only)."),
 ) -> None:
     """Train the vocoder (mel -> audio), the token-to-mel model (tokens + voice -> mel), or the
     flow-matching mel refiner on top of a trained token-to-mel model (it is added to the run's
@@ -273,6 +276,16 @@ def train(
     if part != "vocoder" and not (run / TOKENS_FILE).is_file():  # checked before a default codec.json is written there
         raise typer.BadParameter(f"{run / TOKENS_FILE} is missing: run `unisono codec fit-tokenizer` first")
     torch.set_num_threads(threads)
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as e:
+        raise typer.BadParameter(str(e), param_hint="--device") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter(f"{device}: this torch sees no CUDA device", param_hint="--device")
+    if kind not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"{device}: choose cpu, cuda or cuda:N", param_hint="--device")
+    if transcript_weight and kind != "cpu":
+        raise typer.BadParameter("the transcript loss runs on the CPU only", param_hint="--device")
     config = _codec_config(run)
     pairs = []
     for item in oversample:
@@ -337,7 +350,7 @@ def train(
                       transcript_clips=transcript_clips, transcript_tokens=transcript_tokens,
                       transcript_window=transcript_window, voice_weight=voice_weight,
                       envelope_weight=envelope_weight, envelope_cepstra=envelope_cepstra,
-                      adversarial_weight=adversarial_weight, threads=threads)
+                      adversarial_weight=adversarial_weight, device=device, threads=threads)
     err = Console(stderr=True)
     log = lambda s: err.print(s, highlight=False)  # noqa: E731
     if part == "vocoder":

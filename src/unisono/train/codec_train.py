@@ -167,6 +167,9 @@ class TrainConfig:
     # HiFi-GAN weighs them (see `mel_discriminator`); 0 is off. The discriminator sees patches of the real and
     # the predicted mels and trains beside the model, with its own optimiser, saved in the checkpoint.
     adversarial_weight: float = 0.0
+    # where the models train ("cpu", "cuda", "cuda:1"); clips are read and cut on the CPU either way. An exact
+    # resume is promised on the CPU: a GPU's own random numbers (dropout) are not in the checkpoint.
+    device: str = "cpu"
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
@@ -178,6 +181,8 @@ class TrainConfig:
             raise ValueError("voice_weight is taken on the transcript loss's clips: set transcript_weight too")
         if self.cycle_layers and not self.cycle_weight:
             raise ValueError("cycle_layers are the re-encoding loss's layers: set cycle_weight too")
+        if self.transcript_weight and torch.device(self.device).type != "cpu":
+            raise ValueError("the transcript loss runs on the CPU only")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -235,7 +240,8 @@ class _Job(ABC):
         run.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         self.rng = random.Random(cfg.seed)
-        self.modules = self.build()
+        self.device = torch.device(cfg.device)
+        self.modules = {k: m.to(self.device) for k, m in self.build().items()}
         params = [p for m in self.modules.values() for p in m.parameters()]
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
         self.step = 0
@@ -337,7 +343,7 @@ class VocoderJob(_Job):
         self.data = data
         self.weights = np.array([max(0, c["samples"] - 1) for c in data.clips], dtype=np.float64)
         super().__init__(run, codec_config, cfg, log)
-        self.mel = MelSpectrogram(codec_config.mel)
+        self.mel = MelSpectrogram(codec_config.mel).to(self.device)
 
     def build(self):
         return {"vocoder": Vocoder(self.codec_config.vocoder, self.codec_config.mel)}
@@ -355,7 +361,7 @@ class VocoderJob(_Job):
         return torch.from_numpy(out)
 
     def loss(self):
-        wave = self.batch()
+        wave = self.batch().to(self.device)
         mel = self.mel(wave)[..., : self.cfg.segment_frames]  # (B, n_mels, F)
         pred = self.modules["vocoder"](mel)  # (B, F * hop)
         mel_loss = F.l1_loss(self.mel(pred)[..., : self.cfg.segment_frames], mel)
@@ -375,7 +381,7 @@ class Reencoder:
     so the few very large dimensions of Whisper's residual stream do not outweigh the rest. Layers
     above the token layer hear what the tokens were computed to carry, not the tokens themselves."""
 
-    def __init__(self, encoder: torch.nn.Module, layers: int | tuple[int, ...]):
+    def __init__(self, encoder: torch.nn.Module, layers: int | tuple[int, ...], device: torch.device | str = "cpu"):
         self.layers = (layers,) if isinstance(layers, int) else tuple(sorted(set(layers)))
         bad = [n for n in self.layers if not 1 <= n <= encoder.config.n_layers]
         if bad or not self.layers:
@@ -383,15 +389,16 @@ class Reencoder:
         encoder = copy.deepcopy(encoder)  # a frozen encoder runs without autograd; this copy passes gradients to its input
         encoder.config.variable_length = True  # as the tokenizer runs it
         encoder.config.frozen = False
-        self.encoder = encoder.requires_grad_(False).eval()
-        self.scale = torch.ones(len(self.layers), encoder.config.d_model)
+        self.device = torch.device(device)
+        self.encoder = encoder.requires_grad_(False).eval().to(self.device)
+        self.scale = torch.ones(len(self.layers), encoder.config.d_model, device=self.device)
 
     def __call__(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Clips (N_i,) -> frames (L, B, T50, D) of each layer, zero past each item's end, and (B,) frame counts."""
         from unisono.audio.features import batch_log_mel
         from unisono.model.speech.tokenizer import encoder_layers
 
-        mel, mel_lengths = batch_log_mel(waves, n_mels=self.encoder.config.n_mels)
+        mel, mel_lengths = batch_log_mel(waves, n_mels=self.encoder.config.n_mels, device=self.device)
         captured, frame_lengths = encoder_layers(self.encoder, mel, mel_lengths, self.layers)
         frames = torch.stack([captured[n] for n in self.layers])
         return frames * length_mask(frame_lengths, frames.shape[2])[..., None], frame_lengths
@@ -540,7 +547,7 @@ class Token2MelJob(_Job):
         """The mel discriminator of the adversarial term and its optimiser, as the checkpoint left them."""
         self.disc_cfg = MelDiscriminatorConfig()
         with torch.random.fork_rng(devices=[]):  # a resumed job draws the same random numbers as one never stopped
-            self.discriminator = MelDiscriminator(self.disc_cfg)
+            self.discriminator = MelDiscriminator(self.disc_cfg).to(self.device)
         self.disc_opt = torch.optim.AdamW(self.discriminator.parameters(), lr=self.disc_cfg.lr, betas=(0.8, 0.99))
         if self.resumed is not None and "discriminator" in self.resumed:
             self.discriminator.load_state_dict(self.resumed["discriminator"])
@@ -587,7 +594,7 @@ class Token2MelJob(_Job):
             raise FileNotFoundError(f"the re-encoding loss needs a trained vocoder: none in {', '.join(map(str, sources))}")
         self.cycle_vocoder = Vocoder(c.vocoder, c.mel)
         self.cycle_vocoder.load_state_dict(state["modules"]["vocoder"])
-        self.cycle_vocoder.eval().requires_grad_(False)
+        self.cycle_vocoder.eval().requires_grad_(False).to(self.device)
         self.cycle_source = source
 
     def _setup_reencoder(self, encoder: torch.nn.Module | None) -> None:
@@ -597,7 +604,7 @@ class Token2MelJob(_Job):
         c = self.codec_config
         if encoder is None:
             encoder = AudioEncoder.from_source(c.tokenizer.encoder_source)
-        self.reencoder = Reencoder(encoder, self.cfg.cycle_layers or c.tokenizer.layer)
+        self.reencoder = Reencoder(encoder, self.cfg.cycle_layers or c.tokenizer.layer, device=self.device)
         # the spread of the encoder's frames on up to 16 clips of real audio (fixed picks: resuming draws the same)
         picks = np.linspace(0, len(self.data) - 1, num=min(16, len(self.data))).astype(int)
         self.reencoder.fit_scale([torch.from_numpy(self.data.audio_of(int(i))[: 8 * 16000]) for i in picks])
@@ -764,7 +771,7 @@ class Token2MelJob(_Job):
         return transcript, spectrum / len(clips)
 
     def loss(self):
-        tokens, lengths, target, ref_mel, ref_len, waves = self.batch()
+        tokens, lengths, target, ref_mel, ref_len, waves = (t.to(self.device) for t in self.batch())
         pred = self.predict_mel(tokens, ref_mel, ref_len, lengths)  # (B, n_mels, 4T)
         up = self.codec_config.token2mel.upsample
         mask = length_mask(lengths * up, pred.shape[-1])[:, None, :].float()  # (B, 1, 4T)
@@ -830,13 +837,14 @@ class RefinerJob(Token2MelJob):
             raise ValueError("the codec config has no refiner section")
         self.speaker, self.token2mel = load_frozen_token2mel(run, codec_config)
         super().__init__(data, tokens, run, codec_config, cfg, log)
+        self.speaker.to(self.device), self.token2mel.to(self.device)
 
     def build(self):
         c = self.codec_config
         return {"refiner": MelRefiner(c.refiner, c.mel.n_mels, c.speaker.dim)}
 
     def loss(self):
-        tokens, lengths, target, ref_mel, ref_len, _ = self.batch()
+        tokens, lengths, target, ref_mel, ref_len, _ = (t.to(self.device) for t in self.batch())
         with torch.no_grad():
             spk = self.speaker(ref_mel, ref_len)
             mu = self.token2mel(tokens, spk, lengths)
@@ -865,6 +873,10 @@ class VocoderGtaJob(Token2MelJob):
                 raise FileNotFoundError(f"{run / 'vocoder.pt'} is missing: train the vocoder on real mels first")
             cfg = replace(cfg, init_from=str(run / "vocoder.pt"))
         super().__init__(data, tokens, run, codec_config, cfg, log, encoder=encoder)
+        for frozen in (self.speaker, self.token2mel, self.refiner):
+            if frozen is not None:
+                frozen.to(self.device)
+        self.listen = MelSpectrogram(codec_config.mel).to(self.device)  # the mel of what the vocoder makes
 
     def build(self):
         return {"vocoder": Vocoder(self.codec_config.vocoder, self.codec_config.mel)}
@@ -880,9 +892,9 @@ class VocoderGtaJob(Token2MelJob):
         return self.modules["vocoder"](mel)
 
     def loss(self):
-        tokens, lengths, target, ref_mel, ref_len, wave = self.batch(equal_length=True)
+        tokens, lengths, target, ref_mel, ref_len, wave = (t.to(self.device) for t in self.batch(equal_length=True))
         pred = self.vocode(self.predict_mel(tokens, ref_mel, ref_len, lengths))  # (B, 640 T)
-        mel_loss = F.l1_loss(self.mel(pred)[..., : target.shape[-1]], target)
+        mel_loss = F.l1_loss(self.listen(pred)[..., : target.shape[-1]], target)
         spec_loss = stft_loss(pred, wave)
         loss, parts = mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
         if self.reencoder is not None:
