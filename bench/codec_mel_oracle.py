@@ -46,12 +46,19 @@ def time_blur(mel: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.avg_pool1d(padded, width, 1)[0]
 
 
+def token_mean(env: torch.Tensor, upsample: int) -> torch.Tensor:
+    """(n_mels, F) -> the same with each token's `upsample` frames replaced by their mean; a last partial
+    token is dropped."""
+    n_mels, tokens = env.shape[0], env.shape[-1] // upsample
+    per_token = env[:, : tokens * upsample].reshape(n_mels, tokens, upsample).mean(-1, keepdim=True)
+    return per_token.expand(-1, -1, upsample).reshape(n_mels, tokens * upsample)
+
+
 def within_token(mel: torch.Tensor, upsample: int, cepstra: int = 12) -> torch.Tensor:
-    """The envelope's cepstra (cepstra, tokens, upsample) less their mean over each token's mel frames."""
+    """(n_mels, F) -> (n_mels, upsample * tokens): each frame's spectral envelope (its first `cepstra`
+    cepstra, on the mel axis) less the mean envelope of its token's frames."""
     env = envelope(mel, cepstra)
-    tokens = env.shape[-1] // upsample
-    env = env[:, : tokens * upsample].reshape(env.shape[0], tokens, upsample)
-    return env - env.mean(-1, keepdim=True)
+    return env[:, : env.shape[-1] // upsample * upsample] - token_mean(env, upsample)
 
 
 def motion_figures(mel: torch.Tensor, real: torch.Tensor, upsample: int) -> tuple[float, float]:
@@ -77,10 +84,7 @@ def splice(variant: str, real: torch.Tensor, pred: torch.Tensor, centre_hz: torc
     if kind == "realenv":
         return pred + envelope(real - pred, int(p))
     if kind == "realenvtoken":
-        env = envelope(real, int(p))
-        n_mels, frames = env.shape
-        per_token = env.reshape(n_mels, frames // upsample, upsample).mean(-1, keepdim=True).expand(-1, -1, upsample)
-        return per_token.reshape(n_mels, frames) + pred - envelope(pred, int(p))
+        return token_mean(envelope(real, int(p)), upsample) + pred - envelope(pred, int(p))  # estimates have whole tokens
     if kind == "predenv":
         return real + envelope(pred - real, int(p))
     if kind == "realbelow":

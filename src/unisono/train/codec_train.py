@@ -234,6 +234,7 @@ class _Job(ABC):
     """Shared loop: resume, AdamW with warm-up + cosine, atomic checkpoints, a JSONL loss log."""
 
     name = "job"
+    STATE_KEYS = ("modules", "opt", "step", "rng", "torch_rng", "codec_config", "train_config")  # as `save` writes them
 
     def __init__(self, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log: Callable[[str], None]):
         self.run, self.codec_config, self.cfg, self.log = run, codec_config, cfg, log
@@ -246,7 +247,9 @@ class _Job(ABC):
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
         self.step = 0
         self.start: dict | None = None  # what a fine-tune started from (`init_from`)
-        state = self.resumed = load_state(self.ckpt)
+        state = load_state(self.ckpt)
+        # what `extra_state` wrote, for the helpers a subclass builds after this (the rest is loaded here)
+        self.resumed_extra = {k: v for k, v in (state or {}).items() if k not in self.STATE_KEYS}
         if state is not None:
             for k, m in self.modules.items():
                 m.load_state_dict(state["modules"][k])
@@ -293,7 +296,8 @@ class _Job(ABC):
         """One batch's loss and the figures to log."""
 
     def extra_state(self) -> dict:
-        """What else a checkpoint must hold for an exact resume (a job's helpers that train beside it)."""
+        """What else a checkpoint must hold for an exact resume (a job's helpers that train beside it);
+        read back from `resumed_extra`."""
         return {}
 
     def save(self) -> None:
@@ -549,10 +553,10 @@ class Token2MelJob(_Job):
         with torch.random.fork_rng(devices=[]):  # a resumed job draws the same random numbers as one never stopped
             self.discriminator = MelDiscriminator(self.disc_cfg).to(self.device)
         self.disc_opt = torch.optim.AdamW(self.discriminator.parameters(), lr=self.disc_cfg.lr, betas=(0.8, 0.99))
-        if self.resumed is not None and "discriminator" in self.resumed:
-            self.discriminator.load_state_dict(self.resumed["discriminator"])
-            self.disc_opt.load_state_dict(self.resumed["disc_opt"])
-        elif self.resumed is not None:
+        if "discriminator" in self.resumed_extra:
+            self.discriminator.load_state_dict(self.resumed_extra["discriminator"])
+            self.disc_opt.load_state_dict(self.resumed_extra["disc_opt"])
+        elif self.step:
             self.log(f"{self.name}: the checkpoint holds no discriminator; a new one starts at step {self.step}")
         self.log(f"{self.name}: adversarial term (weight {self.cfg.adversarial_weight}) from a mel discriminator "
                  f"of {sum(p.numel() for p in self.discriminator.parameters()):,} parameters")
@@ -802,8 +806,8 @@ class Token2MelJob(_Job):
         return total, parts
 
 
-def load_frozen_token2mel(run: Path, c: CodecConfig) -> tuple[SpeakerEncoder, Token2Mel]:
-    """The run's trained speaker encoder and token-to-mel model, in eval mode, without gradients."""
+def load_frozen_token2mel(run: Path, c: CodecConfig, device: str = "cpu") -> tuple[SpeakerEncoder, Token2Mel]:
+    """The run's trained speaker encoder and token-to-mel model, in eval mode, without gradients, on `device`."""
     t2m = load_state(run / "token2mel.pt")
     if t2m is None:
         raise FileNotFoundError(f"{run / 'token2mel.pt'} is missing: train the token-to-mel model first")
@@ -812,18 +816,18 @@ def load_frozen_token2mel(run: Path, c: CodecConfig) -> tuple[SpeakerEncoder, To
     speaker.load_state_dict(t2m["modules"]["speaker"])
     token2mel.load_state_dict(t2m["modules"]["token2mel"])
     for m in (speaker, token2mel):
-        m.eval().requires_grad_(False)
+        m.eval().requires_grad_(False).to(device)
     return speaker, token2mel
 
 
-def load_frozen_refiner(run: Path, c: CodecConfig) -> MelRefiner:
-    """The run's trained refiner, in eval mode, without gradients."""
+def load_frozen_refiner(run: Path, c: CodecConfig, device: str = "cpu") -> MelRefiner:
+    """The run's trained refiner, in eval mode, without gradients, on `device`."""
     state = load_state(run / "refiner.pt")
     if state is None:
         raise FileNotFoundError(f"{run / 'refiner.pt'} is missing: the codec config has a refiner; train it first")
     refiner = MelRefiner(c.refiner, c.mel.n_mels, c.speaker.dim)
     refiner.load_state_dict(state["modules"]["refiner"])
-    return refiner.eval().requires_grad_(False)
+    return refiner.eval().requires_grad_(False).to(device)
 
 
 class RefinerJob(Token2MelJob):
@@ -835,9 +839,8 @@ class RefinerJob(Token2MelJob):
     def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print):
         if codec_config.refiner is None:
             raise ValueError("the codec config has no refiner section")
-        self.speaker, self.token2mel = load_frozen_token2mel(run, codec_config)
+        self.speaker, self.token2mel = load_frozen_token2mel(run, codec_config, cfg.device)
         super().__init__(data, tokens, run, codec_config, cfg, log)
-        self.speaker.to(self.device), self.token2mel.to(self.device)
 
     def build(self):
         c = self.codec_config
@@ -866,16 +869,13 @@ class VocoderGtaJob(Token2MelJob):
 
     def __init__(self, data: CodecData, tokens: np.ndarray, run: Path, codec_config: CodecConfig, cfg: TrainConfig, log=print,
                  encoder: torch.nn.Module | None = None):
-        self.speaker, self.token2mel = load_frozen_token2mel(run, codec_config)
-        self.refiner = load_frozen_refiner(run, codec_config) if codec_config.refiner is not None else None
+        self.speaker, self.token2mel = load_frozen_token2mel(run, codec_config, cfg.device)
+        self.refiner = load_frozen_refiner(run, codec_config, cfg.device) if codec_config.refiner is not None else None
         if not cfg.init_from:  # a new run starts from the vocoder trained on real mels
             if not (run / "vocoder.pt").is_file() and not self.ckpt_of(run).is_file():
                 raise FileNotFoundError(f"{run / 'vocoder.pt'} is missing: train the vocoder on real mels first")
             cfg = replace(cfg, init_from=str(run / "vocoder.pt"))
         super().__init__(data, tokens, run, codec_config, cfg, log, encoder=encoder)
-        for frozen in (self.speaker, self.token2mel, self.refiner):
-            if frozen is not None:
-                frozen.to(self.device)
         self.listen = MelSpectrogram(codec_config.mel).to(self.device)  # the mel of what the vocoder makes
 
     def build(self):
