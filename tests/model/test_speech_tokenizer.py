@@ -105,3 +105,27 @@ def test_empty_audio_is_refused(tokenizer):
         tokenizer.encode(np.zeros(0, dtype=np.float32))
     with pytest.raises(ValueError, match="layers 1..4"):
         SpeechTokenizer(TokenizerConfig(layer=5), encoder=tokenizer.encoder)
+
+
+def test_a_frame_difference_adds_the_weighted_movement_between_a_tokens_two_frames(tokenizer, speech):
+    from dataclasses import replace
+
+    clip = speech[:16000 + 320]  # 26 tokens, the last with one encoder frame: it is repeated, no movement
+    mean = tokenizer.features([clip])[0]
+    frames = SpeechTokenizer(replace(tokenizer.config, pool=1, codebook_size=1), encoder=tokenizer.encoder,
+                             centroids=torch.zeros(1, 384)).features([clip])[0]  # (51, 384) encoder frames
+    torch.manual_seed(2)
+    config = replace(tokenizer.config, frame_difference=1.5)
+    tok = SpeechTokenizer(config, encoder=tokenizer.encoder, centroids=torch.randn(64, 768))
+    assert tok.feature_dim == config.feature_dim(384) == 768
+    f = tok.features([clip])[0]
+    assert f.shape == (26, 768)
+    torch.testing.assert_close(f[:, :384], mean)
+    torch.testing.assert_close(f[:25, 384:], 1.5 * (frames[1:50:2] - frames[0:50:2]))
+    assert torch.equal(f[25, 384:], torch.zeros(384))
+    assert f[:25, 384:].abs().mean() > 0.1 * f[:, :384].abs().mean()  # the frames do move within tokens
+    assert torch.equal(tok.encode(clip), torch.cdist(f, tok.centroids).argmin(-1))
+    with pytest.raises(ValueError, match=r"expected \(64, 768\)"):
+        SpeechTokenizer(config, encoder=tokenizer.encoder, centroids=torch.randn(64, 384))
+    with pytest.raises(ValueError, match="pool >= 2"):
+        SpeechTokenizer(replace(config, pool=1), encoder=tokenizer.encoder)

@@ -4,6 +4,7 @@ reads audio, training that learns and resumes exactly, and token-to-mel fine-tun
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unisono.model.speech.codec import SpeechCodec
-from unisono.model.speech.config import TokenizerConfig
+from unisono.model.speech.config import CodecConfig, TokenizerConfig
 from unisono.model.speech.tokenizer import SpeechTokenizer, quantize
 from unisono.train.codec_codebook import CodebookConfig, CodebookJob, TrainedCodebook, remap_token_embedding
 from unisono.train.codec_data import CodecData, prepare
@@ -186,3 +187,58 @@ def test_the_command_line_trains_a_codebook_and_refuses_a_folder_without_the_lay
     result = CliRunner().invoke(app, ["codec", "train-tokenizer", str(whisper_data.directory), str(tmp_path / "run"),
                                       "--layer", "2", "--steps", "2", "--threads", "1"])
     assert result.exit_code == 2 and "features-L2.bin" in result.output
+
+
+def test_tokens_that_see_the_movement_within_a_token_are_prepared_fitted_and_fine_tuned_onto(whisper_data, whisper_encoder, tmp_path):
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    config = prepare_config(write_manifest(tmp_path / "synth", 10))
+    config.layers, config.frame_difference = (3,), 1.0
+    pooled = TokenizerConfig(layer=3, frame_difference=1.0)
+    factory = lambda: SpeechTokenizer(pooled, encoder=whisper_encoder, centroids=torch.zeros(1024, 768))  # noqa: E731
+    data = prepare(config, tmp_path / "data", tokenizer_factory=factory, block_seconds=3.0)
+    data = CodecData(tmp_path / "data", layer=3)
+    assert data.frame_difference == 1.0 and data.features.shape == (data.total_tokens, 768)
+    # the first half is the mean the shipped tokenizer quantises, the second the movement within each token
+    mean = {c["id"]: whisper_data.features_of(i) for i, c in enumerate(whisper_data.clips)}
+    for i, c in enumerate(data.clips):
+        np.testing.assert_array_equal(data.features_of(i)[:, :384], mean[c["id"]])
+    assert np.abs(data.features[:, 384:].astype(np.float32)).mean() > 0.05
+    with pytest.raises(ValueError, match="other settings"):
+        prepare(replace(config, frame_difference=0.5), tmp_path / "data",
+                tokenizer_factory=lambda: SpeechTokenizer(replace(pooled, frame_difference=0.5), encoder=whisper_encoder,
+                                                          centroids=torch.zeros(1024, 768)))
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["codec", "fit-tokenizer", str(tmp_path / "data"), str(tmp_path / "run"), "--codebook", "8", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    settings = CodecConfig.from_dict(json.loads((tmp_path / "run/codec.json").read_text()))
+    assert settings.tokenizer.frame_difference == 1.0
+    centroids = load_file(str(tmp_path / "run" / TOKENIZER_FILE))["centroids"]
+    tokens = np.load(tmp_path / "run" / TOKENS_FILE)
+    assert centroids.shape == (8, 768)
+    np.testing.assert_array_equal(tokens, assign_tokens(data.features, centroids))
+    # the run's tokenizer computes the stored features from the audio
+    tokenizer = SpeechTokenizer(settings.tokenizer, encoder=whisper_encoder, centroids=centroids)
+    np.testing.assert_allclose(tokenizer.features([data.audio_of(2)])[0].numpy(), data.features_of(2).astype(np.float32),
+                               atol=2e-2, rtol=1e-2)
+
+    # a mean-only codebook cannot tokenize these features; nothing is written
+    c = small_config(8)
+    torch.manual_seed(0)
+    old = SpeechCodec(c, centroids=torch.randn(8, 384)).save(tmp_path / "old")
+    r = runner.invoke(app, ["codec", "fit-tokenizer", str(tmp_path / "data"), str(tmp_path / "other"), "--codebook-of", str(old)])
+    said = " ".join(r.output.replace("│", " ").split())
+    assert r.exit_code == 2 and "does not fit the 768-wide features" in said and not (tmp_path / "other").exists()
+
+    # a detokenizer trained on mean tokens is fine-tuned onto these: its embeddings are remapped by the mean half
+    messages = []
+    c.tokenizer.frame_difference = 1.0
+    job = Token2MelJob(data, tokens, tmp_path / "run", c, TrainConfig(steps=1, init_from=str(old)), log=messages.append)
+    start = SpeechCodec.load(old)
+    expected, _ = remap_token_embedding(start.token2mel.embed.weight,
+                                        assign_tokens(np.asarray(data.features)[:, :384], start.centroids), tokens, 8)
+    torch.testing.assert_close(job.modules["token2mel"].embed.weight, expected)
+    assert any("remapped" in m for m in messages)

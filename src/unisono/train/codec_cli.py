@@ -55,6 +55,9 @@ def prepare(
     test_clips: int = typer.Option(45, help="Held-out synthetic English clips (texts kept out of training)."),
     exclude_texts: list[Path] = typer.Option([], help="Evaluation manifest whose texts are kept out of training (repeat for several)."),
     layers: str = typer.Option("3,4", help="Encoder layers whose features are stored (comma-separated)."),
+    frame_difference: float = typer.Option(
+        0.0, min=0.0, help="Store each token's feature as [mean of its 2 encoder frames, W x their difference] (W > 0; twice "
+                           "as wide), for a codebook that sees the movement within a token; 0: the mean alone."),
     threads: int = typer.Option(2, help="CPU threads."),
 ) -> None:
     """Store audio and frozen-encoder features of the training clips, and a held-out English set."""
@@ -70,7 +73,7 @@ def prepare(
     sources += [SourceSpec(str(m), None, (), clean_only=False, per_engine=False) for m in real]
     config = PrepareConfig(sources=sources, layers=tuple(int(x) for x in layers.split(",")),
                            test_source=str(test_source or synth[0]), test_clips=test_clips,
-                           exclude_texts=[str(m) for m in exclude_texts])
+                           exclude_texts=[str(m) for m in exclude_texts], frame_difference=frame_difference)
     with _progress("encoding clips") as bar:
         task = bar.add_task("encode", total=None)
         data = run(config, out, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -78,7 +81,7 @@ def prepare(
                f"{data.total_tokens} tokens in {out}; held-out set in {out / 'test-en'}")
 
 
-def _codec_config(run: Path, layer: int | None = None, codebook: int | None = None):
+def _codec_config(run: Path, layer: int | None = None, codebook: int | None = None, frame_difference: float | None = None):
     """The run's CodecConfig (run/codec.json), created from the defaults and the options on first use."""
 
     from unisono.model.speech.config import CodecConfig
@@ -86,15 +89,19 @@ def _codec_config(run: Path, layer: int | None = None, codebook: int | None = No
     path = run / "codec.json"
     if path.is_file():
         config = CodecConfig.from_dict(json.loads(path.read_text()))
-        if (layer and layer != config.tokenizer.layer) or (codebook and codebook != config.tokenizer.codebook_size):
-            raise typer.BadParameter(f"{run} was set up with layer {config.tokenizer.layer}, codebook "
-                                     f"{config.tokenizer.codebook_size}; use another run folder")
+        t = config.tokenizer
+        if (layer and layer != t.layer) or (codebook and codebook != t.codebook_size) or \
+                (frame_difference is not None and frame_difference != t.frame_difference):
+            raise typer.BadParameter(f"{run} was set up with layer {t.layer}, codebook {t.codebook_size}, frame difference "
+                                     f"{t.frame_difference}; use another run folder")
         return config
     config = CodecConfig()
     if layer:
         config.tokenizer.layer = layer
     if codebook:
         config.tokenizer.codebook_size = codebook
+    if frame_difference is not None:
+        config.tokenizer.frame_difference = frame_difference
     run.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(config.to_dict(), indent=2))
     return config
@@ -120,18 +127,18 @@ def fit_tokenizer(
 
     torch.set_num_threads(threads)
     if codebook_of is None:
-        config = _codec_config(run, layer, codebook)
+        pooled_as = CodecData(data).frame_difference  # the tokens pool frames as the stored features do
+        config = _codec_config(run, layer, codebook, pooled_as)
         fit(CodecData(data, layer=config.tokenizer.layer), run, config.tokenizer.codebook_size, max_frames=frames)
         return
     from safetensors import safe_open
 
     from unisono.model.speech.codec import CONFIG_FILE, SpeechCodec
 
+    settings = None
     if (codebook_of / CONFIG_FILE).is_file():  # an exported codec: its settings become the run's
         codec = SpeechCodec.load(codebook_of)
-        if not (run / "codec.json").is_file():
-            run.mkdir(parents=True, exist_ok=True)
-            (run / "codec.json").write_text(json.dumps(codec.config.to_dict(), indent=2))
+        settings = codec.config
         centroids, layer = codec.centroids.float(), codec.config.tokenizer.layer
         bias = None if codec.token_bias is None else codec.token_bias.float()
     else:
@@ -141,8 +148,19 @@ def fit_tokenizer(
         with safe_open(str(source), "pt") as f:
             centroids, layer = f.get_tensor("centroids"), int(f.metadata()["layer"])
             bias = f.get_tensor("bias") if "bias" in f.keys() else None
-    config = _codec_config(run, layer, len(centroids))
-    tokenize_data(CodecData(data, layer=config.tokenizer.layer), run, centroids, bias=bias)
+            pooled_as = float(f.metadata().get("frame_difference", 0.0))
+    prepared = CodecData(data, layer=layer)
+    if settings is not None:
+        pooled_as = settings.tokenizer.frame_difference
+    if centroids.shape[1] != prepared.features.shape[1] or pooled_as != prepared.frame_difference:
+        raise typer.BadParameter(f"its codebook ({centroids.shape[1]}-wide entries, frame difference {pooled_as}) does not fit the "
+                                 f"{prepared.features.shape[1]}-wide features of {data} (frame difference {prepared.frame_difference}): "
+                                 "prepare the data as the codebook's tokenizer pools them", param_hint="--codebook-of")
+    if settings is not None and not (run / "codec.json").is_file():
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "codec.json").write_text(json.dumps(settings.to_dict(), indent=2))
+    _codec_config(run, layer, len(centroids), prepared.frame_difference)
+    tokenize_data(prepared, run, centroids, bias=bias)
 
 
 @app.command("train-tokenizer")

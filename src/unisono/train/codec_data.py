@@ -5,6 +5,7 @@
                             audio_offset (samples into audio.bin), tokens, feature_offset
       audio.bin             int16 PCM of every clip, 16 kHz, back to back
       features-L{n}.bin     float16 (tokens, D) pooled encoder features of layer n, back to back
+                            (D: the encoder's width, twice that with a frame difference)
       rejected.jsonl        clips that could not be read, with the reason
       test-en/manifest.jsonl + audio/   the held-out English set (texts never in the training clips)
       prepare.json          what was asked for (a resumed run must ask for the same)
@@ -47,6 +48,7 @@ class SourceSpec:
 class PrepareConfig:
     sources: list[SourceSpec] = field(default_factory=list)
     layers: tuple[int, ...] = (3, 4)  # encoder layers whose features are stored
+    frame_difference: float = 0.0  # TokenizerConfig.frame_difference of the stored features (> 0: twice as wide)
     test_source: str | None = None  # manifest the held-out English set is drawn from
     test_clips: int = 45
     exclude_texts: list[str] = field(default_factory=list)  # manifests (evaluation sets) whose texts never train
@@ -159,6 +161,11 @@ class CodecData:
             self.dim = int(self.config["dim"])
             self.features = np.memmap(path, dtype=np.float16, mode="r").reshape(-1, self.dim)
 
+    @property
+    def frame_difference(self) -> float:
+        """How the stored features pool a token's encoder frames (TokenizerConfig.frame_difference)."""
+        return float(self.config.get("frame_difference", 0.0))
+
     def __len__(self) -> int:
         return len(self.clips)
 
@@ -229,13 +236,18 @@ def prepare(
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = tokenizer_factory() if tokenizer_factory else SpeechTokenizer(TokenizerConfig())
-    dim = int(tokenizer.encoder.config.d_model)
+    tokenizer = (tokenizer_factory() if tokenizer_factory
+                 else SpeechTokenizer(TokenizerConfig(frame_difference=config.frame_difference)))
+    if tokenizer.config.frame_difference != config.frame_difference:
+        raise ValueError(f"the tokenizer pools with frame_difference {tokenizer.config.frame_difference}, "
+                         f"the folder asks for {config.frame_difference}")
+    dim = tokenizer.feature_dim
     asked = config.to_dict() | {"dim": dim}
     saved = directory / "prepare.json"
     if saved.is_file():
         before = json.loads(saved.read_text())
-        before.setdefault("exclude_texts", [])  # folders prepared before the option existed
+        before.setdefault("exclude_texts", [])  # folders prepared before the options existed
+        before.setdefault("frame_difference", 0.0)
         if before != json.loads(json.dumps(asked)):
             raise ValueError(f"{directory} was prepared with other settings ({saved}); use a new folder or the same settings")
     else:

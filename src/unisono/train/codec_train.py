@@ -94,9 +94,14 @@ def tokenize_data(data: CodecData, run: Path, centroids: torch.Tensor, log: Call
     from safetensors.torch import save_file
 
     assert data.features is not None and data.layer is not None
+    if centroids.shape[1] != data.features.shape[1]:
+        raise ValueError(f"a codebook of {centroids.shape[1]}-wide entries cannot tokenize the {data.features.shape[1]}-wide "
+                         f"features of {data.directory} (frame_difference {data.frame_difference}): prepare the data as "
+                         "the codebook's tokenizer pools them")
     run.mkdir(parents=True, exist_ok=True)
     tensors = {"centroids": centroids.contiguous()} | ({} if bias is None else {"bias": bias.contiguous()})
-    save_file(tensors, str(run / TOKENIZER_FILE), metadata={"layer": str(data.layer), "codebook_size": str(len(centroids))})
+    save_file(tensors, str(run / TOKENIZER_FILE), metadata={"layer": str(data.layer), "codebook_size": str(len(centroids)),
+                                                             "frame_difference": str(data.frame_difference)})
     tokens = assign_tokens(data.features, centroids, bias)
     np.save(run / TOKENS_FILE, tokens)
     used = np.bincount(tokens, minlength=len(centroids))
@@ -674,7 +679,10 @@ class Token2MelJob(_Job):
         if same:
             return state
         data = self.data if self.data.features is not None else CodecData(self.data.directory, layer=self.codec_config.tokenizer.layer)
-        old_tokens = assign_tokens(data.features, centroids, bias)
+        feats = data.features
+        if centroids.shape[1] < feats.shape[1]:  # a mean-only codebook; these features are [mean, difference]
+            feats = feats[:, : centroids.shape[1]]
+        old_tokens = assign_tokens(feats, centroids, bias)
         embed, agreement = remap_token_embedding(state["embed.weight"], old_tokens, self.tokens,
                                                  self.codec_config.tokenizer.codebook_size)
         self.log(f"{self.name}: {self.cfg.init_from} has another codebook; its token embeddings are remapped onto this run's "

@@ -39,6 +39,10 @@ class TokenizerConfig:
     # tokens vs 1.20 from layer-4 tokens (1.68 from no tokens). docs/codec/README.md.
     layer: int = 3
     pool: int = 2  # encoder frames (50 Hz) averaged into one token: 25 Hz
+    # > 0: a token's feature is [mean of its frames, frame_difference * (last frame - first frame)], so the
+    # codebook also sees how the sound moves within the token's 40 ms, which the mean drops (where the words
+    # are: docs/codec/README.md, "the envelope, within a token"). 0: the mean alone.
+    frame_difference: float = 0.0
     codebook_size: int = 1024
     # Streaming: the encoder is bidirectional, so a streamed token waits for `lookahead_tokens`
     # tokens of future audio and hears at most `context_tokens` tokens of the past.
@@ -48,6 +52,10 @@ class TokenizerConfig:
     @property
     def samples_per_token(self) -> int:
         return 320 * self.pool  # Whisper: 160 samples per mel frame, 2 mel frames per encoder frame
+
+    def feature_dim(self, d_model: int) -> int:
+        """Width of a token's feature (and of a centroid) for an encoder of width `d_model`."""
+        return 2 * d_model if self.frame_difference else d_model
 
     @property
     def token_rate(self) -> float:
