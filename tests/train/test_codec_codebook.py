@@ -232,6 +232,10 @@ def test_tokens_that_see_the_movement_within_a_token_are_prepared_fitted_and_fin
     r = runner.invoke(app, ["codec", "fit-tokenizer", str(tmp_path / "data"), str(tmp_path / "other"), "--codebook-of", str(old)])
     said = " ".join(r.output.replace("│", " ").split())
     assert r.exit_code == 2 and "does not fit the 768-wide features" in said and not (tmp_path / "other").exists()
+    # nor can a codebook be trained on them (Whisper's decoder reads a codebook's features as its encoder frames)
+    r = runner.invoke(app, ["codec", "train-tokenizer", str(tmp_path / "data"), str(tmp_path / "other"), "--steps", "1"])
+    said = " ".join(r.output.replace("│", " ").split())
+    assert r.exit_code == 2 and "reads mean features" in said and not (tmp_path / "other").exists()
 
     # a detokenizer trained on mean tokens is fine-tuned onto these: its embeddings are remapped by the mean half
     messages = []

@@ -189,6 +189,12 @@ def train_tokenizer(
     from unisono.train.codec_train import TrainConfig
 
     torch.set_num_threads(threads)
+    try:
+        if CodecData(data).frame_difference:  # Whisper's decoder reads the codebook's features as encoder frames
+            raise ValueError(f"{data} stores [mean, difference] features (prepare --frame-difference); a trained codebook "
+                             "reads mean features: prepare another folder without the option")
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e)) from None
     config = _codec_config(run, layer, codebook)
     cfg = TrainConfig(steps=steps, lr=lr, batch=batch, max_tokens=max_tokens, warmup=min(50, steps), weight_decay=0.0,
                       threads=threads)
