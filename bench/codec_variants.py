@@ -1,5 +1,5 @@
 """Which detokenizer keeps more of the words? Resynthesise one set with several codec variants
-from the same tokens and score each with the independent recogniser of `unisono eval codec`
+from the same tokens (variants with another codebook from their own) and score each with the independent recogniser of `unisono eval codec`
 (faster-whisper on the bundled tiny.en, int8, greedy; the set's default scoring).
 
 A variant is a codec folder (or `copy:FOLDER`: its vocoder on the original audio's mel, copy
@@ -55,6 +55,15 @@ def match_statistics(mel: torch.Tensor, reference: torch.Tensor, mean_gain: floa
     mu, sd = mel.mean(-1, keepdim=True), mel.std(-1, keepdim=True).clamp(min=1e-3)
     mu_ref, sd_ref = reference.mean(-1)[None, :, None], reference.std(-1)[None, :, None].clamp(min=1e-3)
     return (mel - mu) * (sd_ref / sd) ** std_gain + mu + mean_gain * (mu_ref - mu)
+
+
+def same_codebook(a, b) -> bool:
+    """Whether two codecs turn audio into the same tokens (same tokenizer settings, centroids and bias)."""
+    if a.config.tokenizer != b.config.tokenizer or a.centroids.shape != b.centroids.shape:
+        return False
+    if (a.token_bias is None) != (b.token_bias is None):
+        return False
+    return torch.equal(a.centroids, b.centroids) and (a.token_bias is None or torch.equal(a.token_bias, b.token_bias))
 
 
 def load_variant(spec: str):
@@ -140,14 +149,21 @@ def main() -> None:
     score = make_scoring(default_scoring_name(name, language))
     recognizer = build_system(args.recognizer, threads=args.threads)
     codecs = {spec: load_variant(spec) for spec in args.variants}
-    tokenizer = next(iter(codecs.values()))  # the variants share the tokens: tokenize once
+    # variants with the same codebook share the tokens (tokenized once); one with another codebook gets its own
+    tokenizer_of: dict[str, object] = {}
+    for spec, codec in codecs.items():
+        tokenizer_of[spec] = next((tokenizer_of[s] for s in tokenizer_of if same_codebook(codecs[s], codec)), codec)
     counts: dict[str, list] = {"original": []} | {spec: [] for spec in codecs}
     clips = []  # per clip: the reference and every variant's transcript, to see where the errors are
     for clip_id, text, audio in clips_in:
         reference = score.normalize(text)
         hyps = {"original": recognizer.transcribe(audio, language="en")}
-        tokens = tokenizer.tokenize(audio)
+        tokens_of: dict[int, torch.Tensor] = {}
         for spec, codec in codecs.items():
+            tokenizer = tokenizer_of[spec]
+            tokens = tokens_of.get(id(tokenizer))
+            if tokens is None and not spec.startswith("copy:"):
+                tokens = tokens_of[id(tokenizer)] = tokenizer.tokenize(audio)
             if spec.startswith("copy:"):
                 wave = copy_synthesis(codec, audio)
             else:
