@@ -212,7 +212,8 @@ def test_tokens_that_see_the_movement_within_a_token_are_prepared_fitted_and_fin
                                                           centroids=torch.zeros(1024, 768)))
 
     runner = CliRunner()
-    r = runner.invoke(app, ["codec", "fit-tokenizer", str(tmp_path / "data"), str(tmp_path / "run"), "--codebook", "8", "--threads", "1"])
+    r = runner.invoke(app, ["codec", "fit-tokenizer", str(tmp_path / "data"), str(tmp_path / "run"), "--codebook", "8",
+                            "--inits", "1", "--iterations", "5", "--threads", "1"])
     assert r.exit_code == 0, r.output
     settings = CodecConfig.from_dict(json.loads((tmp_path / "run/codec.json").read_text()))
     assert settings.tokenizer.frame_difference == 1.0

@@ -114,6 +114,8 @@ def fit_tokenizer(
     layer: int = typer.Option(3, help="Encoder layer to quantise (4 is the output of Whisper tiny's encoder; 3 resynthesises better)."),
     codebook: int = typer.Option(1024, help="Codebook size."),
     frames: int = typer.Option(300_000, help="Frames k-means is fitted on (a seeded sample)."),
+    inits: int = typer.Option(3, min=1, help="k-means runs from different starts; the best is kept."),
+    iterations: int = typer.Option(100, min=1, help="k-means passes over the sample, at most."),
     codebook_of: Optional[Path] = typer.Option(
         None, help="Reuse the codebook of this run (its tokenizer.safetensors) or of an exported codec folder (e.g. the "
                    "shipped model's speech/, whose settings the run then takes) instead of fitting one: new data, same token ids."),
@@ -129,7 +131,8 @@ def fit_tokenizer(
     if codebook_of is None:
         pooled_as = CodecData(data).frame_difference  # the tokens pool frames as the stored features do
         config = _codec_config(run, layer, codebook, pooled_as)
-        fit(CodecData(data, layer=config.tokenizer.layer), run, config.tokenizer.codebook_size, max_frames=frames)
+        fit(CodecData(data, layer=config.tokenizer.layer), run, config.tokenizer.codebook_size, max_frames=frames,
+            inits=inits, iterations=iterations)
         return
     from safetensors import safe_open
 

@@ -67,7 +67,7 @@ TOKENS_FILE = "tokens.npy"
 # ---- 1. tokenizer -------------------------------------------------------------------------------
 
 def fit_tokenizer(data: CodecData, run: Path, codebook_size: int, max_frames: int = 300_000, seed: int = 0,
-                  log: Callable[[str], None] = print) -> torch.Tensor:
+                  log: Callable[[str], None] = print, inits: int = 3, iterations: int = 100) -> torch.Tensor:
     """Fit the codebook on (a seeded sample of) the stored features, then tokenize every clip."""
     from sklearn.cluster import MiniBatchKMeans
 
@@ -77,7 +77,7 @@ def fit_tokenizer(data: CodecData, run: Path, codebook_size: int, max_frames: in
     take = np.sort(rng.choice(feats.shape[0], size=min(max_frames, feats.shape[0]), replace=False))
     sample = np.asarray(feats[take], dtype=np.float32)
     t0 = time.time()
-    km = MiniBatchKMeans(n_clusters=codebook_size, batch_size=8192, n_init=3, max_iter=100, random_state=seed,
+    km = MiniBatchKMeans(n_clusters=codebook_size, batch_size=8192, n_init=inits, max_iter=iterations, random_state=seed,
                          reassignment_ratio=0.001)
     km.fit(sample)
     log(f"k-means: {codebook_size} centroids on {len(sample)} frames in {time.time() - t0:.0f} s, inertia/frame {km.inertia_ / len(sample):.2f}")
