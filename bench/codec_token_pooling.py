@@ -98,6 +98,9 @@ def main() -> None:
     print(f"{len(rows)} clips ({cut} fit, {len(rows) - cut} predicted), {n_train_tokens} fitting tokens, "
           f"encoder frames in {time.time() - t0:.0f} s", flush=True)
 
+    def flat(x: np.ndarray) -> torch.Tensor:  # (tokens, n_mels, upsample) -> (n_mels, frames)
+        return torch.from_numpy(x).float().permute(1, 0, 2).reshape(x.shape[1], -1)
+
     def predict(tokens: list[np.ndarray]) -> dict:
         k = int(max(t.max() for t in tokens)) + 1
         sums, counts = np.zeros((k, *mels[0].shape[1:])), np.zeros(k)
@@ -111,7 +114,6 @@ def main() -> None:
             seen = counts[t] > 0  # a token never seen in fitting predicts nothing: skip it
             pred = np.where(seen[:, None, None], means[t], m)
             err += np.abs(pred - m).sum()
-            flat = lambda x: torch.from_numpy(x).float().permute(1, 0, 2).reshape(x.shape[1], -1)  # noqa: E731
             env += envelope(flat(pred - m), 12).abs().sum().item()
             size += m.size
             move, off = motion_figures(flat(pred), flat(m), upsample)

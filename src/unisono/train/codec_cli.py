@@ -125,14 +125,13 @@ def fit_tokenizer(
     import torch
 
     from unisono.train.codec_data import CodecData
-    from unisono.train.codec_train import TOKENIZER_FILE, fit_tokenizer as fit, tokenize_data
+    from unisono.train.codec_train import TOKENIZER_FILE, check_codebook_fits, fit_tokenizer as fit, tokenize_data
 
     torch.set_num_threads(threads)
     if codebook_of is None:
-        pooled_as = CodecData(data).frame_difference  # the tokens pool frames as the stored features do
-        config = _codec_config(run, layer, codebook, pooled_as)
-        fit(CodecData(data, layer=config.tokenizer.layer), run, config.tokenizer.codebook_size, max_frames=frames,
-            inits=inits, iterations=iterations)
+        prepared = CodecData(data, layer=layer)
+        config = _codec_config(run, layer, codebook, prepared.frame_difference)  # tokens pool as the stored features do
+        fit(prepared, run, config.tokenizer.codebook_size, max_frames=frames, inits=inits, iterations=iterations)
         return
     from safetensors import safe_open
 
@@ -155,10 +154,10 @@ def fit_tokenizer(
     prepared = CodecData(data, layer=layer)
     if settings is not None:
         pooled_as = settings.tokenizer.frame_difference
-    if centroids.shape[1] != prepared.features.shape[1] or pooled_as != prepared.frame_difference:
-        raise typer.BadParameter(f"its codebook ({centroids.shape[1]}-wide entries, frame difference {pooled_as}) does not fit the "
-                                 f"{prepared.features.shape[1]}-wide features of {data} (frame difference {prepared.frame_difference}): "
-                                 "prepare the data as the codebook's tokenizer pools them", param_hint="--codebook-of")
+    try:
+        check_codebook_fits(prepared, centroids, pooled_as)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--codebook-of") from None
     if settings is not None and not (run / "codec.json").is_file():
         run.mkdir(parents=True, exist_ok=True)
         (run / "codec.json").write_text(json.dumps(settings.to_dict(), indent=2))

@@ -86,6 +86,16 @@ def fit_tokenizer(data: CodecData, run: Path, codebook_size: int, max_frames: in
     return centroids
 
 
+def check_codebook_fits(data: CodecData, centroids: torch.Tensor, frame_difference: float | None = None) -> None:
+    """Refuse a codebook whose entries are not pooled as the folder's stored features are (their width, and the
+    frame difference of the codebook's tokenizer where it is known)."""
+    pooled_as = data.frame_difference if frame_difference is None else frame_difference
+    if centroids.shape[1] != data.features.shape[1] or pooled_as != data.frame_difference:
+        raise ValueError(f"a codebook of {centroids.shape[1]}-wide entries (frame difference {pooled_as}) does not fit the "
+                         f"{data.features.shape[1]}-wide features of {data.directory} (frame difference {data.frame_difference}): "
+                         "prepare the data as the codebook's tokenizer pools them")
+
+
 def tokenize_data(data: CodecData, run: Path, centroids: torch.Tensor, log: Callable[[str], None] = print,
                   bias: torch.Tensor | None = None) -> np.ndarray:
     """Store the codebook in the run and the tokens of every clip of the data folder (tokens.npy).
@@ -94,10 +104,7 @@ def tokenize_data(data: CodecData, run: Path, centroids: torch.Tensor, log: Call
     from safetensors.torch import save_file
 
     assert data.features is not None and data.layer is not None
-    if centroids.shape[1] != data.features.shape[1]:
-        raise ValueError(f"a codebook of {centroids.shape[1]}-wide entries cannot tokenize the {data.features.shape[1]}-wide "
-                         f"features of {data.directory} (frame_difference {data.frame_difference}): prepare the data as "
-                         "the codebook's tokenizer pools them")
+    check_codebook_fits(data, centroids)
     run.mkdir(parents=True, exist_ok=True)
     tensors = {"centroids": centroids.contiguous()} | ({} if bias is None else {"bias": bias.contiguous()})
     save_file(tensors, str(run / TOKENIZER_FILE), metadata={"layer": str(data.layer), "codebook_size": str(len(centroids)),
