@@ -377,6 +377,14 @@ def test_token2mel_fine_tunes_an_exported_codec_with_the_reencoding_loss(prepare
         torch.testing.assert_close(tuned.vocoder.state_dict()[k], v)
     for k, v in job.modules["token2mel"].state_dict().items():
         torch.testing.assert_close(tuned.token2mel.state_dict()[k], v.half().float())
+    # resumed without --init-from (a longer schedule): it hears through the same vocoder and goes on
+    longer = replace(cfg, steps=45, init_from=None)
+    resumed = Token2MelJob(data, tokens, tmp_path / "run", codec_config(), longer, log=quiet, encoder=tiny_tokenizer().encoder)
+    assert resumed.step == 40 and resumed.cfg.init_from == str(start) and longer.init_from is None
+    for k, v in shipped.vocoder.state_dict().items():
+        torch.testing.assert_close(resumed.cycle_vocoder.state_dict()[k], v.float())
+    resumed.train()
+    assert resumed.step == 45
     with pytest.raises(FileNotFoundError, match="needs a trained vocoder"):
         Token2MelJob(data, tokens, tmp_path / "fresh", codec_config(), TrainConfig(cycle_weight=1.0), log=quiet,
                      encoder=tiny_tokenizer().encoder)

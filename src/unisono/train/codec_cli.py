@@ -56,8 +56,8 @@ def prepare(
     exclude_texts: list[Path] = typer.Option([], help="Evaluation manifest whose texts are kept out of training (repeat for several)."),
     layers: str = typer.Option("3,4", help="Encoder layers whose features are stored (comma-separated)."),
     frame_difference: float = typer.Option(
-        0.0, min=0.0, help="Store each token's feature as [mean of its 2 encoder frames, W x their difference] (W > 0; twice "
-                           "as wide), for a codebook that sees the movement within a token; 0: the mean alone."),
+        0.0, min=0.0, help="Store each token's feature as (mean of its 2 encoder frames, W x their difference) (W > 0; "
+                           "twice as wide), for a codebook that sees the movement within a token; 0: the mean alone."),
     threads: int = typer.Option(2, help="CPU threads."),
 ) -> None:
     """Store audio and frozen-encoder features of the training clips, and a held-out English set."""

@@ -263,6 +263,11 @@ class _Job(ABC):
         # what `extra_state` wrote, for the helpers a subclass builds after this (the rest is loaded here)
         self.resumed_extra = {k: v for k, v in (state or {}).items() if k not in self.STATE_KEYS}
         if state is not None:
+            # the same command resumes a fine-tune: where it started from, and the re-encoding loss's vocoder
+            # (by default that starting folder's), are kept in the checkpoint
+            started = state["train_config"]
+            kept = {k: started[k] for k in ("init_from", "cycle_vocoder") if getattr(cfg, k) is None and started.get(k)}
+            self.cfg = cfg = replace(cfg, **kept)
             for k, m in self.modules.items():
                 m.load_state_dict(state["modules"][k])
             self.opt.load_state_dict(state["opt"])
