@@ -24,6 +24,7 @@ from unisono.model.speech.config import (
     VocoderConfig,
 )
 from unisono.model.speech.tokenizer import SpeechTokenizer
+from unisono.model.speech.vocoder import Vocoder
 from unisono.train.codec_data import AUDIO, INDEX, CodecData, PrepareConfig, SourceSpec, prepare
 from unisono.train.codec_train import (
     TOKENS_FILE,
@@ -377,7 +378,10 @@ def test_token2mel_fine_tunes_an_exported_codec_with_the_reencoding_loss(prepare
         torch.testing.assert_close(tuned.vocoder.state_dict()[k], v)
     for k, v in job.modules["token2mel"].state_dict().items():
         torch.testing.assert_close(tuned.token2mel.state_dict()[k], v.half().float())
-    # resumed without --init-from (a longer schedule): it hears through the same vocoder and goes on
+    # resumed without --init-from (a longer schedule), once the run has a vocoder of its own: it hears through
+    # the same vocoder as before and goes on
+    own = Vocoder(codec_config().vocoder, codec_config().mel)
+    save_state(tmp_path / "run/vocoder-gta.pt", step=0, modules={"vocoder": own.state_dict()})
     longer = replace(cfg, steps=45, init_from=None)
     resumed = Token2MelJob(data, tokens, tmp_path / "run", codec_config(), longer, log=quiet, encoder=tiny_tokenizer().encoder)
     assert resumed.step == 40 and resumed.cfg.init_from == str(start) and longer.init_from is None

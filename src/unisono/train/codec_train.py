@@ -617,6 +617,8 @@ class Token2MelJob(_Job):
         self.cycle_vocoder.load_state_dict(state["modules"]["vocoder"])
         self.cycle_vocoder.eval().requires_grad_(False).to(self.device)
         self.cycle_source = source
+        # kept in the checkpoint: a resume hears through this vocoder, even once the run has one of its own
+        self.cfg = replace(self.cfg, cycle_vocoder=str(source))
 
     def _setup_reencoder(self, encoder: torch.nn.Module | None) -> None:
         """The tokenizer's frozen encoder, and the spread of its frames on real audio."""
