@@ -25,25 +25,10 @@ import numpy as np
 import torch
 
 
-def load_codebook(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """The centroids, bias (a trained codebook's) and frame difference of an exported codec folder or a run's tokenizer.safetensors."""
-    from safetensors import safe_open
-
-    from unisono.model.speech.codec import CONFIG_FILE, SpeechCodec
-    from unisono.train.codec_train import TOKENIZER_FILE
-
-    if (path / CONFIG_FILE).is_file():
-        codec = SpeechCodec.load(path)
-        bias = None if codec.token_bias is None else codec.token_bias.float()
-        return codec.centroids.float(), bias, codec.config.tokenizer.frame_difference
-    with safe_open(str(path / TOKENIZER_FILE), "pt") as f:
-        bias = f.get_tensor("bias").float() if "bias" in f.keys() else None
-        return f.get_tensor("centroids").float(), bias, float(f.metadata().get("frame_difference", 0.0))
-
-
 def main() -> None:
     from unisono.model.speech.tokenizer import quantize
     from unisono.train.codec_data import CodecData
+    from unisono.train.codec_train import read_codebook
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path, help="a folder written by `unisono codec prepare`")
@@ -61,7 +46,8 @@ def main() -> None:
     groups: dict[str, list[int]] = {name: [] for name in held} | {"other": []}
     for i, clip in enumerate(data.clips):
         groups[next((name for name, ids in held.items() if clip["id"] in ids), "other")].append(i)
-    codebooks = {name: load_codebook(Path(p)) for name, p in (c.split("=", 1) for c in args.codebooks)}
+    codebooks = {name: (book.centroids, book.bias, book.frame_difference)
+                 for name, book in ((n, read_codebook(Path(p))) for n, p in (c.split("=", 1) for c in args.codebooks))}
     for name, (centroids, _, w) in codebooks.items():
         if centroids.shape[1] not in (half, 2 * half) or (w > 0 and data.frame_difference == 0):
             raise SystemExit(f"{name}: a codebook of {centroids.shape[1]}-wide entries (frame difference {w}) cannot be "

@@ -125,7 +125,7 @@ def fit_tokenizer(
     import torch
 
     from unisono.train.codec_data import CodecData
-    from unisono.train.codec_train import TOKENIZER_FILE, check_codebook_fits, fit_tokenizer as fit, tokenize_data
+    from unisono.train.codec_train import check_codebook_fits, fit_tokenizer as fit, read_codebook, tokenize_data
 
     torch.set_num_threads(threads)
     if codebook_of is None:
@@ -133,36 +133,20 @@ def fit_tokenizer(
         config = _codec_config(run, layer, codebook, prepared.frame_difference)  # tokens pool as the stored features do
         fit(prepared, run, config.tokenizer.codebook_size, max_frames=frames, inits=inits, iterations=iterations)
         return
-    from safetensors import safe_open
-
-    from unisono.model.speech.codec import CONFIG_FILE, SpeechCodec
-
-    settings = None
-    if (codebook_of / CONFIG_FILE).is_file():  # an exported codec: its settings become the run's
-        codec = SpeechCodec.load(codebook_of)
-        settings = codec.config
-        centroids, layer = codec.centroids.float(), codec.config.tokenizer.layer
-        bias = None if codec.token_bias is None else codec.token_bias.float()
-    else:
-        source = codebook_of / TOKENIZER_FILE
-        if not source.is_file():
-            raise typer.BadParameter(f"{source} is missing", param_hint="--codebook-of")
-        with safe_open(str(source), "pt") as f:
-            centroids, layer = f.get_tensor("centroids"), int(f.metadata()["layer"])
-            bias = f.get_tensor("bias") if "bias" in f.keys() else None
-            pooled_as = float(f.metadata().get("frame_difference", 0.0))
-    prepared = CodecData(data, layer=layer)
-    if settings is not None:
-        pooled_as = settings.tokenizer.frame_difference
     try:
-        check_codebook_fits(prepared, centroids, pooled_as)
+        book = read_codebook(codebook_of)
+    except FileNotFoundError as e:
+        raise typer.BadParameter(str(e), param_hint="--codebook-of") from None
+    prepared = CodecData(data, layer=book.layer)
+    try:
+        check_codebook_fits(prepared, book.centroids, book.frame_difference)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--codebook-of") from None
-    if settings is not None and not (run / "codec.json").is_file():
+    if book.settings is not None and not (run / "codec.json").is_file():  # an exported codec: its settings become the run's
         run.mkdir(parents=True, exist_ok=True)
-        (run / "codec.json").write_text(json.dumps(settings.to_dict(), indent=2))
-    _codec_config(run, layer, len(centroids), prepared.frame_difference)
-    tokenize_data(prepared, run, centroids, bias=bias)
+        (run / "codec.json").write_text(json.dumps(book.settings.to_dict(), indent=2))
+    _codec_config(run, book.layer, len(book.centroids), prepared.frame_difference)
+    tokenize_data(prepared, run, book.centroids, bias=book.bias)
 
 
 @app.command("train-tokenizer")

@@ -86,6 +86,38 @@ def fit_tokenizer(data: CodecData, run: Path, codebook_size: int, max_frames: in
     return centroids
 
 
+@dataclass
+class Codebook:
+    """A codebook to tokenize with: its entries, their bias (a trained codebook's), the encoder layer and
+    frame difference they quantise, and the codec settings where it comes from an exported codec folder."""
+    centroids: torch.Tensor
+    bias: torch.Tensor | None
+    layer: int
+    frame_difference: float
+    settings: CodecConfig | None = None
+
+
+def read_codebook(path: Path) -> Codebook:
+    """The codebook of an exported codec folder (e.g. the shipped model's speech/) or of a run folder
+    (its tokenizer.safetensors)."""
+    from safetensors import safe_open
+
+    from unisono.model.speech.codec import CONFIG_FILE, SpeechCodec
+
+    if (path / CONFIG_FILE).is_file():
+        codec = SpeechCodec.load(path)
+        bias = None if codec.token_bias is None else codec.token_bias.float()
+        return Codebook(codec.centroids.float(), bias, codec.config.tokenizer.layer, codec.config.tokenizer.frame_difference,
+                        codec.config)
+    source = path / TOKENIZER_FILE
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} is missing")
+    with safe_open(str(source), "pt") as f:
+        bias = f.get_tensor("bias").float() if "bias" in f.keys() else None
+        return Codebook(f.get_tensor("centroids").float(), bias, int(f.metadata()["layer"]),
+                        float(f.metadata().get("frame_difference", 0.0)))
+
+
 def check_codebook_fits(data: CodecData, centroids: torch.Tensor, frame_difference: float | None = None) -> None:
     """Refuse a codebook whose entries are not pooled as the folder's stored features are (their width, and the
     frame difference of the codebook's tokenizer where it is known)."""
