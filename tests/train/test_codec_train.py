@@ -40,6 +40,7 @@ from unisono.train.codec_train import (
     save_state,
     tokenize_data,
 )
+from unisono.train.wave_discriminator import WaveDiscriminator
 
 D = 32  # the tiny encoder's width
 
@@ -710,6 +711,54 @@ def test_the_adversarial_term_trains_a_discriminator_beside_the_model_and_resume
     assert not any("disc" in k for k in codec.state_dict())
 
 
+def test_the_vocoders_adversarial_term_judges_audio_crops_and_resumes_exactly(prepared, tmp_path):
+    data, tokens, start, _ = run_and_exported_codec(prepared, tmp_path, seed=7, trained_token2mel=True)
+    quiet = lambda s: None  # noqa: E731
+    cfg = TrainConfig(steps=4, batch=3, segment_frames=40, init_from=str(start), adversarial_weight=0.5,
+                      log_every=1, checkpoint_every=2)
+    job = VocoderJob(data, tmp_path / "run", codec_config(), cfg, log=quiet)
+    assert isinstance(job.discriminator, WaveDiscriminator)
+    trained = {id(p) for group in job.opt.param_groups for p in group["params"]}
+    assert not any(id(p) in trained for p in job.discriminator.parameters())  # its own optimiser
+    before = {k: v.clone() for k, v in job.discriminator.state_dict().items()}
+    total, parts = job.loss()
+    assert float(total.detach()) == pytest.approx(
+        parts["mel_l1"] + 2 * parts["stft"] + 0.5 * (parts["adversarial"] + 2 * parts["feature_match"]), rel=1e-5)
+    assert parts["disc"] > 0 and parts["adversarial"] > 0 and parts["feature_match"] > 0
+    assert any(not torch.equal(v, job.discriminator.state_dict()[k]) for k, v in before.items())  # it took a step
+    # the crops it judges: the same span of the generated and the real audio, at most `crops` of them, both
+    # scaled by the real crops' spread
+    fake, real = torch.arange(5 * 20000.0).view(5, 20000), torch.arange(5 * 20000.0).view(5, 20000) + 0.5
+    fake_crops, real_crops = job.wave_crops(fake, real)
+    assert fake_crops.shape == (min(5, job.disc_cfg.crops), job.disc_cfg.window)
+    offset = real_crops - fake_crops
+    torch.testing.assert_close(offset, torch.full_like(offset, float(offset[0, 0])))
+    assert float(real_crops.std()) == pytest.approx(1.0, rel=1e-4) and float(offset[0, 0]) > 0
+
+    # 4 steps straight, against 2, a "kill" and a resumed job: vocoder and discriminator alike
+    straight = VocoderJob(data, tmp_path / "a", codec_config(), cfg, log=quiet)
+    straight.train()
+    first = VocoderJob(data, tmp_path / "b", codec_config(), cfg, log=quiet)
+    first.train(until=2)
+    assert "discriminator" in torch.load(tmp_path / "b/vocoder.pt", weights_only=False)
+    resumed = VocoderJob(data, tmp_path / "b", codec_config(), cfg, log=quiet)
+    assert resumed.step == 2
+    resumed.train()
+    for k, v in straight.modules["vocoder"].state_dict().items():
+        torch.testing.assert_close(resumed.modules["vocoder"].state_dict()[k], v)
+    for k, v in straight.discriminator.state_dict().items():
+        torch.testing.assert_close(resumed.discriminator.state_dict()[k], v)
+
+    # the vocoder-gta fine-tune: its crops of predicted-mel audio against the real audio of the same tokens
+    gta = VocoderGtaJob(data, tokens, tmp_path / "run", codec_config(), replace(cfg, max_tokens=10), log=quiet)
+    _, parts = gta.loss()
+    assert isinstance(gta.discriminator, WaveDiscriminator) and parts["adversarial"] > 0 and parts["feature_match"] > 0
+    # nothing of a discriminator is exported
+    gta.train()
+    codec = SpeechCodec.load(export_codec(tmp_path / "run", tmp_path / "speech-a", codec_config(), vocoder="vocoder-gta"))
+    assert not any("disc" in k for k in codec.state_dict())
+
+
 def test_the_command_line_gives_the_transcript_loss_and_its_options_only_where_they_act(prepared, tmp_path):
     from typer.testing import CliRunner
 
@@ -730,7 +779,7 @@ def test_the_command_line_gives_the_transcript_loss_and_its_options_only_where_t
     assert "--transcript-weight too" in refused("token2mel", data, run, "--transcript-window")
     assert "token2mel only" in refused("vocoder-gta", data, run, "--transcript-weight", "1", "--voice-weight", "1")
     assert "token2mel only" in refused("vocoder-gta", data, run, "--envelope-weight", "1")
-    assert "token2mel only" in refused("vocoder-gta", data, run, "--adversarial-weight", "1")
+    assert "flow matching alone" in refused("refiner", data, run, "--adversarial-weight", "1")
     assert "choose cpu, cuda" in refused("token2mel", data, run, "--device", "meta")
     assert "Invalid value" in refused("token2mel", data, run, "--device", "gpu0")
     if not torch.cuda.is_available():

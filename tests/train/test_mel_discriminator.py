@@ -12,11 +12,10 @@ import torch.nn.functional as F
 
 from unisono.model.speech.config import MelConfig
 from unisono.model.speech.mel import MelSpectrogram
+from unisono.train.gan import discriminator_loss, generator_loss
 from unisono.train.mel_discriminator import (
     MelDiscriminator,
     MelDiscriminatorConfig,
-    discriminator_loss,
-    generator_loss,
     normalise,
     paired_patches,
 )

@@ -250,9 +250,10 @@ def train(
                            "cepstra of each frame) of the predicted and the real mel, beside the mel L1; 0 is off."),
     envelope_cepstra: int = typer.Option(12, min=1, help="token2mel: cepstra that make a frame's envelope (of 80 mel bins)."),
     adversarial_weight: float = typer.Option(
-        0.0, min=0.0, help="token2mel: weight of the adversarial term (a discriminator of mel patches trains beside the "
-                           "model; the model's least-squares GAN loss plus twice its feature matching, as HiFi-GAN "
-                           "weighs them); 0 is off."),
+        0.0, min=0.0, help="token2mel, vocoder, vocoder-gta: weight of the adversarial term (a discriminator trains "
+                           "beside the model: of mel patches for token2mel, multi-period and multi-resolution ones of "
+                           "the audio for the vocoder; the model's least-squares GAN loss plus twice its feature "
+                           "matching, as HiFi-GAN weighs them); 0 is off."),
     depth: Optional[int] = typer.Option(
         None, min=1, help="token2mel: blocks of the token-to-mel model, written to the run's codec.json. Deeper than the "
                           "--init-from model: the blocks it lacks are appended as identities, so the fine-tune starts "
@@ -326,9 +327,8 @@ def train(
                                  param_hint="--voice-weight")
     if envelope_weight and part != "token2mel":
         raise typer.BadParameter("it is a loss on the token-to-mel model's mels: token2mel only", param_hint="--envelope-weight")
-    if adversarial_weight and part != "token2mel":
-        raise typer.BadParameter("its discriminator judges the token-to-mel model's mels: token2mel only",
-                                 param_hint="--adversarial-weight")
+    if adversarial_weight and part == "refiner":
+        raise typer.BadParameter("the refiner is trained by flow matching alone", param_hint="--adversarial-weight")
     if cycle_vocoder and part != "token2mel":
         raise typer.BadParameter("a frozen vocoder voices the token-to-mel model's mels only; vocoder-gta trains its own",
                                  param_hint="--cycle-vocoder")

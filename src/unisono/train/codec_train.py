@@ -7,7 +7,8 @@ Independent jobs, each resumable from its last checkpoint:
    words (`unisono.train.codec_codebook`), stored as linear scores (centroids and a bias).
 2. `train_vocoder`: mel -> waveform on random 0.8 s segments. Loss = L1 between log-mels +
    multi-resolution STFT loss (spectral convergence + log-magnitude L1), as in Parallel WaveGAN
-   (Yamamoto et al. 2020) without the adversarial term.
+   (Yamamoto et al. 2020); with `adversarial_weight`, also multi-period and multi-resolution
+   waveform discriminators (`unisono.train.wave_discriminator`), as HiFi-GAN and Vocos train theirs.
 3. `train_token2mel`: tokens + a voice -> mel. The voice is taken from another clip of the same
    speaker, so the model learns to take timbre from the reference and words from the tokens (or,
    for a `self_reference` share of the crops, from the clip itself: its own pitch register).
@@ -17,7 +18,7 @@ Independent jobs, each resumable from its last checkpoint:
 4. `train_refiner`: the flow-matching mel refiner on top of a trained, frozen token-to-mel model
    (and its speaker encoder): from the L1 estimate to the real mel. Loss = flow matching.
 5. `train_vocoder_gta`: the vocoder fine-tuned on the detokenizer's own mels against the real
-   audio they came from (tokens are frame-aligned with it). Loss as in 2.
+   audio they came from (tokens are frame-aligned with it). Loss as in 2, the adversarial term too.
 
 Run folder:
 
@@ -51,14 +52,10 @@ from unisono.model.speech.refiner import MelRefiner
 from unisono.model.speech.token2mel import SpeakerEncoder, Token2Mel, length_mask
 from unisono.model.speech.vocoder import Vocoder
 from unisono.train.codec_data import CodecData
-from unisono.train.mel_discriminator import (
-    MelDiscriminator,
-    MelDiscriminatorConfig,
-    discriminator_loss,
-    generator_loss,
-    normalise,
-    paired_patches,
-)
+from unisono.train.gan import discriminator_loss, generator_loss
+from unisono.train.mel_discriminator import MelDiscriminator, MelDiscriminatorConfig, normalise, paired_patches
+from unisono.train.wave_discriminator import WaveDiscriminator, WaveDiscriminatorConfig
+from unisono.train.wave_discriminator import normalise as normalise_waves  # the mel discriminator has its own
 
 TOKENIZER_FILE = "tokenizer.safetensors"
 TOKENS_FILE = "tokens.npy"
@@ -207,9 +204,10 @@ class TrainConfig:
     # gradient on a voice's harmonics, which the tokens do not fix.
     envelope_weight: float = 0.0
     envelope_cepstra: int = 12
-    # token2mel: weight of the adversarial term, a least-squares GAN loss and twice its feature matching, as
-    # HiFi-GAN weighs them (see `mel_discriminator`); 0 is off. The discriminator sees patches of the real and
-    # the predicted mels and trains beside the model, with its own optimiser, saved in the checkpoint.
+    # weight of the adversarial term, a least-squares GAN loss and twice its feature matching, as HiFi-GAN
+    # weighs them (see `gan`); 0 is off. The discriminator trains beside the model, with its own optimiser,
+    # saved in the checkpoint. token2mel: it sees patches of the real and the predicted mels (`mel_discriminator`);
+    # vocoder and vocoder-gta: crops of the real and the generated audio (`wave_discriminator`).
     adversarial_weight: float = 0.0
     # where the models train ("cpu", "cuda", "cuda:1"); clips are read and cut on the CPU either way. An exact
     # resume is promised on the CPU: a GPU's own random numbers (dropout) are not in the checkpoint.
@@ -328,6 +326,61 @@ class _Job(ABC):
         """A fine-tune's starting weights for one module (`init_from`)."""
         module.load_state_dict(state)
 
+    discriminator: torch.nn.Module | None = None  # of the adversarial term, when a job has one
+
+    def _setup_discriminator(self, build: Callable[[], torch.nn.Module], lr: float, what: str) -> None:
+        """The adversarial term's discriminator and its optimiser, as the checkpoint left them."""
+        with torch.random.fork_rng(devices=[]):  # a resumed job draws the same random numbers as one never stopped
+            self.discriminator = build().to(self.device)
+        self.disc_opt = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, betas=(0.8, 0.99))
+        if "discriminator" in self.resumed_extra:
+            self.discriminator.load_state_dict(self.resumed_extra["discriminator"])
+            self.disc_opt.load_state_dict(self.resumed_extra["disc_opt"])
+        elif self.step:
+            self.log(f"{self.name}: the checkpoint holds no discriminator; a new one starts at step {self.step}")
+        self.log(f"{self.name}: adversarial term (weight {self.cfg.adversarial_weight}) from {what} "
+                 f"of {sum(p.numel() for p in self.discriminator.parameters()):,} parameters")
+
+    def gan_step(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step of the discriminator on paired real and generated inputs, then the model's adversarial
+        and feature-matching losses against the updated discriminator."""
+        self.disc_opt.zero_grad(set_to_none=True)
+        disc = discriminator_loss(self.discriminator, fake, real)
+        disc.backward()
+        self.disc_opt.step()
+        self.discriminator.requires_grad_(False)  # the model's loss reaches the model only
+        try:
+            adversarial, matching = generator_loss(self.discriminator, fake, real)
+        finally:
+            self.discriminator.requires_grad_(True)
+        return {"disc": disc.detach(), "adversarial": adversarial, "feature_match": matching}
+
+    def adversarial_loss(self, fake: torch.Tensor, real: torch.Tensor, parts: dict[str, float]) -> torch.Tensor:
+        """The weighted adversarial term of a batch (its figures added to `parts`)."""
+        gan = self.gan_step(fake, real)
+        parts |= {k: float(v.detach()) for k, v in gan.items()}
+        return self.cfg.adversarial_weight * (gan["adversarial"] + 2.0 * gan["feature_match"])
+
+    def extra_state(self) -> dict:
+        """What else a checkpoint must hold for an exact resume (a job's helpers that train beside it);
+        read back from `resumed_extra`."""
+        if self.discriminator is None:
+            return {}
+        return {"discriminator": self.discriminator.state_dict(), "disc_opt": self.disc_opt.state_dict()}
+
+    def wave_crops(self, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same random span of the first `WaveDiscriminatorConfig.crops` generated and real waveforms
+        (B, N) of equal lengths, scaled alike: the waveform discriminator's input (`window` samples, or all)."""
+        fake, real = fake[: self.disc_cfg.crops], real[: self.disc_cfg.crops]
+        w = min(self.disc_cfg.window, fake.shape[-1])
+        starts = [self.rng.randint(0, fake.shape[-1] - w) for _ in range(fake.shape[0])]
+        return normalise_waves(*(torch.stack([x[b, s: s + w] for b, s in enumerate(starts)]) for x in (fake, real)))
+
+    def _setup_wave_discriminator(self) -> None:
+        self.disc_cfg = WaveDiscriminatorConfig()
+        self._setup_discriminator(lambda: WaveDiscriminator(self.disc_cfg), self.disc_cfg.lr,
+                                  "multi-period and multi-resolution waveform discriminators")
+
     @classmethod
     def ckpt_of(cls, run: Path) -> Path:
         return run / f"{cls.name}.pt"
@@ -343,11 +396,6 @@ class _Job(ABC):
     @abstractmethod
     def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         """One batch's loss and the figures to log."""
-
-    def extra_state(self) -> dict:
-        """What else a checkpoint must hold for an exact resume (a job's helpers that train beside it);
-        read back from `resumed_extra`."""
-        return {}
 
     def save(self) -> None:
         save_state(self.ckpt, modules={k: m.state_dict() for k, m in self.modules.items()}, opt=self.opt.state_dict(),
@@ -397,6 +445,8 @@ class VocoderJob(_Job):
         self.weights = np.array([max(0, c["samples"] - 1) for c in data.clips], dtype=np.float64)
         super().__init__(run, codec_config, cfg, log)
         self.mel = MelSpectrogram(codec_config.mel).to(self.device)
+        if cfg.adversarial_weight > 0:
+            self._setup_wave_discriminator()
 
     def build(self):
         return {"vocoder": Vocoder(self.codec_config.vocoder, self.codec_config.mel)}
@@ -419,7 +469,10 @@ class VocoderJob(_Job):
         pred = self.modules["vocoder"](mel)  # (B, F * hop)
         mel_loss = F.l1_loss(self.mel(pred)[..., : self.cfg.segment_frames], mel)
         spec_loss = stft_loss(pred, wave)
-        return mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
+        loss, parts = mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
+        if self.discriminator is not None:
+            loss = loss + self.adversarial_loss(*self.wave_crops(pred, wave), parts)
+        return loss, parts
 
 
 # ---- 3. token -> mel ------------------------------------------------------------------------------
@@ -592,44 +645,14 @@ class Token2MelJob(_Job):
             self._setup_reencoder(encoder)
         if cfg.transcript_weight > 0 and self.name in ("token2mel", "vocoder-gta"):
             self._setup_transcript(encoder)
-        self.discriminator = None
         if cfg.adversarial_weight > 0 and self.name == "token2mel":
-            self._setup_discriminator()
+            self.disc_cfg = MelDiscriminatorConfig()
+            self._setup_discriminator(lambda: MelDiscriminator(self.disc_cfg), self.disc_cfg.lr, "a mel discriminator")
 
-    def _setup_discriminator(self) -> None:
-        """The mel discriminator of the adversarial term and its optimiser, as the checkpoint left them."""
-        self.disc_cfg = MelDiscriminatorConfig()
-        with torch.random.fork_rng(devices=[]):  # a resumed job draws the same random numbers as one never stopped
-            self.discriminator = MelDiscriminator(self.disc_cfg).to(self.device)
-        self.disc_opt = torch.optim.AdamW(self.discriminator.parameters(), lr=self.disc_cfg.lr, betas=(0.8, 0.99))
-        if "discriminator" in self.resumed_extra:
-            self.discriminator.load_state_dict(self.resumed_extra["discriminator"])
-            self.disc_opt.load_state_dict(self.resumed_extra["disc_opt"])
-        elif self.step:
-            self.log(f"{self.name}: the checkpoint holds no discriminator; a new one starts at step {self.step}")
-        self.log(f"{self.name}: adversarial term (weight {self.cfg.adversarial_weight}) from a mel discriminator "
-                 f"of {sum(p.numel() for p in self.discriminator.parameters()):,} parameters")
-
-    def extra_state(self) -> dict:
-        if self.discriminator is None:
-            return {}
-        return {"discriminator": self.discriminator.state_dict(), "disc_opt": self.disc_opt.state_dict()}
-
-    def adversarial_terms(self, pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One step of the discriminator on paired patches of the batch's real and predicted mels, then the
-        model's adversarial and feature-matching losses against the updated discriminator."""
+    def adversarial_patches(self, pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the mel discriminator compares: paired patches of the batch's predicted and real mels."""
         frames = lengths * self.codec_config.token2mel.upsample
-        fake, real = normalise(*paired_patches(pred, target, frames, self.disc_cfg.window, self.rng))
-        self.disc_opt.zero_grad(set_to_none=True)
-        disc = discriminator_loss(self.discriminator, fake, real)
-        disc.backward()
-        self.disc_opt.step()
-        self.discriminator.requires_grad_(False)  # the model's loss reaches the model only
-        try:
-            adversarial, matching = generator_loss(self.discriminator, fake, real)
-        finally:
-            self.discriminator.requires_grad_(True)
-        return {"disc": disc.detach(), "adversarial": adversarial, "feature_match": matching}
+        return normalise(*paired_patches(pred, target, frames, self.disc_cfg.window, self.rng))
 
     def _setup_cycle_vocoder(self) -> None:
         """The frozen vocoder that voices the predicted mels for the re-encoding loss (`cycle_vocoder`; by
@@ -841,9 +864,7 @@ class Token2MelJob(_Job):
             env = (spectral_envelope(pred - target, n).abs() * mask).sum() / (mask.sum() * pred.shape[1])
             total, parts["envelope"] = total + self.cfg.envelope_weight * env, float(env.detach())
         if self.discriminator is not None:
-            gan = self.adversarial_terms(pred, target, lengths)
-            total = total + self.cfg.adversarial_weight * (gan["adversarial"] + 2.0 * gan["feature_match"])
-            parts |= {k: float(v.detach()) for k, v in gan.items()}
+            total = total + self.adversarial_loss(*self.adversarial_patches(pred, target, lengths), parts)
         if self.reencoder is not None:
             spt = self.codec_config.tokenizer.samples_per_token
             n = lengths[: self.cfg.cycle_clips].clamp(max=self.cfg.cycle_tokens).tolist()
@@ -931,6 +952,8 @@ class VocoderGtaJob(Token2MelJob):
             cfg = replace(cfg, init_from=str(run / "vocoder.pt"))
         super().__init__(data, tokens, run, codec_config, cfg, log, encoder=encoder)
         self.listen = MelSpectrogram(codec_config.mel).to(self.device)  # the mel of what the vocoder makes
+        if cfg.adversarial_weight > 0:
+            self._setup_wave_discriminator()
 
     def build(self):
         return {"vocoder": Vocoder(self.codec_config.vocoder, self.codec_config.mel)}
@@ -951,6 +974,8 @@ class VocoderGtaJob(Token2MelJob):
         mel_loss = F.l1_loss(self.listen(pred)[..., : target.shape[-1]], target)
         spec_loss = stft_loss(pred, wave)
         loss, parts = mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
+        if self.discriminator is not None:
+            loss = loss + self.adversarial_loss(*self.wave_crops(pred, wave), parts)
         if self.reencoder is not None:
             k = self.codec_config.tokenizer.samples_per_token * min(int(lengths[0]), self.cfg.cycle_tokens)  # crops are of equal length
             cycle = self.reencoder.distance(list(pred[: self.cfg.cycle_clips, :k]), list(wave[: self.cfg.cycle_clips, :k]))

@@ -5,7 +5,7 @@ formants smear within a token, where the words are (bench/codec_mel_oracle.py). 
 that tells real patches from predicted ones, with the feature-matching term that steadies it
 (least-squares GAN losses, as HiFi-GAN, Kong et al. 2020; a mel discriminator as GANSpeech, Yang et
 al. 2021), asks the token-to-mel model for a trajectory that could have been spoken instead of
-their average. It only trains: nothing of it is exported.
+their average. Its losses are `unisono.train.gan`'s. It only trains: nothing of it is exported.
 """
 
 from __future__ import annotations
@@ -64,21 +64,3 @@ def normalise(fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, tor
     """Both scaled by the real patches' mean and spread (log-mels sit near the log floor, far from 0)."""
     mean, std = real.mean().detach(), real.std().detach().clamp(min=1e-3)
     return (fake - mean) / std, (real - mean) / std
-
-
-def discriminator_loss(disc: MelDiscriminator, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Least squares: real patches towards 1, predicted ones towards 0 (the model's output detached)."""
-    score_real, _ = disc(real)
-    score_fake, _ = disc(fake.detach())
-    return ((score_real - 1) ** 2).mean() + (score_fake ** 2).mean()
-
-
-def generator_loss(disc: MelDiscriminator, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(adversarial, feature matching): the predicted patches' scores towards 1, and the L1 between the
-    discriminator's feature maps of each predicted patch and of its real one. Only `fake` gets gradients."""
-    score_fake, feats_fake = disc(fake)
-    with torch.no_grad():
-        _, feats_real = disc(real)
-    adversarial = ((score_fake - 1) ** 2).mean()
-    matching = torch.stack([F.l1_loss(f, r) for f, r in zip(feats_fake, feats_real)]).mean()
-    return adversarial, matching
