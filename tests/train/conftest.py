@@ -71,3 +71,23 @@ def stage_overrides(stage: str, manifest: Path, steps: int = 2, init: str = "uni
         sets += [f"phases.{i}.steps={steps}", f"phases.{i}.warmup_steps=0"]
     sets += list(extra)
     return sets
+
+
+def check_generator_losses(disc, fake, real) -> None:
+    """The model's side of the adversarial term (`unisono.train.gan.generator_loss`), after a discriminator
+    learnt to tell `fake` from `real`: the generated input is told to move, the real input and the
+    discriminator are not, and feature matching is exactly zero on the real input itself."""
+    from unisono.train.gan import generator_loss
+
+    fake = fake.detach().clone().requires_grad_(True)
+    real = real.detach().clone().requires_grad_(True)
+    for p in disc.parameters():
+        p.grad = None
+    disc.requires_grad_(False)
+    adversarial, matching = generator_loss(disc, fake, real)
+    (adversarial + matching).backward()
+    assert adversarial > 0.1 and matching > 0
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    assert real.grad is None and all(p.grad is None for p in disc.parameters())
+    assert float(generator_loss(disc, real.detach(), real.detach())[1]) == 0.0
+

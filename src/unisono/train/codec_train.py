@@ -368,6 +368,11 @@ class _Job(ABC):
             return {}
         return {"discriminator": self.discriminator.state_dict(), "disc_opt": self.disc_opt.state_dict()}
 
+    def _setup_wave_discriminator(self) -> None:
+        self.disc_cfg = WaveDiscriminatorConfig()
+        self._setup_discriminator(lambda: WaveDiscriminator(self.disc_cfg), self.disc_cfg.lr,
+                                  "multi-period and multi-resolution waveform discriminators")
+
     def wave_crops(self, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same random span of the first `WaveDiscriminatorConfig.crops` generated and real waveforms
         (B, N) of equal lengths, scaled alike: the waveform discriminator's input (`window` samples, or all)."""
@@ -375,11 +380,6 @@ class _Job(ABC):
         w = min(self.disc_cfg.window, fake.shape[-1])
         starts = [self.rng.randint(0, fake.shape[-1] - w) for _ in range(fake.shape[0])]
         return normalise_waves(*(torch.stack([x[b, s: s + w] for b, s in enumerate(starts)]) for x in (fake, real)))
-
-    def _setup_wave_discriminator(self) -> None:
-        self.disc_cfg = WaveDiscriminatorConfig()
-        self._setup_discriminator(lambda: WaveDiscriminator(self.disc_cfg), self.disc_cfg.lr,
-                                  "multi-period and multi-resolution waveform discriminators")
 
     @classmethod
     def ckpt_of(cls, run: Path) -> Path:
