@@ -46,11 +46,11 @@ def main() -> None:
     groups: dict[str, list[int]] = {name: [] for name in held} | {"other": []}
     for i, clip in enumerate(data.clips):
         groups[next((name for name, ids in held.items() if clip["id"] in ids), "other")].append(i)
-    codebooks = {name: (book.centroids, book.bias, book.frame_difference)
-                 for name, book in ((n, read_codebook(Path(p))) for n, p in (c.split("=", 1) for c in args.codebooks))}
-    for name, (centroids, _, w) in codebooks.items():
-        if centroids.shape[1] not in (half, 2 * half) or (w > 0 and data.frame_difference == 0):
-            raise SystemExit(f"{name}: a codebook of {centroids.shape[1]}-wide entries (frame difference {w}) cannot be "
+    codebooks = {name: read_codebook(Path(p)) for name, p in (c.split("=", 1) for c in args.codebooks)}
+    for name, book in codebooks.items():
+        width, w = book.centroids.shape[1], book.frame_difference
+        if width not in (half, 2 * half) or (w > 0 and data.frame_difference == 0):
+            raise SystemExit(f"{name}: a codebook of {width}-wide entries (frame difference {w}) cannot be "
                              f"read on {args.data} ({data.features.shape[1]} wide, frame difference {data.frame_difference})")
 
     rng = np.random.default_rng(0)
@@ -63,9 +63,10 @@ def main() -> None:
         mean, diff = x[:, :half], (x[:, half:] / data.frame_difference if data.frame_difference > 0 else None)
         spread = lambda v: ((v - v.mean(0)) ** 2).sum(1).mean()  # noqa: E731
         figures[group] = {"tokens": len(x)}
-        for name, (centroids, bias, w) in codebooks.items():
+        for name, book in codebooks.items():
+            centroids, w = book.centroids, book.frame_difference
             feature = mean if w == 0 else torch.cat([mean, w * diff], 1)
-            q = quantize(feature, centroids, bias)
+            q = quantize(feature, centroids, book.bias)
             row = {"mean": float(((mean - centroids[q, :half]) ** 2).sum(1).mean() / spread(mean))}
             if w > 0:
                 row["diff"] = float(((diff - centroids[q, half:] / w) ** 2).sum(1).mean() / spread(diff))

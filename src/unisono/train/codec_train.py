@@ -58,6 +58,7 @@ from unisono.train.wave_discriminator import WaveDiscriminator, WaveDiscriminato
 from unisono.train.wave_discriminator import normalise as normalise_waves  # the mel discriminator has its own
 
 TOKENIZER_FILE = "tokenizer.safetensors"
+WAVE_DISCRIMINATORS = "multi-period and multi-resolution waveform discriminators"
 TOKENS_FILE = "tokens.npy"
 
 
@@ -328,11 +329,12 @@ class _Job(ABC):
 
     discriminator: torch.nn.Module | None = None  # of the adversarial term, when a job has one
 
-    def _setup_discriminator(self, build: Callable[[], torch.nn.Module], lr: float, what: str) -> None:
-        """The adversarial term's discriminator and its optimiser, as the checkpoint left them."""
+    def _setup_discriminator(self, kind: type[torch.nn.Module], cfg, what: str) -> None:
+        """The adversarial term's discriminator (`kind(cfg)`) and its optimiser, as the checkpoint left them."""
+        self.disc_cfg = cfg
         with torch.random.fork_rng(devices=[]):  # a resumed job draws the same random numbers as one never stopped
-            self.discriminator = build().to(self.device)
-        self.disc_opt = torch.optim.AdamW(self.discriminator.parameters(), lr=lr, betas=(0.8, 0.99))
+            self.discriminator = kind(cfg).to(self.device)
+        self.disc_opt = torch.optim.AdamW(self.discriminator.parameters(), lr=cfg.lr, betas=(0.8, 0.99))
         if "discriminator" in self.resumed_extra:
             self.discriminator.load_state_dict(self.resumed_extra["discriminator"])
             self.disc_opt.load_state_dict(self.resumed_extra["disc_opt"])
@@ -341,9 +343,9 @@ class _Job(ABC):
         self.log(f"{self.name}: adversarial term (weight {self.cfg.adversarial_weight}) from {what} "
                  f"of {sum(p.numel() for p in self.discriminator.parameters()):,} parameters")
 
-    def gan_step(self, fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One step of the discriminator on paired real and generated inputs, then the model's adversarial
-        and feature-matching losses against the updated discriminator."""
+    def adversarial_loss(self, fake: torch.Tensor, real: torch.Tensor, parts: dict[str, float]) -> torch.Tensor:
+        """One step of the discriminator on paired real and generated inputs, then the model's weighted
+        adversarial and feature-matching losses against the updated discriminator (figures added to `parts`)."""
         self.disc_opt.zero_grad(set_to_none=True)
         disc = discriminator_loss(self.discriminator, fake, real)
         disc.backward()
@@ -353,13 +355,8 @@ class _Job(ABC):
             adversarial, matching = generator_loss(self.discriminator, fake, real)
         finally:
             self.discriminator.requires_grad_(True)
-        return {"disc": disc.detach(), "adversarial": adversarial, "feature_match": matching}
-
-    def adversarial_loss(self, fake: torch.Tensor, real: torch.Tensor, parts: dict[str, float]) -> torch.Tensor:
-        """The weighted adversarial term of a batch (its figures added to `parts`)."""
-        gan = self.gan_step(fake, real)
-        parts |= {k: float(v.detach()) for k, v in gan.items()}
-        return self.cfg.adversarial_weight * (gan["adversarial"] + 2.0 * gan["feature_match"])
+        parts |= {"disc": float(disc.detach()), "adversarial": float(adversarial.detach()), "feature_match": float(matching.detach())}
+        return self.cfg.adversarial_weight * (adversarial + 2.0 * matching)
 
     def extra_state(self) -> dict:
         """What else a checkpoint must hold for an exact resume (a job's helpers that train beside it);
@@ -368,10 +365,15 @@ class _Job(ABC):
             return {}
         return {"discriminator": self.discriminator.state_dict(), "disc_opt": self.disc_opt.state_dict()}
 
-    def _setup_wave_discriminator(self) -> None:
-        self.disc_cfg = WaveDiscriminatorConfig()
-        self._setup_discriminator(lambda: WaveDiscriminator(self.disc_cfg), self.disc_cfg.lr,
-                                  "multi-period and multi-resolution waveform discriminators")
+    def vocoder_loss(self, pred: torch.Tensor, wave: torch.Tensor, pred_mel: torch.Tensor,
+                     mel: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The vocoder jobs' loss of generated audio `pred` against the real `wave` (B, N), given the mel of
+        each: mel L1 + 2 x multi-resolution STFT, and the adversarial term when the job has one."""
+        mel_loss, spec_loss = F.l1_loss(pred_mel, mel), stft_loss(pred, wave)
+        loss, parts = mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
+        if self.discriminator is not None:
+            loss = loss + self.adversarial_loss(*self.wave_crops(pred, wave), parts)
+        return loss, parts
 
     def wave_crops(self, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same random span of the first `WaveDiscriminatorConfig.crops` generated and real waveforms
@@ -446,7 +448,7 @@ class VocoderJob(_Job):
         super().__init__(run, codec_config, cfg, log)
         self.mel = MelSpectrogram(codec_config.mel).to(self.device)
         if cfg.adversarial_weight > 0:
-            self._setup_wave_discriminator()
+            self._setup_discriminator(WaveDiscriminator, WaveDiscriminatorConfig(), WAVE_DISCRIMINATORS)
 
     def build(self):
         return {"vocoder": Vocoder(self.codec_config.vocoder, self.codec_config.mel)}
@@ -467,12 +469,7 @@ class VocoderJob(_Job):
         wave = self.batch().to(self.device)
         mel = self.mel(wave)[..., : self.cfg.segment_frames]  # (B, n_mels, F)
         pred = self.modules["vocoder"](mel)  # (B, F * hop)
-        mel_loss = F.l1_loss(self.mel(pred)[..., : self.cfg.segment_frames], mel)
-        spec_loss = stft_loss(pred, wave)
-        loss, parts = mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
-        if self.discriminator is not None:
-            loss = loss + self.adversarial_loss(*self.wave_crops(pred, wave), parts)
-        return loss, parts
+        return self.vocoder_loss(pred, wave, self.mel(pred)[..., : self.cfg.segment_frames], mel)
 
 
 # ---- 3. token -> mel ------------------------------------------------------------------------------
@@ -646,8 +643,7 @@ class Token2MelJob(_Job):
         if cfg.transcript_weight > 0 and self.name in ("token2mel", "vocoder-gta"):
             self._setup_transcript(encoder)
         if cfg.adversarial_weight > 0 and self.name == "token2mel":
-            self.disc_cfg = MelDiscriminatorConfig()
-            self._setup_discriminator(lambda: MelDiscriminator(self.disc_cfg), self.disc_cfg.lr, "a mel discriminator")
+            self._setup_discriminator(MelDiscriminator, MelDiscriminatorConfig(), "a mel discriminator")
 
     def adversarial_patches(self, pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the mel discriminator compares: paired patches of the batch's predicted and real mels."""
@@ -953,7 +949,7 @@ class VocoderGtaJob(Token2MelJob):
         super().__init__(data, tokens, run, codec_config, cfg, log, encoder=encoder)
         self.listen = MelSpectrogram(codec_config.mel).to(self.device)  # the mel of what the vocoder makes
         if cfg.adversarial_weight > 0:
-            self._setup_wave_discriminator()
+            self._setup_discriminator(WaveDiscriminator, WaveDiscriminatorConfig(), WAVE_DISCRIMINATORS)
 
     def build(self):
         return {"vocoder": Vocoder(self.codec_config.vocoder, self.codec_config.mel)}
@@ -971,11 +967,7 @@ class VocoderGtaJob(Token2MelJob):
     def loss(self):
         tokens, lengths, target, ref_mel, ref_len, wave = (t.to(self.device) for t in self.batch(equal_length=True))
         pred = self.vocode(self.predict_mel(tokens, ref_mel, ref_len, lengths))  # (B, 640 T)
-        mel_loss = F.l1_loss(self.listen(pred)[..., : target.shape[-1]], target)
-        spec_loss = stft_loss(pred, wave)
-        loss, parts = mel_loss + 2.0 * spec_loss, {"mel_l1": float(mel_loss.detach()), "stft": float(spec_loss.detach())}
-        if self.discriminator is not None:
-            loss = loss + self.adversarial_loss(*self.wave_crops(pred, wave), parts)
+        loss, parts = self.vocoder_loss(pred, wave, self.listen(pred)[..., : target.shape[-1]], target)
         if self.reencoder is not None:
             k = self.codec_config.tokenizer.samples_per_token * min(int(lengths[0]), self.cfg.cycle_tokens)  # crops are of equal length
             cycle = self.reencoder.distance(list(pred[: self.cfg.cycle_clips, :k]), list(wave[: self.cfg.cycle_clips, :k]))
