@@ -85,6 +85,38 @@ def test_evaluate_set_scores_both_sides_and_counts_rates(codec, tmp_path):
     text = path.read_text()
     assert "| 0.0% | 33.3% | +33.3 |" in text and "| 0 / 0 |" in text
     assert json.loads((tmp_path / "report/results.json").read_text())["sets"][0]["wer_resynth"] == pytest.approx(1 / 3)
+    assert r.check_recognizer is None and "check recogniser" not in text
+
+
+class Deaf:
+    """A check recogniser that hears every original and nothing of a resynthesis."""
+
+    name = "deaf"
+
+    def __init__(self, texts: dict[int, str]):
+        self.texts = texts
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+        return self.texts[-(-len(audio) // 640)] if len(audio) % 640 else ""
+
+
+def test_a_check_recogniser_scores_the_same_audio_apart_from_the_first(codec, tmp_path):
+    from unisono.audio.io import save_audio
+    from unisono.eval.manifest import load_set
+
+    n = int(1.01 * 16000)
+    save_audio(tmp_path / "a.wav", (0.2 * np.sin(2 * np.pi * 220 * np.arange(n) / 16000)).astype(np.float32))
+    texts = {-(-n // 640): "the cat sat down"}
+    (tmp_path / "manifest.jsonl").write_text(json.dumps({"id": "a", "audio": "a.wav", "text": "the cat sat down",
+                                                         "language": "en", "duration": 1.01}) + "\n")
+    r = evaluate_set(codec, Scripted(texts), None, load_set(tmp_path), check=Deaf(texts))
+    assert (r.wer_original, r.wer_resynth) == (0.0, pytest.approx(1 / 4))  # the first recogniser's figures are its own
+    assert (r.check_wer_original, r.check_wer_resynth) == (0.0, 1.0)       # four deletions
+    assert r.check_recognizer == "deaf"
+    assert (r.clips[0].check_original, r.clips[0].check_resynth) == ("the cat sat down", "")
+    text = write_report([r], tmp_path / "report", "unisono eval codec -m x", {}).read_text()
+    assert f"| {tmp_path.name} | deaf | 0.0% | 100.0% | +100.0 |" in text
+    assert json.loads((tmp_path / "report/results.json").read_text())["sets"][0]["clips"][0]["check_resynth"] == ""
 
 
 def test_a_recogniser_loop_counts_as_a_runaway_clip_and_ordinary_errors_do_not():
@@ -108,3 +140,16 @@ def test_cli_refuses_a_folder_without_a_codec(tmp_path):
                                 env={"COLUMNS": "400"})
     assert result.exit_code == 2
     assert "no speech codec" in result.output
+
+
+def test_cli_refuses_an_unknown_check_recogniser_before_loading_anything(tmp_path):
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m/manifest.jsonl").write_text(json.dumps({"id": "a", "audio": "a.wav", "text": "hi", "language": "en", "duration": 1.0}) + "\n")
+    result = CliRunner().invoke(app, ["eval", "codec", "-m", str(tmp_path / "m"), "--codec", str(tmp_path),
+                                      "--check-recognizer", "pocketsfinx"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert "unknown system 'pocketsfinx'" in result.output and "no speech codec" not in result.output

@@ -215,6 +215,9 @@ def codec(
     limit: Optional[int] = typer.Option(None, help="Only the first N utterances of each set."),
     threads: int = typer.Option(2, help="CPU threads for the codec and the recogniser."),
     speaker: bool = typer.Option(True, "--speaker/--no-speaker", help="Speaker similarity with resemblyzer (GE2E)."),
+    check_recognizer: Optional[str] = typer.Option(
+        None, "--check-recognizer", help="A second recogniser scoring both sides too, named as `unisono eval asr` names "
+        "systems (e.g. pocketsphinx): an independent check on a codec trained against the first one (--transcript-weight)."),
     report: Optional[Path] = typer.Option(None, "--report", "-r", help="Write README.md and results.json here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of original vs resynthesised spectrograms."),
 ) -> None:
@@ -227,7 +230,7 @@ def codec(
 
     from unisono.eval.codec import SpeakerSimilarity, evaluate_set, plot_spectrograms, write_report
     from unisono.eval.manifest import ManifestError, load_set
-    from unisono.eval.systems import FasterWhisperConfig, FasterWhisperSystem
+    from unisono.eval.systems import FasterWhisperConfig, FasterWhisperSystem, SystemSpecError, build_system
     from unisono.model.speech.codec import SpeechCodec, default_codec_path
 
     console, err = Console(), Console(stderr=True)
@@ -235,6 +238,10 @@ def codec(
         sets = [load_set(m).head(limit) for m in manifests]
     except ManifestError as e:
         raise typer.BadParameter(str(e), param_hint="--manifest") from None
+    try:
+        check = build_system(check_recognizer, threads=threads) if check_recognizer else None
+    except SystemSpecError as e:
+        raise typer.BadParameter(str(e), param_hint="--check-recognizer") from None
     torch.set_num_threads(threads)
     path = codec_dir or default_codec_path()
     try:
@@ -250,7 +257,7 @@ def codec(
         for s in sets:
             task = bar.add_task(s.name, total=sum(u.duration or 0 for u in s.utterances))
             results.append(evaluate_set(c, recognizer, similarity, s, progress=lambda sec, task=task: bar.advance(task, sec),
-                                        keep_audio=examples))
+                                        keep_audio=examples, check=check))
             bar.remove_task(task)
     table = Table(title=f"speech codec {path}")
     for col in ("set", "clips", "WER orig", "WER resynth", "runaway", "spk sim", "tok/s", "bit/s", "tok RTF", "detok RTF",
@@ -262,9 +269,17 @@ def codec(
                       f"{r.tokenizer_rtf:.3f}", f"{r.detokenizer_rtf:.3f}", f"{r.stream_detokenizer_rtf:.3f}",
                       f"{r.first_chunk_ms:.0f}", f"{100 * r.stream_agreement:.1f}%")
     console.print(table)
+    if check is not None:
+        checked = Table(title=f"check recogniser: {check.name}")
+        for col in ("set", "WER orig", "WER resynth"):
+            checked.add_column(col)
+        for r in results:
+            checked.add_row(r.name, f"{100 * r.check_wer_original:.1f}%", f"{100 * r.check_wer_resynth:.1f}%")
+        console.print(checked)
     parts = ["codec"] + [a for m in manifests for a in ("--manifest", str(m))] + (["--codec", str(codec_dir)] if codec_dir else [])
     parts += (["--limit", str(limit)] if limit is not None else []) + ["--threads", str(threads)]
-    parts += ([] if speaker else ["--no-speaker"]) + (["--report", str(report)] if report else []) + (["--plot", str(plot)] if plot else [])
+    parts += ([] if speaker else ["--no-speaker"]) + (["--check-recognizer", check_recognizer] if check_recognizer else [])
+    parts += (["--report", str(report)] if report else []) + (["--plot", str(plot)] if plot else [])
     if report:
         info = {"path": str(path), "codebook": c.config.tokenizer.codebook_size, "layer": c.config.tokenizer.layer,
                 "lookahead_tokens": c.lookahead_tokens, "parameters": c.num_parameters(),

@@ -3,7 +3,9 @@
 Per set, every clip is resynthesised (its own voice as the reference) and measured:
 
 - intelligibility: WER of an independent recogniser (faster-whisper, bundled tiny.en, int8,
-  greedy) on the resynthesised audio, beside its WER on the original (SPEC §4 scoring);
+  greedy) on the resynthesised audio, beside its WER on the original (SPEC §4 scoring); optionally
+  the same from a second recogniser, the check: a codec trained with the first one's decoder as a
+  loss must also be judged by one that shares nothing with it (PocketSphinx);
 - speaker similarity: cosine between GE2E speaker embeddings (resemblyzer, a model trained
   apart from unisono) of the original and the resynthesis;
 - token rate and bitrate (log2 of the codebook per token, and the entropy of the tokens used);
@@ -40,6 +42,8 @@ class ClipResult:
     speaker_similarity: float
     tokens: int
     stream_agreement: float
+    check_original: str | None = None  # the check recogniser's transcripts, when one is given
+    check_resynth: str | None = None
 
 
 @dataclass
@@ -62,6 +66,9 @@ class SetResult:
     detokenizer_rtf: float = float("nan")
     stream_detokenizer_rtf: float = float("nan")
     first_chunk_ms: float = float("nan")
+    check_recognizer: str | None = None
+    check_wer_original: float = float("nan")
+    check_wer_resynth: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,7 +133,10 @@ def evaluate_set(
     eval_set: EvalSet,
     progress: Callable[[float], None] | None = None,
     keep_audio: dict | None = None,
+    check=None,
 ) -> SetResult:
+    """`recognizer` and `check` (optional, a second recogniser) are systems of `unisono.eval.systems`:
+    anything with `transcribe(audio, language=...)` and, for `check`, a `name`."""
     from unisono.audio.io import AudioError, load_audio
     from unisono.eval.metrics import count_errors, total
     from unisono.eval.normalize import default_scoring_name, make_scoring
@@ -134,6 +144,7 @@ def evaluate_set(
     score = make_scoring(default_scoring_name(eval_set.name, eval_set.language))
     result = SetResult(eval_set.name, str(eval_set.manifest))
     counts_orig, counts_resyn, all_tokens = [], [], []
+    check_orig, check_resyn = [], []
     t_tok, t_detok, t_stream, audio_s, latencies = 0.0, 0.0, 0.0, 0.0, []
     # the tokenizer's encoder loads on first use, and first calls pay one-off allocation costs:
     # neither is a cost per second of audio, so neither belongs in the real-time factors
@@ -169,7 +180,13 @@ def evaluate_set(
         counts_resyn.append(count_errors(ref, score.normalize(hyp_r), score.unit))
         sim = similarity(audio, resynth) if similarity else float("nan")
         all_tokens.append(tokens.numpy())
-        result.clips.append(ClipResult(utt.id, seconds, utt.text, hyp_o, hyp_r, sim, len(tokens), agreement))
+        clip = ClipResult(utt.id, seconds, utt.text, hyp_o, hyp_r, sim, len(tokens), agreement)
+        if check is not None:
+            clip.check_original = check.transcribe(audio, language="en")
+            clip.check_resynth = check.transcribe(resynth, language="en")
+            check_orig.append(count_errors(ref, score.normalize(clip.check_original), score.unit))
+            check_resyn.append(count_errors(ref, score.normalize(clip.check_resynth), score.unit))
+        result.clips.append(clip)
         if keep_audio is not None and i == 0:
             keep_audio[eval_set.name] = (utt.id, audio, resynth)
         if progress:
@@ -181,6 +198,10 @@ def evaluate_set(
     result.wer_resynth = total(counts_resyn).rate
     result.runaway_original = sum(is_runaway(c) for c in counts_orig)
     result.runaway_resynth = sum(is_runaway(c) for c in counts_resyn)
+    if check is not None:
+        result.check_recognizer = check.name
+        result.check_wer_original = total(check_orig).rate
+        result.check_wer_resynth = total(check_resyn).rate
     result.speaker_similarity = statistics.mean(c.speaker_similarity for c in result.clips)
     result.token_rate = sum(c.tokens for c in result.clips) / audio_s
     result.bitrate_nominal = result.token_rate * math.log2(k)
@@ -233,6 +254,12 @@ def write_report(results: list[SetResult], directory: Path, command: str, codec_
             f"{100 * (r.wer_resynth - r.wer_original):+.1f} | {r.speaker_similarity:.3f} | {r.token_rate:.1f} | "
             f"{r.bitrate_nominal:.0f} / {r.bitrate_entropy:.0f} | {r.runaway_original} / {r.runaway_resynth} | {r.tokenizer_rtf:.3f} | {r.detokenizer_rtf:.3f} | "
             f"{r.stream_detokenizer_rtf:.3f} | {r.first_chunk_ms:.0f} | {100 * r.stream_agreement:.1f}% |")
+    checked = [r for r in results if r.check_recognizer]
+    if checked:
+        lines += ["", "The check recogniser, on the same audio of both sides:", "",
+                  "| set | recogniser | WER original | WER resynth | Δ |", "| --- | --- | ---: | ---: | ---: |"]
+        lines += [f"| {r.name} | {r.check_recognizer} | {100 * r.check_wer_original:.1f}% | {100 * r.check_wer_resynth:.1f}% | "
+                  f"{100 * (r.check_wer_resynth - r.check_wer_original):+.1f} |" for r in checked]
     lines += ["", "Runaway: the recogniser inserted more words than the reference holds (a decoding loop).",
               "Per clip: results.json (reference, both transcripts, similarity)."]
     path = directory / "README.md"
