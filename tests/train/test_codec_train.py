@@ -500,6 +500,21 @@ def whisper_encoder() -> AudioEncoder:
     return AudioEncoder.from_source("bundled:whisper-tiny.en")
 
 
+def test_the_transcript_loss_refuses_a_whisper_checkpoint_missing_decoder_weights(tmp_path, whisper_encoder):
+    from safetensors.torch import load_file, save_file
+
+    from unisono.model.whisper_source import convert_whisper
+    from unisono.train.codec_train import TranscriptLoss
+
+    hf = convert_whisper("bundled:whisper-tiny.en", tmp_path / "whisper")
+    TranscriptLoss(str(hf), whisper_encoder)  # complete: loads
+    weights = load_file(hf / "model.safetensors")
+    del weights["model.decoder.layers.0.fc1.weight"]
+    save_file(weights, hf / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="decoder.layers.0.fc1.weight"):
+        TranscriptLoss(str(hf), whisper_encoder)
+
+
 def test_the_transcript_loss_is_whispers_own_cross_entropy_and_reaches_only_the_audio(whisper_encoder):
     from transformers import WhisperForConditionalGeneration
 

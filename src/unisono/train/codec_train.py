@@ -545,7 +545,12 @@ class TranscriptLoss:
 
         config, state = load_whisper_source(source)
         whisper = WhisperForConditionalGeneration(config)
-        whisper.load_state_dict(state, strict=False)  # the encoder half is not used: `encoder` is the tokenizer's
+        missing, unexpected = whisper.load_state_dict(state, strict=False)
+        if whisper.proj_out.weight is whisper.model.decoder.embed_tokens.weight:
+            missing = [k for k in missing if k != "proj_out.weight"]  # tied: loaded as the token embedding
+        if missing or unexpected:
+            raise ValueError(f"{source}: not a Whisper checkpoint the transcript loss can read: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]} ({len(missing)} missing, {len(unexpected)} unexpected)")
         self.decoder, self.proj_out = whisper.model.decoder.eval(), whisper.proj_out
         for module in (self.decoder, self.proj_out):
             module.requires_grad_(False)
