@@ -7,7 +7,9 @@ codec's resynthesis made the recogniser run away (insert more words than the ref
 
 With --by-condition each set is also split by the synthetic clips' engine and by whether the clip
 was degraded (noise, reverberation, telephone band, limiting; louder or faster counts as clean),
-read from the set's manifest: where the resynthesis loses its words.
+read from the set's manifest: where the resynthesis loses its words. With --check the reports' check
+recogniser (`unisono eval codec --check-recognizer NAME`) is scored instead of the main one, its own
+runaway clips set aside.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("reports", nargs="+", metavar="NAME=RESULTS_JSON")
     ap.add_argument("--by-condition", action="store_true", help="also split each set by engine and degradation")
+    ap.add_argument("--check", action="store_true", help="score the check recogniser's transcripts instead")
     args = ap.parse_args()
     reports = {name: json.load(open(path)) for name, path in (r.split("=", 1) for r in args.reports)}
     first = next(iter(reports.values()))
+    original, resynth = ("check_original", "check_resynth") if args.check else ("hyp_original", "hyp_resynth")
     for i, eval_set in enumerate(first["sets"]):
         score = make_scoring(default_scoring_name(eval_set["name"], "en"))
         counts = {}  # report -> clip id -> (original, resynthesis) error counts
@@ -55,13 +59,16 @@ def main() -> None:
             s = report["sets"][i]
             if s["name"] != eval_set["name"]:
                 raise SystemExit(f"{name}: set {i} is {s['name']}, not {eval_set['name']}")
+            if args.check and not s.get("check_recognizer"):
+                raise SystemExit(f"{name}: set {s['name']} was scored without --check-recognizer")
             ref = {c["id"]: score.normalize(c["reference"]) for c in s["clips"]}
-            counts[name] = {c["id"]: (count_errors(ref[c["id"]], score.normalize(c["hyp_original"]), score.unit),
-                                      count_errors(ref[c["id"]], score.normalize(c["hyp_resynth"]), score.unit))
+            counts[name] = {c["id"]: (count_errors(ref[c["id"]], score.normalize(c[original]), score.unit),
+                                      count_errors(ref[c["id"]], score.normalize(c[resynth]), score.unit))
                             for c in s["clips"]}
         ids = [k for k in counts[next(iter(counts))]
                if all(k in c for c in counts.values()) and not any(is_runaway(x) for c in counts.values() for x in c[k])]
-        print(f"{eval_set['name']}: {len(ids)} of {len(eval_set['clips'])} clips; {rates(counts, ids)}")
+        recognizer = f" ({eval_set['check_recognizer']})" if args.check else ""
+        print(f"{eval_set['name']}{recognizer}: {len(ids)} of {len(eval_set['clips'])} clips; {rates(counts, ids)}")
         if args.by_condition:
             with open(eval_set["manifest"]) as f:
                 rows = {row["id"]: row for row in map(json.loads, f)}
