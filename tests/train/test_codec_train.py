@@ -570,6 +570,36 @@ def test_the_transcript_loss_is_whispers_own_cross_entropy_and_reaches_only_the_
 
 
 @pytest.mark.slow
+def test_the_transcript_loss_reads_only_the_chosen_sources_and_warns_of_texts_in_capitals(prepared, tmp_path, whisper_encoder):
+    data, tokens, start, _ = run_and_exported_codec(prepared, tmp_path, seed=3)
+    cfg = TrainConfig(steps=1, batch=2, max_tokens=34, init_from=str(start), transcript_weight=1.0, transcript_clips=2)
+    rows = [json.loads(line) for line in open(prepared / "synth/manifest.jsonl")]
+    stored = [c["id"] for c in data.clips]
+    few = tmp_path / "few.jsonl"  # a source holding three of the stored clips
+    few.write_text("".join(json.dumps(r) + "\n" for r in rows if r["id"] in stored[:3]))
+    lines = []
+    every = Token2MelJob(data, tokens, tmp_path / "every", codec_config(), cfg, log=lines.append, encoder=whisper_encoder)
+    chosen = Token2MelJob(data, tokens, tmp_path / "chosen", codec_config(), replace(cfg, transcript_sources=(str(few),)),
+                          log=lines.append, encoder=whisper_encoder)
+    assert set(chosen.transcript_pool) == set(every.transcript_pool) & {0, 1, 2} and chosen.transcript_pool
+    assert set(chosen.draw_clips(200, among=chosen.transcript_pool)) <= {0, 1, 2}
+    assert not any("capitals" in line for line in lines)  # "sentence number 3"
+    with pytest.raises(ValueError, match="no clip of"):
+        Token2MelJob(data, tokens, tmp_path / "none", codec_config(),
+                     replace(cfg, transcript_sources=(str(prepared / "data/test-en/manifest.jsonl"),)), log=lines.append,
+                     encoder=whisper_encoder)
+    with pytest.raises(ValueError, match="transcript_weight"):
+        TrainConfig(transcript_sources=(str(few),))
+
+    for clip in data.clips[:4]:  # a real-speech corpus's convention: "SENTENCE NUMBER THREE"
+        clip["text"] = clip["text"].upper()
+    Token2MelJob(data, tokens, tmp_path / "shouting", codec_config(), cfg, log=lines.append, encoder=whisper_encoder)
+    warned = [line for line in lines if "capitals" in line]
+    n_pool = len(every.transcript_pool)
+    n_caps = sum(1 for i in every.transcript_pool if i < 4)
+    assert len(warned) == 1 and f"{n_caps} of the transcript loss's {n_pool} texts" in warned[0], warned
+
+
 def test_token2mel_with_the_transcript_loss_trains_on_whole_readable_clips_through_a_frozen_vocoder(prepared, tmp_path, whisper_encoder):
     quiet = lambda s: None  # noqa: E731
     data, tokens, start, shipped = run_and_exported_codec(prepared, tmp_path, seed=3)
@@ -792,6 +822,9 @@ def test_the_command_line_gives_the_transcript_loss_and_its_options_only_where_t
     assert "--transcript-weight too" in refused("token2mel", data, run, "--voice-weight", "1")
     assert "--transcript-weight too" in refused("vocoder-gta", data, run, "--transcript-tokens", "100")
     assert "--transcript-weight too" in refused("token2mel", data, run, "--transcript-window")
+    assert "--transcript-weight too" in refused("token2mel", data, run, "--transcript-from", str(prepared / "synth/manifest.jsonl"))
+    assert "no such manifest" in refused("token2mel", data, run, "--transcript-weight", "1", "--transcript-from",
+                                         str(tmp_path / "missing.jsonl"))
     assert "token2mel only" in refused("vocoder-gta", data, run, "--transcript-weight", "1", "--voice-weight", "1")
     assert "token2mel only" in refused("vocoder-gta", data, run, "--envelope-weight", "1")
     assert "flow matching alone" in refused("refiner", data, run, "--adversarial-weight", "1")

@@ -241,6 +241,12 @@ def train(
     transcript_window: bool = typer.Option(
         False, help="token2mel, vocoder-gta: the transcript loss reads each clip in Whisper's padded 30 s window, as a "
                     "Whisper recogniser does, instead of alone as the tokenizer does (about six times the encoder's cost)."),
+    transcript_from: list[Path] = typer.Option(
+        [], metavar="MANIFEST",
+        help="token2mel, vocoder-gta: the transcript loss reads only the clips of this source manifest (repeatable; "
+             "default: every clip with a text). Leave out corpora transcribed in capitals with spelt-out numbers "
+             "(\"RUBOUT G M E F THREE NINE\"): Whisper does not write them so, and the loss would ask the audio for "
+             "the spelling."),
     voice_weight: float = typer.Option(
         0.0, min=0.0, help="token2mel, with --transcript-weight: weight of an L1 between the long-term spectrum (the "
                            "log-mel averaged over time) of each transcript clip's resynthesis and the clip's own: "
@@ -317,9 +323,12 @@ def train(
     if transcript_weight and part not in ("token2mel", "vocoder-gta"):
         raise typer.BadParameter("the transcript loss trains the token-to-mel model or the vocoder-gta fine-tune only",
                                  param_hint="--transcript-weight")
-    if (transcript_tokens or transcript_window) and not transcript_weight:
+    if (transcript_tokens or transcript_window or transcript_from) and not transcript_weight:
         raise typer.BadParameter("it is the transcript loss's option: give --transcript-weight too",
-                                 param_hint="--transcript-tokens / --transcript-window")
+                                 param_hint="--transcript-tokens / --transcript-window / --transcript-from")
+    for manifest in transcript_from:
+        if not manifest.is_file():
+            raise typer.BadParameter(f"{manifest}: no such manifest", param_hint="--transcript-from")
     if voice_weight and part != "token2mel":
         raise typer.BadParameter("it holds the token-to-mel model's mels: token2mel only", param_hint="--voice-weight")
     if voice_weight and not transcript_weight:
@@ -358,7 +367,8 @@ def train(
                       cycle_clips=cycle_clips, cycle_tokens=cycle_tokens, cycle_layers=tuple(cycle_layer),
                       self_reference=self_reference, transcript_weight=transcript_weight,
                       transcript_clips=transcript_clips, transcript_tokens=transcript_tokens,
-                      transcript_window=transcript_window, voice_weight=voice_weight,
+                      transcript_window=transcript_window, transcript_sources=tuple(map(str, transcript_from)),
+                      voice_weight=voice_weight,
                       envelope_weight=envelope_weight, envelope_cepstra=envelope_cepstra,
                       adversarial_weight=adversarial_weight, device=device, threads=threads)
     err = Console(stderr=True)
@@ -370,7 +380,7 @@ def train(
             job = jobs[part](CodecData(data), np.load(run / TOKENS_FILE), run, config, cfg, log=log)
         except FileNotFoundError as e:
             raise typer.BadParameter(str(e), param_hint="RUN") from None
-        except ValueError as e:  # an --oversample manifest with none of the clips, or an --init-from of another job
+        except ValueError as e:  # an --oversample / --transcript-from manifest with none of the clips, or an --init-from of another job
             raise typer.BadParameter(str(e)) from None
     job.train(until=until)
     err.print(f"{part}: step {job.step} saved in {job.ckpt}")

@@ -187,18 +187,23 @@ class CodecData:
         (manifest, weight) pair whose manifest holds the clip's id. Clips are short or long, real
         or synthetic; this lets a small source (the real speech) count for more than its share."""
         weights = np.ones(len(self.clips))
-        position = {c["id"]: i for i, c in enumerate(self.clips)}
         seen: set[int] = set()
         for manifest, weight in oversample:
             if weight <= 0:
                 raise ValueError(f"oversampling weight {weight} for {manifest}: it must be positive")
-            held = [position[r["id"]] for r in _rows(Path(manifest)) if r["id"] in position]
-            if not held:
-                raise ValueError(f"no clip of {self.directory} comes from {manifest}")
-            for i in set(held) - seen:
+            held = self.indices_from(manifest)
+            for i in held - seen:
                 weights[i] = weight
             seen.update(held)
         return weights
+
+    def indices_from(self, manifest: str | Path) -> set[int]:
+        """Indices of the clips whose id is in this source manifest; an error if none is."""
+        position = {c["id"]: i for i, c in enumerate(self.clips)}
+        held = {position[r["id"]] for r in _rows(Path(manifest)) if r["id"] in position}
+        if not held:
+            raise ValueError(f"no clip of {self.directory} comes from {manifest}")
+        return held
 
 
 def _truncate_to_index(directory: Path, clips: list[dict], layers: Sequence[int], dim: int) -> None:

@@ -194,6 +194,10 @@ class TrainConfig:
     # the transcript loss's encoder reads each clip in Whisper's padded 30 s window, as a Whisper recogniser
     # does, instead of alone, as the tokenizer does (about six times the encoder's cost)
     transcript_window: bool = False
+    # the source manifests whose clips the transcript loss reads (default: every clip with a text). Corpora of
+    # real speech are often transcribed in capitals with the numbers spelt out ("RUBOUT G M E F THREE NINE"),
+    # which Whisper never writes: on such clips the loss asks the audio for a spelling, not for the words.
+    transcript_sources: tuple[str, ...] = ()
     # token2mel, with the transcript loss: weight of an L1 between the long-term spectrum (log-mel averaged
     # over time) of each transcript clip's resynthesis and of the clip. Being read is free to reshape every
     # frame; this keeps the average, a voice's timbre and its recording's colour, where the clip has it.
@@ -220,6 +224,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # options of a loss that is off would be ignored without a word
+        if self.transcript_sources and not self.transcript_weight:
+            raise ValueError("transcript_sources choose the transcript loss's clips: set transcript_weight too")
         if self.voice_weight and not self.transcript_weight:
             raise ValueError("voice_weight is taken on the transcript loss's clips: set transcript_weight too")
         if self.cycle_layers and not self.cycle_weight:
@@ -524,6 +530,12 @@ class Reencoder:
         return (scaled * mask).sum() / (mask.sum() * f.shape[-1] * len(self.layers))
 
 
+def _in_capitals(text: str) -> bool:
+    """A transcript in capitals ("HE HATES SHOOTING"), as corpora of read speech often write them."""
+    letters = [ch for ch in text if ch.isalpha()]
+    return len(letters) >= 2 and all(ch.isupper() for ch in letters)
+
+
 class TranscriptLoss:
     """Clips and their texts -> the cross-entropy of the tokenizer's Whisper model (its encoder, then its
     decoder fed the text: teacher forcing, no timestamps) reading each text from its clip, differentiable
@@ -700,12 +712,19 @@ class Token2MelJob(_Job):
             encoder = self.reencoder.encoder if self.reencoder is not None else AudioEncoder.from_source(source)
         self.transcript = TranscriptLoss(source, encoder, window=self.cfg.transcript_window)
         longest = self.cfg.transcript_tokens or self.cfg.max_tokens
-        self.transcript_pool = [i for i, c in enumerate(self.data.clips)
-                                if c["tokens"] <= longest and c.get("text", "").strip()
-                                and self.transcript.reads(c.get("language", "en"))]
+        chosen = set().union(*(self.data.indices_from(m) for m in self.cfg.transcript_sources)) \
+            if self.cfg.transcript_sources else range(len(self.data.clips))
+        self.transcript_pool = [i for i in sorted(chosen) if (c := self.data.clips[i])["tokens"] <= longest
+                                and c.get("text", "").strip() and self.transcript.reads(c.get("language", "en"))]
         if not self.transcript_pool:
             raise ValueError(f"the transcript loss needs clips with a text, of at most {longest} tokens, "
-                             f"in a language {source} reads: none in {self.data.directory}")
+                             f"in a language {source} reads: none in {self.data.directory}"
+                             + (" from the chosen sources" if self.cfg.transcript_sources else ""))
+        capitals = sum(1 for i in self.transcript_pool if _in_capitals(self.data.clips[i]["text"]))
+        if capitals:
+            self.log(f"{self.name}: warning: {capitals} of the transcript loss's {len(self.transcript_pool)} texts are "
+                     "written in capitals, which Whisper does not write; choose the sources it reads with "
+                     "--transcript-from")
         voiced_by = f"the vocoder of {self.cycle_source}" if self.cycle_vocoder is not None else "the vocoder in training"
         read = "in 30 s windows" if self.cfg.transcript_window else "alone"
         self.log(f"{self.name}: transcript loss (weight {self.cfg.transcript_weight}) through {voiced_by} "
