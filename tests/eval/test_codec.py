@@ -75,6 +75,7 @@ def test_evaluate_set_scores_both_sides_and_counts_rates(codec, tmp_path):
     assert r.wer_original == 0.0
     assert r.wer_resynth == pytest.approx(2 / 6)  # one substitution in each, 6 reference words
     assert r.runaway_original == r.runaway_resynth == 0
+    assert (r.loop_free_clips, r.wer_original_loop_free, r.wer_resynth_loop_free) == (2, 0.0, r.wer_resynth)
     assert r.token_rate == pytest.approx((26 + 38) / (2.52), rel=1e-3)
     assert r.bitrate_nominal == pytest.approx(r.token_rate * math.log2(16))
     assert 0 <= r.bitrate_entropy <= r.bitrate_nominal
@@ -129,6 +130,34 @@ def test_a_recogniser_loop_counts_as_a_runaway_clip_and_ordinary_errors_do_not()
     assert not is_runaway(count_errors(ref, "", "word"))
 
 
+class LoopsOnTheLongClip(Scripted):
+    """As Scripted, but loops on the resynthesis of the longest clip."""
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
+        text = super().transcribe(audio, language)
+        return text + " and so on" * 5 if len(audio) % 640 == 0 and len(audio) == 640 * max(self.texts) else text
+
+
+def test_the_loop_free_wer_sets_aside_the_clips_where_the_recogniser_looped(codec, tmp_path):
+    from unisono.audio.io import save_audio
+    from unisono.eval.manifest import load_set
+
+    texts, rows = {}, []
+    for i, (seconds, text) in enumerate(((1.01, "the cat sat down"), (1.51, "hello there"))):
+        n = int(seconds * 16000)
+        save_audio(tmp_path / f"a{i}.wav", (0.2 * np.sin(2 * np.pi * 220 * np.arange(n) / 16000)).astype(np.float32))
+        texts[-(-n // 640)] = text
+        rows.append({"id": f"a{i}", "audio": f"a{i}.wav", "text": text, "language": "en", "duration": seconds})
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = evaluate_set(codec, LoopsOnTheLongClip(texts), None, load_set(tmp_path))
+    assert (r.runaway_original, r.runaway_resynth) == (0, 1)
+    assert r.wer_resynth == pytest.approx((1 + 1 + 15) / 6)   # the loop's 15 insertions swamp the set
+    assert r.loop_free_clips == 1                              # "hello there" looped and is set aside
+    assert (r.wer_original_loop_free, r.wer_resynth_loop_free) == (0.0, pytest.approx(1 / 4))
+    text = write_report([r], tmp_path / "report", "unisono eval codec -m x", {}).read_text()
+    assert f"| {tmp_path.name} | 1 | 0.0% | 25.0% | +25.0 |" in text
+
+
 def test_cli_refuses_a_folder_without_a_codec(tmp_path):
     from typer.testing import CliRunner
 
@@ -153,3 +182,30 @@ def test_cli_refuses_an_unknown_check_recogniser_before_loading_anything(tmp_pat
                                       "--check-recognizer", "pocketsfinx"], env={"COLUMNS": "400"})
     assert result.exit_code == 2
     assert "unknown system 'pocketsfinx'" in result.output and "no speech codec" not in result.output
+
+
+@pytest.mark.slow
+def test_cli_scores_the_shipped_codec_on_a_real_clip_and_writes_every_table(tmp_path):
+    """The whole command on one real clip with the shipped codec and the bundled recogniser: the report's
+    tables, readable at 80 columns, and results.json agreeing with them."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from tests.conftest import EXAMPLE_WAV
+    from tests.model.test_speech_shipped import REFERENCE
+    from unisono.cli import app
+
+    (tmp_path / "m").mkdir()
+    shutil.copy(EXAMPLE_WAV, tmp_path / "m/a.wav")
+    (tmp_path / "m/manifest.jsonl").write_text(json.dumps({"id": "a", "audio": "a.wav", "text": REFERENCE,
+                                                           "language": "en", "duration": 9.0}) + "\n")
+    result = CliRunner().invoke(app, ["eval", "codec", "-m", str(tmp_path / "m"), "--no-speaker", "--threads", "1",
+                                      "--report", str(tmp_path / "report")], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    for title in ("without runaway clips", "rates and latency", "WER resynth"):
+        assert title in result.output
+    assert "…" not in result.output  # no column cut short at 80 columns
+    s = json.loads((tmp_path / "report/results.json").read_text())["sets"][0]
+    assert s["loop_free_clips"] == 1 and s["wer_resynth_loop_free"] == s["wer_resynth"] < 0.2
+    assert f"| m | 1 | {100 * s['wer_original']:.1f}% | {100 * s['wer_resynth']:.1f}% |" in (tmp_path / "report/README.md").read_text()

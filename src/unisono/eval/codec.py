@@ -57,6 +57,10 @@ class SetResult:
     # clips can outweigh every other error of a set, so the report counts them beside the WER.
     runaway_original: int = 0
     runaway_resynth: int = 0
+    # the same WERs on the clips where neither side ran away: what the codec did to the other clips
+    loop_free_clips: int = 0
+    wer_original_loop_free: float = float("nan")
+    wer_resynth_loop_free: float = float("nan")
     speaker_similarity: float = float("nan")
     token_rate: float = float("nan")
     bitrate_nominal: float = float("nan")
@@ -198,6 +202,11 @@ def evaluate_set(
     result.wer_resynth = total(counts_resyn).rate
     result.runaway_original = sum(is_runaway(c) for c in counts_orig)
     result.runaway_resynth = sum(is_runaway(c) for c in counts_resyn)
+    loop_free = [(o, r) for o, r in zip(counts_orig, counts_resyn) if not (is_runaway(o) or is_runaway(r))]
+    result.loop_free_clips = len(loop_free)
+    if loop_free:
+        result.wer_original_loop_free = total([o for o, _ in loop_free]).rate
+        result.wer_resynth_loop_free = total([r for _, r in loop_free]).rate
     if check is not None:
         result.check_recognizer = check.name
         result.check_wer_original = total(check_orig).rate
@@ -260,6 +269,10 @@ def write_report(results: list[SetResult], directory: Path, command: str, codec_
                   "| set | recogniser | WER original | WER resynth | Δ |", "| --- | --- | ---: | ---: | ---: |"]
         lines += [f"| {r.name} | {r.check_recognizer} | {100 * r.check_wer_original:.1f}% | {100 * r.check_wer_resynth:.1f}% | "
                   f"{100 * (r.check_wer_resynth - r.check_wer_original):+.1f} |" for r in checked]
+    lines += ["", "Without the runaway clips (those where the original or the resynthesis made the recogniser loop):", "",
+              "| set | clips | WER original | WER resynth | Δ |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r.name} | {r.loop_free_clips} | {100 * r.wer_original_loop_free:.1f}% | {100 * r.wer_resynth_loop_free:.1f}% | "
+              f"{100 * (r.wer_resynth_loop_free - r.wer_original_loop_free):+.1f} |" for r in results]
     lines += ["", "Runaway: the recogniser inserted more words than the reference holds (a decoding loop).",
               "Per clip: results.json (reference, both transcripts, similarity)."]
     path = directory / "README.md"
