@@ -56,19 +56,24 @@ class Scripted:
         return text if len(audio) % 640 else text.rsplit(" ", 1)[0] + " wrong"
 
 
-def test_evaluate_set_scores_both_sides_and_counts_rates(codec, tmp_path):
+def write_two_clips(folder: Path) -> dict[int, str]:
+    """Two tones of 1.01 s and 1.51 s with their manifest in `folder`; returns each clip's text by token count."""
     from unisono.audio.io import save_audio
-    from unisono.eval.manifest import load_set
 
-    texts = {}
-    rows = []
+    texts, rows = {}, []
     for i, (seconds, text) in enumerate(((1.01, "the cat sat down"), (1.51, "hello there"))):
         n = int(seconds * 16000)
-        t = np.arange(n) / 16000
-        save_audio(tmp_path / f"a{i}.wav", (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+        save_audio(folder / f"a{i}.wav", (0.2 * np.sin(2 * np.pi * 220 * np.arange(n) / 16000)).astype(np.float32))
         texts[-(-n // 640)] = text
         rows.append({"id": f"a{i}", "audio": f"a{i}.wav", "text": text, "language": "en", "duration": seconds})
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return texts
+
+
+def test_evaluate_set_scores_both_sides_and_counts_rates(codec, tmp_path):
+    from unisono.eval.manifest import load_set
+
+    texts = write_two_clips(tmp_path)
     examples: dict = {}
     r = evaluate_set(codec, Scripted(texts), None, load_set(tmp_path), keep_audio=examples)
     assert len(r.clips) == 2
@@ -139,16 +144,9 @@ class LoopsOnTheLongClip(Scripted):
 
 
 def test_the_loop_free_wer_sets_aside_the_clips_where_the_recogniser_looped(codec, tmp_path):
-    from unisono.audio.io import save_audio
     from unisono.eval.manifest import load_set
 
-    texts, rows = {}, []
-    for i, (seconds, text) in enumerate(((1.01, "the cat sat down"), (1.51, "hello there"))):
-        n = int(seconds * 16000)
-        save_audio(tmp_path / f"a{i}.wav", (0.2 * np.sin(2 * np.pi * 220 * np.arange(n) / 16000)).astype(np.float32))
-        texts[-(-n // 640)] = text
-        rows.append({"id": f"a{i}", "audio": f"a{i}.wav", "text": text, "language": "en", "duration": seconds})
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    texts = write_two_clips(tmp_path)
     r = evaluate_set(codec, LoopsOnTheLongClip(texts), None, load_set(tmp_path))
     assert (r.runaway_original, r.runaway_resynth) == (0, 1)
     assert r.wer_resynth == pytest.approx((1 + 1 + 15) / 6)   # the loop's 15 insertions swamp the set

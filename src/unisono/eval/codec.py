@@ -200,9 +200,9 @@ def evaluate_set(
     k = codec.config.tokenizer.codebook_size
     result.wer_original = total(counts_orig).rate
     result.wer_resynth = total(counts_resyn).rate
-    result.runaway_original = sum(is_runaway(c) for c in counts_orig)
-    result.runaway_resynth = sum(is_runaway(c) for c in counts_resyn)
-    loop_free = [(o, r) for o, r in zip(counts_orig, counts_resyn) if not (is_runaway(o) or is_runaway(r))]
+    looped_orig, looped_resyn = [is_runaway(c) for c in counts_orig], [is_runaway(c) for c in counts_resyn]
+    result.runaway_original, result.runaway_resynth = sum(looped_orig), sum(looped_resyn)
+    loop_free = [(o, r) for o, r, lo, lr in zip(counts_orig, counts_resyn, looped_orig, looped_resyn) if not (lo or lr)]
     result.loop_free_clips = len(loop_free)
     if loop_free:
         result.wer_original_loop_free = total([o for o, _ in loop_free]).rate
