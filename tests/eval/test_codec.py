@@ -48,6 +48,8 @@ def test_first_chunk_latency_streams_the_offline_audio(codec):
 class Scripted:
     """Hears the reference on original audio and one wrong word on resynthesised audio (told apart by length parity)."""
 
+    name = "scripted"
+
     def __init__(self, texts: dict[int, str]):
         self.texts = texts
 
@@ -92,6 +94,7 @@ def test_evaluate_set_scores_both_sides_and_counts_rates(codec, tmp_path):
     assert "| 0.0% | 33.3% | +33.3 |" in text and "| 0 / 0 |" in text
     assert json.loads((tmp_path / "report/results.json").read_text())["sets"][0]["wer_resynth"] == pytest.approx(1 / 3)
     assert r.check_recognizer is None and "check recogniser" not in text
+    assert r.recognizer == "scripted" and "Recogniser: scripted" in text
 
 
 class Deaf:
@@ -180,6 +183,19 @@ def test_cli_refuses_an_unknown_check_recogniser_before_loading_anything(tmp_pat
                                       "--check-recognizer", "pocketsfinx"], env={"COLUMNS": "400"})
     assert result.exit_code == 2
     assert "unknown system 'pocketsfinx'" in result.output and "no speech codec" not in result.output
+
+
+def test_cli_refuses_an_unknown_recogniser_option_before_loading_anything(tmp_path):
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m/manifest.jsonl").write_text(json.dumps({"id": "a", "audio": "a.wav", "text": "hi", "language": "en", "duration": 1.0}) + "\n")
+    result = CliRunner().invoke(app, ["eval", "codec", "-m", str(tmp_path / "m"), "--codec", str(tmp_path),
+                                      "--recognizer", "faster-whisper:beam5:fallbak"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert "unknown option" in result.output and "fallbak" in result.output and "no speech codec" not in result.output
 
 
 @pytest.mark.slow

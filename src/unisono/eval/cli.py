@@ -215,6 +215,10 @@ def codec(
     limit: Optional[int] = typer.Option(None, help="Only the first N utterances of each set."),
     threads: int = typer.Option(2, help="CPU threads for the codec and the recogniser."),
     speaker: bool = typer.Option(True, "--speaker/--no-speaker", help="Speaker similarity with resemblyzer (GE2E)."),
+    recognizer_spec: str = typer.Option(
+        "faster-whisper", "--recognizer", help="The recogniser whose WER is the headline, named as `unisono eval asr` names "
+        "systems. The default decodes greedily with the bundled Whisper tiny.en; faster-whisper:beam5:fallback is "
+        "faster-whisper's own default decoding (beam 5, temperature fallback on loops)."),
     check_recognizer: Optional[str] = typer.Option(
         None, "--check-recognizer", help="A second recogniser scoring both sides too, named as `unisono eval asr` names "
         "systems (e.g. pocketsphinx): an independent check on a codec trained against the first one (--transcript-weight)."),
@@ -230,7 +234,7 @@ def codec(
 
     from unisono.eval.codec import SpeakerSimilarity, evaluate_set, plot_spectrograms, write_report
     from unisono.eval.manifest import ManifestError, load_set
-    from unisono.eval.systems import FasterWhisperConfig, FasterWhisperSystem, SystemSpecError, build_system
+    from unisono.eval.systems import SystemSpecError, build_system
     from unisono.model.speech.codec import SpeechCodec, default_codec_path
 
     console, err = Console(), Console(stderr=True)
@@ -238,6 +242,10 @@ def codec(
         sets = [load_set(m).head(limit) for m in manifests]
     except ManifestError as e:
         raise typer.BadParameter(str(e), param_hint="--manifest") from None
+    try:
+        recognizer = build_system(recognizer_spec, threads=threads)
+    except SystemSpecError as e:
+        raise typer.BadParameter(str(e), param_hint="--recognizer") from None
     try:
         check = build_system(check_recognizer, threads=threads) if check_recognizer else None
     except SystemSpecError as e:
@@ -248,7 +256,6 @@ def codec(
         c = SpeechCodec.load(path)
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="--codec") from None
-    recognizer = FasterWhisperSystem(FasterWhisperConfig(threads=threads))
     similarity = SpeakerSimilarity() if speaker else None
     examples: dict = {}
     results = []
@@ -260,7 +267,7 @@ def codec(
                                         keep_audio=examples, check=check))
             bar.remove_task(task)
     # three narrow tables rather than one wide one, so that none is cut in an 80-column terminal
-    table = Table(title=f"speech codec {path}")
+    table = Table(title=f"speech codec {path}, recogniser {recognizer.name}")
     for col in ("set", "clips", "WER orig", "WER resynth", "runaway orig / resynth", "spk sim"):
         table.add_column(col)
     for r in results:
@@ -291,7 +298,8 @@ def codec(
         console.print(checked)
     parts = ["codec"] + [a for m in manifests for a in ("--manifest", str(m))] + (["--codec", str(codec_dir)] if codec_dir else [])
     parts += (["--limit", str(limit)] if limit is not None else []) + ["--threads", str(threads)]
-    parts += ([] if speaker else ["--no-speaker"]) + (["--check-recognizer", check_recognizer] if check_recognizer else [])
+    parts += ([] if speaker else ["--no-speaker"]) + (["--recognizer", recognizer_spec] if recognizer_spec != "faster-whisper" else [])
+    parts += ["--check-recognizer", check_recognizer] if check_recognizer else []
     parts += (["--report", str(report)] if report else []) + (["--plot", str(plot)] if plot else [])
     if report:
         info = {"path": str(path), "codebook": c.config.tokenizer.codebook_size, "layer": c.config.tokenizer.layer,

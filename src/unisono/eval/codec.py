@@ -70,6 +70,7 @@ class SetResult:
     detokenizer_rtf: float = float("nan")
     stream_detokenizer_rtf: float = float("nan")
     first_chunk_ms: float = float("nan")
+    recognizer: str = ""
     check_recognizer: str | None = None
     check_wer_original: float = float("nan")
     check_wer_resynth: float = float("nan")
@@ -207,6 +208,7 @@ def evaluate_set(
     if loop_free:
         result.wer_original_loop_free = total([o for o, _ in loop_free]).rate
         result.wer_resynth_loop_free = total([r for _, r in loop_free]).rate
+    result.recognizer = recognizer.name
     if check is not None:
         result.check_recognizer = check.name
         result.check_wer_original = total(check_orig).rate
@@ -254,6 +256,7 @@ def write_report(results: list[SetResult], directory: Path, command: str, codec_
                                                         "sets": [r.to_dict() for r in results]}, indent=2))
     lines = ["# Speech codec: resynthesis", "", f"    {command}", "",
              f"Codec: {codec_info}", "",
+             f"Recogniser: {results[0].recognizer if results else ''}", "",
              "| set | clips | WER original | WER resynth | Δ | speaker sim | tokens/s | bits/s (nominal / entropy) "
              "| runaway clips (orig / resynth) | tokenizer RTF | detok RTF | stream detok RTF | first chunk ms | stream token agreement |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -117,6 +117,13 @@ class FasterWhisperConfig:
     threads: int = 1
     # temperature 0 only: no sampling fallback, so a run is deterministic and "beam 1" means greedy
     temperature: float = 0.0
+    # faster-whisper's own defaults instead: decode again at rising temperatures when the text compresses too
+    # well (a loop) or scores too low; the sampler starts from `seed` on every clip, so a run is repeatable
+    fallback: bool = False
+    seed: int = 0
+
+
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # faster-whisper's and openai-whisper's default schedule
 
 
 class FasterWhisperSystem(System):
@@ -124,26 +131,39 @@ class FasterWhisperSystem(System):
     COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32", "default")
 
     def __init__(self, config: FasterWhisperConfig):
-        from faster_whisper import WhisperModel
-
         from unisono.model.ct2 import bundled_whisper_path
 
         self.config = config
-        path = config.model_dir or bundled_whisper_path()
-        self.model = WhisperModel(str(path), device="cpu", compute_type=config.compute_type,
-                                  cpu_threads=config.threads, num_workers=1)
+        self.path = config.model_dir or bundled_whisper_path()
+        self.model = self._load()
         self.languages = None if self.model.model.is_multilingual else frozenset({"en"})
         self.threads = config.threads
-        label = "tiny.en" if config.model_dir is None else Path(path).name
-        self.name = f"faster-whisper {label} {config.compute_type} beam{config.beam_size}"
+        label = "tiny.en" if config.model_dir is None else Path(self.path).name
+        self.name = f"faster-whisper {label} {config.compute_type} beam{config.beam_size}" + (" fallback" if config.fallback else "")
+
+    def _load(self):
+        import ctranslate2
+        from faster_whisper import WhisperModel
+
+        # CTranslate2 seeds a thread's sampler once, from the global seed, when the thread first samples;
+        # a fresh model brings a fresh worker thread, hence a sampler fresh from `seed`
+        ctranslate2.set_random_seed(self.config.seed)
+        return WhisperModel(str(self.path), device="cpu", compute_type=self.config.compute_type,
+                            cpu_threads=self.config.threads, num_workers=1)
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> str:
         lang = language if self.languages is None else "en"
+        temperature = FALLBACK_TEMPERATURES if self.config.fallback else self.config.temperature
         segments, _ = self.model.transcribe(
-            audio, beam_size=self.config.beam_size, language=lang, temperature=self.config.temperature,
+            audio, beam_size=self.config.beam_size, language=lang, temperature=temperature,
             vad_filter=False, condition_on_previous_text=False,
         )
-        return " ".join(s.text.strip() for s in segments).strip()  # the generator decodes here
+        text = " ".join(s.text.strip() for s in segments).strip()  # the generator decodes here
+        if self.config.fallback:
+            # the clip may have drawn samples (even where it kept no segment): reload (0.2 s for tiny.en),
+            # so that the next clip's text does not depend on this one
+            self.model = self._load()
+        return text
 
     @classmethod
     def config_from_spec(cls, spec: SystemSpec, threads: int) -> FasterWhisperConfig:
@@ -155,6 +175,8 @@ class FasterWhisperSystem(System):
                 cfg.compute_type = arg
             elif m := re.fullmatch(r"beam(\d+)", arg):
                 cfg.beam_size = int(m.group(1))
+            elif arg == "fallback":
+                cfg.fallback = True
             else:
                 continue
             spec.args.remove(arg)
