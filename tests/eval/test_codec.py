@@ -172,30 +172,21 @@ def test_cli_refuses_a_folder_without_a_codec(tmp_path):
     assert "no speech codec" in result.output
 
 
-def test_cli_refuses_an_unknown_check_recogniser_before_loading_anything(tmp_path):
+@pytest.mark.parametrize("option, spec, message", [
+    ("--check-recognizer", "pocketsfinx", "unknown system 'pocketsfinx'"),
+    ("--recognizer", "faster-whisper:beam5:fallbak", "unknown option"),
+])
+def test_cli_refuses_an_unknown_recogniser_before_loading_anything(tmp_path, option, spec, message):
     from typer.testing import CliRunner
 
     from unisono.cli import app
 
     (tmp_path / "m").mkdir()
     (tmp_path / "m/manifest.jsonl").write_text(json.dumps({"id": "a", "audio": "a.wav", "text": "hi", "language": "en", "duration": 1.0}) + "\n")
-    result = CliRunner().invoke(app, ["eval", "codec", "-m", str(tmp_path / "m"), "--codec", str(tmp_path),
-                                      "--check-recognizer", "pocketsfinx"], env={"COLUMNS": "400"})
+    result = CliRunner().invoke(app, ["eval", "codec", "-m", str(tmp_path / "m"), "--codec", str(tmp_path), option, spec],
+                                env={"COLUMNS": "400"})
     assert result.exit_code == 2
-    assert "unknown system 'pocketsfinx'" in result.output and "no speech codec" not in result.output
-
-
-def test_cli_refuses_an_unknown_recogniser_option_before_loading_anything(tmp_path):
-    from typer.testing import CliRunner
-
-    from unisono.cli import app
-
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m/manifest.jsonl").write_text(json.dumps({"id": "a", "audio": "a.wav", "text": "hi", "language": "en", "duration": 1.0}) + "\n")
-    result = CliRunner().invoke(app, ["eval", "codec", "-m", str(tmp_path / "m"), "--codec", str(tmp_path),
-                                      "--recognizer", "faster-whisper:beam5:fallbak"], env={"COLUMNS": "400"})
-    assert result.exit_code == 2
-    assert "unknown option" in result.output and "fallbak" in result.output and "no speech codec" not in result.output
+    assert message in result.output and option in result.output and "no speech codec" not in result.output
 
 
 @pytest.mark.slow
