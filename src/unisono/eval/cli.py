@@ -11,7 +11,7 @@ import typer
 app = typer.Typer(help="Evaluate systems: ASR accuracy and speed against peers, MTP analysis, codec resynthesis.", no_args_is_help=True)
 
 SYSTEMS_HELP = """Comma-separated system specs, KIND[:OPTION...] (OPTION: a word or key=value; name=LABEL renames):
-faster-whisper[:int8|float32][:beamN][:model=DIR] (default: bundled tiny.en, int8, beam 1);
+faster-whisper[:int8|float32][:beamN][:fallback][:model=DIR] (default: bundled tiny.en, int8, beam 1, no fallback);
 pocketsphinx[:hmm=DIR][:lm=FILE][:dict=FILE] (default: bundled en-us);
 unisono[:DIR|default][:int8][:greedy][:drafts=K] (MTP unless greedy);
 openai:URL[:model=NAME][:key_env=VAR][:timeout=S] (POST URL/audio/transcriptions)."""
