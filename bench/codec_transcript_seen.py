@@ -54,19 +54,19 @@ def main() -> None:
             return float(loss([torch.from_numpy(np.asarray(wave, dtype=np.float32))], [text], ["en"]))
 
     audio = {r["id"]: load_audio(args.manifest.parent / r["audio"], 16000) for g in groups.values() for r in g}
+    codecs = {str(folder): SpeechCodec.load(folder) for folder in args.codecs}
     result: dict = {"manifest": str(args.manifest), "split": args.split, "groups": {}}
     for name, group in groups.items():
         per_clip = {r["id"]: {"original": cross_entropy(audio[r["id"]], r["text"])} for r in group}
-        for folder in args.codecs:
-            codec = SpeechCodec.load(folder)
+        for folder, codec in codecs.items():
             for r in group:
                 wave = audio[r["id"]]
                 resynth = codec.detokenize(codec.tokenize(wave), codec.speaker_embedding(wave[: 6 * 16000]))
-                per_clip[r["id"]][str(folder)] = cross_entropy(resynth, r["text"])
+                per_clip[r["id"]][folder] = cross_entropy(resynth, r["text"])
         result["groups"][name] = per_clip
-    width = max(len(str(f)) for f in args.codecs)
+    width = max(map(len, codecs))
     print(f"{'cross-entropy per text token':<{width}}  " + "  ".join(f"{g:>16}" for g in groups))
-    for column in ["original"] + [str(f) for f in args.codecs]:
+    for column in ["original", *codecs]:
         means = [np.mean([c[column] for c in result["groups"][g].values()]) for g in groups]
         print(f"{column:<{width}}  " + "  ".join(f"{m:>16.3f}" for m in means))
     if args.out:

@@ -145,9 +145,10 @@ class FasterWhisperSystem(System):
         import ctranslate2
         from faster_whisper import WhisperModel
 
-        # CTranslate2 seeds a thread's sampler once, from the global seed, when the thread first samples;
-        # a fresh model brings a fresh worker thread, hence a sampler fresh from `seed`
-        ctranslate2.set_random_seed(self.config.seed)
+        if self.config.fallback:
+            # CTranslate2 seeds a thread's sampler once, from the global seed, when the thread first samples;
+            # a fresh model brings a fresh worker thread, hence a sampler fresh from `seed`
+            ctranslate2.set_random_seed(self.config.seed)
         return WhisperModel(str(self.path), device="cpu", compute_type=self.config.compute_type,
                             cpu_threads=self.config.threads, num_workers=1)
 
