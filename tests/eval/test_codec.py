@@ -159,6 +159,33 @@ def test_the_loop_free_wer_sets_aside_the_clips_where_the_recogniser_looped(code
     assert f"| {tmp_path.name} | 1 | 0.0% | 25.0% | +25.0 |" in text
 
 
+def test_an_unreadable_clip_is_left_out_and_named(codec, tmp_path):
+    from unisono.eval.manifest import load_set
+
+    texts = write_two_clips(tmp_path)
+    (tmp_path / "a1.wav").write_bytes(b"not audio at all" * 100)
+    r = evaluate_set(codec, Scripted(texts), None, load_set(tmp_path))
+    assert [c.id for c in r.clips] == ["a0"] and r.wer_resynth == pytest.approx(1 / 4)
+    assert [u["id"] for u in r.unreadable] == ["a1"] and "not a readable audio file" in r.unreadable[0]["error"]
+    text = write_report([r], tmp_path / "report", "unisono eval codec -m x", {}).read_text()
+    assert f"Unreadable clips of {tmp_path.name}, left out: a1 (" in text
+
+
+def test_cli_fails_on_a_set_without_a_readable_clip(tmp_path):
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m/a.wav").write_bytes(b"")
+    (tmp_path / "m/manifest.jsonl").write_text(json.dumps({"id": "a", "audio": "a.wav", "text": "hi", "language": "en", "duration": 1.0}) + "\n")
+    result = CliRunner().invoke(app, ["eval", "codec", "-m", str(tmp_path / "m"), "--no-speaker", "--threads", "1"],
+                                env={"COLUMNS": "400"})
+    assert result.exit_code == 1
+    assert "1 unreadable clip(s) left out, e.g. a: " in result.output and "the file is empty" in result.output
+    assert "no readable clip in m" in result.output
+
+
 def test_cli_refuses_a_folder_without_a_codec(tmp_path):
     from typer.testing import CliRunner
 

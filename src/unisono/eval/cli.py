@@ -266,6 +266,10 @@ def codec(
             results.append(evaluate_set(c, recognizer, similarity, s, progress=lambda sec, task=task: bar.advance(task, sec),
                                         keep_audio=examples, check=check))
             bar.remove_task(task)
+    for r in results:
+        if r.unreadable:
+            err.print(f"[yellow]{r.name}: {len(r.unreadable)} unreadable clip(s) left out, e.g. {r.unreadable[0]['id']}: "
+                      f"{r.unreadable[0]['error']}[/yellow]")
     # three narrow tables rather than one wide one, so that none is cut in an 80-column terminal
     table = Table(title=f"speech codec {path}, recogniser {recognizer.name}")
     for col in ("set", "clips", "WER orig", "WER resynth", "runaway orig / resynth", "spk sim"):
@@ -309,3 +313,6 @@ def codec(
         err.print(f"report: {write_report(results, report, _command_line(parts), info)}")
     if plot and examples:
         err.print(f"plot: {plot_spectrograms(examples, plot, c)}")
+    if empty := [r.name for r in results if not r.clips]:
+        err.print(f"[red]no readable clip in {', '.join(empty)}[/red]")
+        raise typer.Exit(code=1)

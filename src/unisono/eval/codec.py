@@ -71,6 +71,8 @@ class SetResult:
     stream_detokenizer_rtf: float = float("nan")
     first_chunk_ms: float = float("nan")
     recognizer: str = ""
+    # clips that could not be read (id, reason): left out of every figure, and said so
+    unreadable: list[dict] = field(default_factory=list)
     check_recognizer: str | None = None
     check_wer_original: float = float("nan")
     check_wer_resynth: float = float("nan")
@@ -158,7 +160,8 @@ def evaluate_set(
     for i, utt in enumerate(eval_set.utterances):
         try:
             audio = load_audio(utt.audio, max_duration_s=120)
-        except (AudioError, OSError):
+        except (AudioError, OSError) as e:
+            result.unreadable.append({"id": utt.id, "error": str(e)})
             continue
         seconds = len(audio) / 16000
         t0 = time.perf_counter()
@@ -276,6 +279,9 @@ def write_report(results: list[SetResult], directory: Path, command: str, codec_
               "| set | clips | WER original | WER resynth | Δ |", "| --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r.name} | {r.loop_free_clips} | {100 * r.wer_original_loop_free:.1f}% | {100 * r.wer_resynth_loop_free:.1f}% | "
               f"{100 * (r.wer_resynth_loop_free - r.wer_original_loop_free):+.1f} |" for r in results]
+    for r in results:
+        if r.unreadable:
+            lines += ["", f"Unreadable clips of {r.name}, left out: " + "; ".join(f"{u['id']} ({u['error']})" for u in r.unreadable)]
     lines += ["", "Runaway: the recogniser inserted more words than the reference holds (a decoding loop).",
               "Per clip: results.json (reference, both transcripts, similarity)."]
     path = directory / "README.md"
