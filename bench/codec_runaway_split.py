@@ -10,6 +10,11 @@ was degraded (noise, reverberation, telephone band, limiting; louder or faster c
 read from the set's manifest: where the resynthesis loses its words. With --check the reports' check
 recogniser (`unisono eval codec --check-recognizer NAME`) is scored instead of the main one, its own
 runaway clips set aside.
+
+With --intervals each set also gets, on all its clips (runaway ones included, as in the headline), each
+codec's gap to the original and each later codec's difference from the first, with 95% intervals of a
+paired bootstrap over the clips (`unisono.eval.metrics.difference_interval`): whether a set of this
+size can tell the two apart.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ def main() -> None:
     ap.add_argument("reports", nargs="+", metavar="NAME=RESULTS_JSON")
     ap.add_argument("--by-condition", action="store_true", help="also split each set by engine and degradation")
     ap.add_argument("--check", action="store_true", help="score the check recogniser's transcripts instead")
+    ap.add_argument("--intervals", action="store_true", help="gaps and differences with 95%% bootstrap intervals")
     args = ap.parse_args()
     reports = {name: json.load(open(path)) for name, path in (r.split("=", 1) for r in args.reports)}
     first = next(iter(reports.values()))
@@ -77,6 +83,27 @@ def main() -> None:
                 groups[condition_of(rows.get(k, {}))].append(k)
             for group, members in sorted(groups.items()):
                 print(f"    {group}: {len(members)} clips; {rates(counts, members)}")
+        if args.intervals:
+            print_intervals(counts)
+
+
+def print_intervals(counts: dict) -> None:
+    from unisono.eval.metrics import difference_interval, total
+
+    ids = [k for k in counts[next(iter(counts))] if all(k in c for c in counts.values())]
+    names = list(counts)
+    original = [counts[names[0]][k][0] for k in ids]
+    for name in names:
+        resynth = [counts[name][k][1] for k in ids]
+        low, high = difference_interval(original, resynth)
+        gap = total(resynth).rate - total(original).rate
+        print(f"    {name} - original, {len(ids)} clips: {100 * gap:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})")
+    first = [counts[names[0]][k][1] for k in ids]
+    for name in names[1:]:
+        resynth = [counts[name][k][1] for k in ids]
+        low, high = difference_interval(first, resynth)
+        diff = total(resynth).rate - total(first).rate
+        print(f"    {name} - {names[0]}: {100 * diff:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})")
 
 if __name__ == "__main__":
     main()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 import jiwer
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unisono.eval.metrics import ErrorCounts, count_errors, total
+from unisono.eval.metrics import ErrorCounts, count_errors, difference_interval, total
 
 
 def levenshtein(a: list[str], b: list[str]) -> int:
@@ -91,3 +92,70 @@ def test_corpus_rate_matches_jiwer_on_lists():
 def test_counts_round_trip():
     c = ErrorCounts(1, 2, 3, 4)
     assert ErrorCounts.from_dict(c.to_dict()) == c
+
+
+def clips(errors: list[int], words: list[int]) -> list[ErrorCounts]:
+    """Counts with the given errors (as substitutions) and reference lengths."""
+    return [ErrorCounts(substitutions=e, hits=w - e) for e, w in zip(errors, words)]
+
+
+def test_difference_interval_of_identical_systems_is_zero():
+    a = clips([1, 0, 3, 2], [5, 4, 6, 7])
+    assert difference_interval(a, a) == (0.0, 0.0)
+
+
+def test_difference_interval_collapses_when_every_clip_moves_alike():
+    # each clip loses one word in ten, so every resample of clips has a difference of exactly 0.1
+    base = clips([0, 1, 2, 0], [10, 10, 10, 10])
+    new = clips([1, 2, 3, 1], [10, 10, 10, 10])
+    low, high = difference_interval(base, new)
+    assert low == pytest.approx(0.1) and high == pytest.approx(0.1)
+
+
+def test_difference_interval_refuses_unpaired_counts():
+    with pytest.raises(ValueError, match="paired"):
+        difference_interval(clips([1], [3]), clips([1, 2], [3, 4]))
+
+
+def paired_bootstrap_by_hand(base, new, words, resamples, rng):
+    """The textbook loop, written apart from scipy: resample clips with replacement, pool, take percentiles."""
+    diffs = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(base), len(base))
+        diffs.append((new[i].sum() - base[i].sum()) / words[i].sum())
+    return np.percentile(diffs, 2.5), np.percentile(diffs, 97.5)
+
+
+def test_difference_interval_matches_a_hand_written_bootstrap_and_holds_the_estimate():
+    rng = np.random.default_rng(3)
+    words = rng.integers(3, 30, 45)
+    base_e = rng.binomial(words, 0.3)
+    new_e = rng.binomial(words, 0.38)
+    base, new = clips(list(base_e), list(words)), clips(list(new_e), list(words))
+    low, high = difference_interval(base, new, resamples=20000)
+    ref_low, ref_high = paired_bootstrap_by_hand(base_e, new_e, words, 20000, np.random.default_rng(4))
+    assert low == pytest.approx(ref_low, abs=0.004) and high == pytest.approx(ref_high, abs=0.004)
+    point = total(new).rate - total(base).rate
+    assert low < point < high
+    # four times the clips, drawn alike: about half the width
+    words4 = np.tile(words, 4)
+    low4, high4 = difference_interval(clips(list(np.tile(base_e, 4)), list(words4)), clips(list(np.tile(new_e, 4)), list(words4)))
+    assert 0.4 < (high4 - low4) / (high - low) < 0.6
+
+
+def test_difference_interval_covers_the_true_gap_about_as_often_as_it_says():
+    # sets of 50 clips from one population of clips, each clip with its own difficulty; a 95% interval
+    # should hold the population's gap in roughly 95 of 100 sets
+    rng = np.random.default_rng(0)
+    difficulty = rng.beta(2, 5, 100_000)
+    length = rng.integers(4, 30, 100_000)
+    p_base, p_new = difficulty, np.clip(difficulty + 0.06, 0, 1)
+    true_gap = ((p_new - p_base) * length).sum() / length.sum()
+    held = 0
+    for _ in range(200):
+        i = rng.integers(0, len(length), 50)
+        w = length[i]
+        base, new = clips(list(rng.binomial(w, p_base[i])), list(w)), clips(list(rng.binomial(w, p_new[i])), list(w))
+        low, high = difference_interval(base, new, resamples=1000)
+        held += low <= true_gap <= high
+    assert 176 <= held <= 198  # 95% of 200 is 190; a binomial spread either side, and the bootstrap runs a little narrow

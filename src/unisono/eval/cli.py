@@ -232,7 +232,7 @@ def codec(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from unisono.eval.codec import SpeakerSimilarity, evaluate_set, plot_spectrograms, write_report
+    from unisono.eval.codec import SpeakerSimilarity, evaluate_set, interval, plot_spectrograms, write_report
     from unisono.eval.manifest import ManifestError, load_set
     from unisono.eval.systems import SystemSpecError, build_system
     from unisono.model.speech.codec import SpeechCodec, default_codec_path
@@ -272,10 +272,11 @@ def codec(
                       f"{r.unreadable[0]['error']}[/yellow]")
     # three narrow tables rather than one wide one, so that none is cut in an 80-column terminal
     table = Table(title=f"speech codec {path}, recogniser {recognizer.name}")
-    for col in ("set", "clips", "WER orig", "WER resynth", "runaway orig / resynth", "spk sim"):
+    for col in ("set", "clips", "WER orig", "WER resynth", "Δ (95% interval)", "runaway orig / resynth", "spk sim"):
         table.add_column(col)
     for r in results:
         table.add_row(r.name, str(len(r.clips)), f"{100 * r.wer_original:.1f}%", f"{100 * r.wer_resynth:.1f}%",
+                      f"{100 * (r.wer_resynth - r.wer_original):+.1f}{interval(r.wer_delta_interval)}",
                       f"{r.runaway_original} / {r.runaway_resynth}", f"{r.speaker_similarity:.3f}")
     console.print(table)
     loop_free = Table(title="without runaway clips")
@@ -295,10 +296,11 @@ def codec(
     console.print(rates)
     if check is not None:
         checked = Table(title=f"check recogniser: {check.name}")
-        for col in ("set", "WER orig", "WER resynth"):
+        for col in ("set", "WER orig", "WER resynth", "Δ (95% interval)"):
             checked.add_column(col)
         for r in results:
-            checked.add_row(r.name, f"{100 * r.check_wer_original:.1f}%", f"{100 * r.check_wer_resynth:.1f}%")
+            checked.add_row(r.name, f"{100 * r.check_wer_original:.1f}%", f"{100 * r.check_wer_resynth:.1f}%",
+                            f"{100 * (r.check_wer_resynth - r.check_wer_original):+.1f}{interval(r.check_wer_delta_interval)}")
         console.print(checked)
     parts = ["codec"] + [a for m in manifests for a in ("--manifest", str(m))] + (["--codec", str(codec_dir)] if codec_dir else [])
     parts += (["--limit", str(limit)] if limit is not None else []) + ["--threads", str(threads)]

@@ -53,6 +53,9 @@ class SetResult:
     clips: list[ClipResult] = field(default_factory=list)
     wer_original: float = float("nan")
     wer_resynth: float = float("nan")
+    # 95% interval of wer_resynth - wer_original, a paired bootstrap over the clips: how far the set's
+    # clips alone could move the gap
+    wer_delta_interval: tuple[float, float] = (float("nan"), float("nan"))
     # clips where the recogniser looped: more inserted words than the reference has. A few such
     # clips can outweigh every other error of a set, so the report counts them beside the WER.
     runaway_original: int = 0
@@ -76,6 +79,7 @@ class SetResult:
     check_recognizer: str | None = None
     check_wer_original: float = float("nan")
     check_wer_resynth: float = float("nan")
+    check_wer_delta_interval: tuple[float, float] = (float("nan"), float("nan"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,7 +149,7 @@ def evaluate_set(
     """`recognizer` and `check` (optional, a second recogniser) are systems of `unisono.eval.systems`:
     anything with `transcribe(audio, language=...)` and, for `check`, a `name`."""
     from unisono.audio.io import AudioError, load_audio
-    from unisono.eval.metrics import count_errors, total
+    from unisono.eval.metrics import count_errors, difference_interval, total
     from unisono.eval.normalize import default_scoring_name, make_scoring
 
     score = make_scoring(default_scoring_name(eval_set.name, eval_set.language))
@@ -204,6 +208,7 @@ def evaluate_set(
     k = codec.config.tokenizer.codebook_size
     result.wer_original = total(counts_orig).rate
     result.wer_resynth = total(counts_resyn).rate
+    result.wer_delta_interval = difference_interval(counts_orig, counts_resyn)
     looped_orig, looped_resyn = [is_runaway(c) for c in counts_orig], [is_runaway(c) for c in counts_resyn]
     result.runaway_original, result.runaway_resynth = sum(looped_orig), sum(looped_resyn)
     loop_free = [(o, r) for o, r, lo, lr in zip(counts_orig, counts_resyn, looped_orig, looped_resyn) if not (lo or lr)]
@@ -216,6 +221,7 @@ def evaluate_set(
         result.check_recognizer = check.name
         result.check_wer_original = total(check_orig).rate
         result.check_wer_resynth = total(check_resyn).rate
+        result.check_wer_delta_interval = difference_interval(check_orig, check_resyn)
     result.speaker_similarity = statistics.mean(c.speaker_similarity for c in result.clips)
     result.token_rate = sum(c.tokens for c in result.clips) / audio_s
     result.bitrate_nominal = result.token_rate * math.log2(k)
@@ -253,6 +259,11 @@ def plot_spectrograms(examples: dict, path: Path, codec) -> Path:
     return path
 
 
+def interval(bounds: tuple[float, float]) -> str:
+    low, high = bounds
+    return "" if math.isnan(low) else f" ({100 * low:+.1f} to {100 * high:+.1f})"
+
+
 def write_report(results: list[SetResult], directory: Path, command: str, codec_info: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.json").write_text(json.dumps({"command": command, "codec": codec_info,
@@ -260,21 +271,22 @@ def write_report(results: list[SetResult], directory: Path, command: str, codec_
     lines = ["# Speech codec: resynthesis", "", f"    {command}", "",
              f"Codec: {codec_info}", "",
              f"Recogniser: {results[0].recognizer if results else ''}", "",
-             "| set | clips | WER original | WER resynth | Δ | speaker sim | tokens/s | bits/s (nominal / entropy) "
+             "| set | clips | WER original | WER resynth | Δ (95% interval) | speaker sim | tokens/s | bits/s (nominal / entropy) "
              "| runaway clips (orig / resynth) | tokenizer RTF | detok RTF | stream detok RTF | first chunk ms | stream token agreement |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         lines.append(
             f"| {r.name} | {len(r.clips)} | {100 * r.wer_original:.1f}% | {100 * r.wer_resynth:.1f}% | "
-            f"{100 * (r.wer_resynth - r.wer_original):+.1f} | {r.speaker_similarity:.3f} | {r.token_rate:.1f} | "
+            f"{100 * (r.wer_resynth - r.wer_original):+.1f}{interval(r.wer_delta_interval)} | {r.speaker_similarity:.3f} | {r.token_rate:.1f} | "
             f"{r.bitrate_nominal:.0f} / {r.bitrate_entropy:.0f} | {r.runaway_original} / {r.runaway_resynth} | {r.tokenizer_rtf:.3f} | {r.detokenizer_rtf:.3f} | "
             f"{r.stream_detokenizer_rtf:.3f} | {r.first_chunk_ms:.0f} | {100 * r.stream_agreement:.1f}% |")
     checked = [r for r in results if r.check_recognizer]
     if checked:
         lines += ["", "The check recogniser, on the same audio of both sides:", "",
-                  "| set | recogniser | WER original | WER resynth | Δ |", "| --- | --- | ---: | ---: | ---: |"]
+                  "| set | recogniser | WER original | WER resynth | Δ (95% interval) |", "| --- | --- | ---: | ---: | ---: |"]
         lines += [f"| {r.name} | {r.check_recognizer} | {100 * r.check_wer_original:.1f}% | {100 * r.check_wer_resynth:.1f}% | "
-                  f"{100 * (r.check_wer_resynth - r.check_wer_original):+.1f} |" for r in checked]
+                  f"{100 * (r.check_wer_resynth - r.check_wer_original):+.1f}{interval(r.check_wer_delta_interval)} |"
+                  for r in checked]
     lines += ["", "Without the runaway clips (those where the original or the resynthesis made the recogniser loop):", "",
               "| set | clips | WER original | WER resynth | Δ |", "| --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r.name} | {r.loop_free_clips} | {100 * r.wer_original_loop_free:.1f}% | {100 * r.wer_resynth_loop_free:.1f}% | "
@@ -282,7 +294,9 @@ def write_report(results: list[SetResult], directory: Path, command: str, codec_
     for r in results:
         if r.unreadable:
             lines += ["", f"Unreadable clips of {r.name}, left out: " + "; ".join(f"{u['id']} ({u['error']})" for u in r.unreadable)]
-    lines += ["", "Runaway: the recogniser inserted more words than the reference holds (a decoding loop).",
+    lines += ["", "Δ: WER resynth - WER original, in points; in brackets the 95% interval of a paired bootstrap over the "
+              "set's clips (2000 resamples): the spread the choice of clips alone gives it.",
+              "Runaway: the recogniser inserted more words than the reference holds (a decoding loop).",
               "Per clip: results.json (reference, both transcripts, similarity)."]
     path = directory / "README.md"
     path.write_text("\n".join(lines) + "\n")
