@@ -4,7 +4,9 @@ can outweigh the rest, and each file otherwise drops its own):
 
     python bench/codec_common_clips.py docs/codec/variants-dev-cyc1g.json docs/codec/variants-dev-self.json
 
-The files must score the same set, clip for clip (the same set and --limit).
+The files must score the same set, clip for clip (the same set and --limit). With --intervals, each
+variant's difference from the first variant after the original, with the 95% interval of a paired
+bootstrap over those clips (`unisono.eval.metrics.difference_interval`).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ def load(path: str) -> dict:
 
 def main() -> None:
     from unisono.eval.codec import is_runaway
-    from unisono.eval.metrics import count_errors, total
+    from unisono.eval.metrics import count_errors, difference_interval, total
     from unisono.eval.normalize import default_scoring_name, make_scoring
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+")
+    ap.add_argument("--intervals", action="store_true", help="differences from the first variant, with 95%% intervals")
     args = ap.parse_args()
     runs = [load(f) for f in args.files]
     ids = [c["id"] for c in runs[0]["per_clip"]]
@@ -49,6 +52,14 @@ def main() -> None:
     print(f"{name}: the {len(keep)} clips of {len(ids)} where no variant loops")
     for variant, cs in counts.items():
         print(f"  {100 * total([cs[i] for i in keep]).rate:6.1f}%  {variant}")
+    if args.intervals and len(counts) > 2:
+        names = list(counts)
+        first = [counts[names[1]][i] for i in keep]
+        for variant in names[2:]:
+            other = [counts[variant][i] for i in keep]
+            low, high = difference_interval(first, other)
+            diff = total(other).rate - total(first).rate
+            print(f"  {variant} - {names[1]}: {100 * diff:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ read from the set's manifest: where the resynthesis loses its words. With --chec
 recogniser (`unisono eval codec --check-recognizer NAME`) is scored instead of the main one, its own
 runaway clips set aside.
 
-With --intervals each set also gets, on all its clips (runaway ones included, as in the headline), each
+With --intervals each set also gets, on all its clips (runaway ones included, as in the headline) and on those
+where none loops, each
 codec's gap to the original and each later codec's difference from the first, with 95% intervals of a
 paired bootstrap over the clips (`unisono.eval.metrics.difference_interval`): whether a set of this
 size can tell the two apart.
@@ -84,26 +85,26 @@ def main() -> None:
             for group, members in sorted(groups.items()):
                 print(f"    {group}: {len(members)} clips; {rates(counts, members)}")
         if args.intervals:
-            print_intervals(counts)
+            print_intervals(counts, [k for k in counts[next(iter(counts))] if all(k in c for c in counts.values())], "")
+            print_intervals(counts, ids, " where none loops")
 
 
-def print_intervals(counts: dict) -> None:
+def print_intervals(counts: dict, ids: list[str], where: str) -> None:
     from unisono.eval.metrics import difference_interval, total
 
-    ids = [k for k in counts[next(iter(counts))] if all(k in c for c in counts.values())]
     names = list(counts)
     original = [counts[names[0]][k][0] for k in ids]
     for name in names:
         resynth = [counts[name][k][1] for k in ids]
         low, high = difference_interval(original, resynth)
         gap = total(resynth).rate - total(original).rate
-        print(f"    {name} - original, {len(ids)} clips: {100 * gap:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})")
+        print(f"    {name} - original, {len(ids)} clips{where}: {100 * gap:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})")
     first = [counts[names[0]][k][1] for k in ids]
     for name in names[1:]:
         resynth = [counts[name][k][1] for k in ids]
         low, high = difference_interval(first, resynth)
         diff = total(resynth).rate - total(first).rate
-        print(f"    {name} - {names[0]}: {100 * diff:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})")
+        print(f"    {name} - {names[0]}{where}: {100 * diff:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})")
 
 if __name__ == "__main__":
     main()
