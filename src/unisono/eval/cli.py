@@ -280,11 +280,13 @@ def codec(
                       f"{r.runaway_original} / {r.runaway_resynth}", f"{r.speaker_similarity:.3f}")
     console.print(table)
     loop_free = Table(title="without runaway clips")
-    for col in ("set", "clips", "WER orig", "WER resynth"):
+    for col in ("set", "clips", "WER orig", "WER resynth", "Δ (95% interval)"):
         loop_free.add_column(col)
     for r in results:
         loop_free.add_row(r.name, str(r.loop_free_clips), f"{100 * r.wer_original_loop_free:.1f}%",
-                          f"{100 * r.wer_resynth_loop_free:.1f}%")
+                          f"{100 * r.wer_resynth_loop_free:.1f}%",
+                          f"{100 * (r.wer_resynth_loop_free - r.wer_original_loop_free):+.1f}"
+                          f"{interval(r.wer_loop_free_delta_interval)}")
     console.print(loop_free)
     rates = Table(title="rates and latency")
     for col in ("set", "tok/s", "bit/s", "tok RTF", "detok RTF", "stream RTF", "1st chunk ms", "stream tok agree"):

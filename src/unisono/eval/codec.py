@@ -64,6 +64,7 @@ class SetResult:
     loop_free_clips: int = 0
     wer_original_loop_free: float = float("nan")
     wer_resynth_loop_free: float = float("nan")
+    wer_loop_free_delta_interval: tuple[float, float] = (float("nan"), float("nan"))
     speaker_similarity: float = float("nan")
     token_rate: float = float("nan")
     bitrate_nominal: float = float("nan")
@@ -216,6 +217,7 @@ def evaluate_set(
     if loop_free:
         result.wer_original_loop_free = total([o for o, _ in loop_free]).rate
         result.wer_resynth_loop_free = total([r for _, r in loop_free]).rate
+        result.wer_loop_free_delta_interval = difference_interval([o for o, _ in loop_free], [r for _, r in loop_free])
     result.recognizer = recognizer.name
     if check is not None:
         result.check_recognizer = check.name
@@ -288,9 +290,10 @@ def write_report(results: list[SetResult], directory: Path, command: str, codec_
                   f"{100 * (r.check_wer_resynth - r.check_wer_original):+.1f}{interval(r.check_wer_delta_interval)} |"
                   for r in checked]
     lines += ["", "Without the runaway clips (those where the original or the resynthesis made the recogniser loop):", "",
-              "| set | clips | WER original | WER resynth | Δ |", "| --- | ---: | ---: | ---: | ---: |"]
+              "| set | clips | WER original | WER resynth | Δ (95% interval) |", "| --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r.name} | {r.loop_free_clips} | {100 * r.wer_original_loop_free:.1f}% | {100 * r.wer_resynth_loop_free:.1f}% | "
-              f"{100 * (r.wer_resynth_loop_free - r.wer_original_loop_free):+.1f} |" for r in results]
+              f"{100 * (r.wer_resynth_loop_free - r.wer_original_loop_free):+.1f}{interval(r.wer_loop_free_delta_interval)} |"
+              for r in results]
     for r in results:
         if r.unreadable:
             lines += ["", f"Unreadable clips of {r.name}, left out: " + "; ".join(f"{u['id']} ({u['error']})" for u in r.unreadable)]
