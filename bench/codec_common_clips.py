@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 
+DEGRADATIONS = {"noise", "reverb", "telephone", "limit"}  # the kinds of unisono.data.augment that degrade
+
 
 def load(path: str) -> dict:
     try:
@@ -33,6 +35,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+")
     ap.add_argument("--intervals", action="store_true", help="differences from the first variant, with 95%% intervals")
+    ap.add_argument("--drop", action="append", default=[], metavar="VARIANT", help="leave this variant out")
+    ap.add_argument("--by-degradation", action="store_true", help="also score the clean and the degraded clips apart")
     args = ap.parse_args()
     runs = [load(f) for f in args.files]
     ids = [c["id"] for c in runs[0]["per_clip"]]
@@ -44,7 +48,7 @@ def main() -> None:
     counts: dict[str, list] = {}
     for run in runs:
         for variant in run["per_clip"][0]["hyp"]:
-            if variant in counts:  # the original audio, in every file: scored once
+            if variant in counts or variant in args.drop:  # the original audio, in every file: scored once
                 continue
             counts[variant] = [count_errors(score.normalize(c["reference"]), score.normalize(c["hyp"][variant]), score.unit)
                                for c in run["per_clip"]]
@@ -52,6 +56,13 @@ def main() -> None:
     print(f"{name}: the {len(keep)} clips of {len(ids)} where no variant loops")
     for variant, cs in counts.items():
         print(f"  {100 * total([cs[i] for i in keep]).rate:6.1f}%  {variant}")
+    if args.by_degradation:
+        with open(runs[0]["set"].rstrip("/") + "/manifest.jsonl") as f:
+            rows = {row["id"]: row for row in map(json.loads, f)}
+        degraded = {k for k, row in rows.items()
+                    if any(a.get("kind") in DEGRADATIONS for a in (row.get("meta") or {}).get("augment", []))}
+        for label, part in (("clean", [i for i in keep if ids[i] not in degraded]), ("degraded", [i for i in keep if ids[i] in degraded])):
+            print(f"  {label}, {len(part)} clips: " + ", ".join(f"{v} {100 * total([cs[i] for i in part]).rate:.1f}%" for v, cs in counts.items()))
     if args.intervals and len(counts) > 2:
         names = list(counts)
         first = [counts[names[1]][i] for i in keep]
