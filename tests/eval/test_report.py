@@ -53,7 +53,10 @@ def test_summary_and_set_tables_hold_the_numbers(results):
     assert s.rows[3][3:] == [NOT_SUPPORTED] * 3
     t = set_table(results, "en_set", "ref")
     assert t.columns[-1] == "tokens/pass"
-    assert t.rows[1][:7] == ["fast", "33.3", "0", "1", "1", "6", "0"]  # S, D, I, N, failed
+    assert t.rows[0][2] == "—"  # the reference itself
+    # against the reference, paired by utterance: u0 gains an error (4 words), u1 keeps its one (2 words); resampling
+    # the two gives 2/8, 1/6 or 0/4 more, so +16.7 with an interval from 0 to 25 points
+    assert t.rows[1][:8] == ["fast", "33.3", "+16.7 (+0.0 to +25.0)", "0", "1", "1", "6", "0"]  # Δ, S, D, I, N, failed
     assert t.rows[1][-1] == "2.40"  # 12 tokens in 5 passes
     assert "tokens/pass" not in set_table(results, "zh_set", "ref").columns  # no system there has MTP stats
 

@@ -102,16 +102,20 @@ def set_table(results: Sequence[RunResult], set_name: str, reference: str) -> Ta
     if first.unreadable:
         note += f" {len(first.unreadable)} file(s) could not be read and are left out: {', '.join(sorted(first.unreadable))}."
     with_stats = any(r.decode_stats for r in rs)
-    cols = ["system", f"{metric} %", "S", "D", "I", "N", "failed", "RTF", "× ref", "threads"] + (["tokens/pass"] if with_stats else [])
+    cols = ["system", f"{metric} %", "Δ ref (95%)", "S", "D", "I", "N", "failed", "RTF", "× ref", "threads"] + (["tokens/pass"] if with_stats else [])
+    note += (f" Δ ref: {metric} minus the reference's ({reference}) on the utterances both scored, in points, with the 95% "
+             "interval of a paired bootstrap over those utterances: the spread the choice of clips alone gives it.")
     t = Table(f"{set_name}", cols, note=note)
     ref = reference_rtf(results, set_name, reference)
+    ref_run = next((r for r in rs if r.system == reference and r.supported), None)
     for r in rs:
         if not r.supported:
             t.rows.append([r.system, NOT_SUPPORTED] + [""] * (len(cols) - 2))
             continue
         c = r.counts
         row = [
-            r.system, _pct(r.rate), str(c.substitutions), str(c.deletions), str(c.insertions), str(c.reference_length),
+            r.system, _pct(r.rate), _difference(ref_run, r), str(c.substitutions), str(c.deletions), str(c.insertions),
+            str(c.reference_length),
             str(r.failures), _num(r.rtf, 4), _num(r.rtf / ref if ref else None, 2), str(r.threads) if r.threads else "—",
         ]
         if with_stats:
@@ -119,6 +123,22 @@ def set_table(results: Sequence[RunResult], set_name: str, reference: str) -> Ta
             row.append(_num(st.tokens_per_pass, 2) if st else "—")
         t.rows.append(row)
     return t
+
+
+def _difference(reference: RunResult | None, run: RunResult) -> str:
+    """The run's error rate minus the reference's on the utterances both scored, with its 95% interval."""
+    from unisono.eval.metrics import difference_interval, total
+
+    if reference is None or reference is run:
+        return "—"
+    theirs = {u.id: u.counts for u in reference.utterances}
+    pairs = [(theirs[u.id], u.counts) for u in run.utterances if u.id in theirs]
+    if not pairs:
+        return "—"
+    base, new = [b for b, _ in pairs], [n for _, n in pairs]
+    low, high = difference_interval(base, new)
+    text = f"{100 * (total(new).rate - total(base).rate):+.1f}"
+    return text if math.isnan(low) else f"{text} ({100 * low:+.1f} to {100 * high:+.1f})"
 
 
 def acceptance_table(results: Sequence[RunResult]) -> Table | None:
