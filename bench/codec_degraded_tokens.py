@@ -46,7 +46,10 @@ def main() -> None:
     data = CodecData(args.data)
     codec = SpeechCodec.load(args.codec)
     clean_path = args.run / "tokens-clean.npy"
-    if not clean_path.exists():
+    if not clean_path.exists() and not (args.run / TOKENS_FILE).exists():
+        raise SystemExit(f"{args.run} holds no {TOKENS_FILE}: run `unisono codec fit-tokenizer {args.data} {args.run} "
+                         f"--codebook-of {args.codec}` first")
+    if not clean_path.exists():  # a rerun (a killed one too) starts again from the clean tokens
         shutil.copyfile(args.run / TOKENS_FILE, clean_path)
     tokens = np.load(clean_path)
     if len(tokens) != data.total_tokens:
