@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 
-DEGRADATIONS = {"noise", "reverb", "telephone", "limit"}  # the kinds of unisono.data.augment that degrade
-
 
 def load(path: str) -> dict:
     try:
@@ -29,7 +27,8 @@ def load(path: str) -> dict:
 
 def main() -> None:
     from unisono.eval.codec import is_runaway
-    from unisono.eval.metrics import count_errors, difference_interval, total
+    from unisono.data.augment import DEGRADING_KINDS
+    from unisono.eval.metrics import count_errors, difference_interval, format_difference, total
     from unisono.eval.normalize import default_scoring_name, make_scoring
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,7 +59,7 @@ def main() -> None:
         with open(runs[0]["set"].rstrip("/") + "/manifest.jsonl") as f:
             rows = {row["id"]: row for row in map(json.loads, f)}
         degraded = {k for k, row in rows.items()
-                    if any(a.get("kind") in DEGRADATIONS for a in (row.get("meta") or {}).get("augment", []))}
+                    if any(a.get("kind") in DEGRADING_KINDS for a in (row.get("meta") or {}).get("augment", []))}
         for label, part in (("clean", [i for i in keep if ids[i] not in degraded]), ("degraded", [i for i in keep if ids[i] in degraded])):
             print(f"  {label}, {len(part)} clips: " + ", ".join(f"{v} {100 * total([cs[i] for i in part]).rate:.1f}%" for v, cs in counts.items()))
     if args.intervals and len(counts) > 2:
@@ -68,9 +67,8 @@ def main() -> None:
         first = [counts[names[1]][i] for i in keep]
         for variant in names[2:]:
             other = [counts[variant][i] for i in keep]
-            low, high = difference_interval(first, other)
-            diff = total(other).rate - total(first).rate
-            print(f"  {variant} - {names[1]}: {100 * diff:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})")
+            difference = total(other).rate - total(first).rate
+            print(f"  {variant} - {names[1]}: {format_difference(difference, difference_interval(first, other))}")
 
 
 if __name__ == "__main__":

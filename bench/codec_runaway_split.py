@@ -24,15 +24,15 @@ import argparse
 import json
 from collections import defaultdict
 
-DEGRADATIONS = {"noise", "reverb", "telephone", "limit"}  # the kinds of unisono.data.augment that degrade
-
 
 def condition_of(row: dict) -> str:
     """'engine clean' or 'engine degraded' for a synthetic manifest row, 'real' otherwise."""
+    from unisono.data.augment import DEGRADING_KINDS
+
     meta = row.get("meta") or {}
     if not meta.get("synthetic"):
         return "real"
-    degraded = any(a.get("kind") in DEGRADATIONS for a in meta.get("augment", []))
+    degraded = any(a.get("kind") in DEGRADING_KINDS for a in meta.get("augment", []))
     return f"{meta.get('engine', '?')} {'degraded' if degraded else 'clean'}"
 
 
@@ -90,21 +90,19 @@ def main() -> None:
 
 
 def print_intervals(counts: dict, ids: list[str], where: str) -> None:
-    from unisono.eval.metrics import difference_interval, total
+    from unisono.eval.metrics import difference_interval, format_difference, total
 
     names = list(counts)
     original = [counts[names[0]][k][0] for k in ids]
     for name in names:
         resynth = [counts[name][k][1] for k in ids]
-        low, high = difference_interval(original, resynth)
         gap = total(resynth).rate - total(original).rate
-        print(f"    {name} - original, {len(ids)} clips{where}: {100 * gap:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})")
+        print(f"    {name} - original, {len(ids)} clips{where}: {format_difference(gap, difference_interval(original, resynth))}")
     first = [counts[names[0]][k][1] for k in ids]
     for name in names[1:]:
         resynth = [counts[name][k][1] for k in ids]
-        low, high = difference_interval(first, resynth)
-        diff = total(resynth).rate - total(first).rate
-        print(f"    {name} - {names[0]}{where}: {100 * diff:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})")
+        difference = total(resynth).rate - total(first).rate
+        print(f"    {name} - {names[0]}{where}: {format_difference(difference, difference_interval(first, resynth))}")
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,8 @@ import soxr
 from scipy import signal
 
 SAMPLE_RATE = 16000
+# the transforms that take something from the speech; speed and gain change how it is said, not what is heard
+DEGRADING_KINDS = frozenset({"noise", "reverb", "telephone", "limit"})
 
 
 @dataclass

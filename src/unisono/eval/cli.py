@@ -232,8 +232,9 @@ def codec(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from unisono.eval.codec import SpeakerSimilarity, evaluate_set, format_interval, plot_spectrograms, write_report
+    from unisono.eval.codec import SpeakerSimilarity, evaluate_set, plot_spectrograms, write_report
     from unisono.eval.manifest import ManifestError, load_set
+    from unisono.eval.metrics import format_difference
     from unisono.eval.systems import SystemSpecError, build_system
     from unisono.model.speech.codec import SpeechCodec, default_codec_path
 
@@ -276,7 +277,7 @@ def codec(
         table.add_column(col)
     for r in results:
         table.add_row(r.name, str(len(r.clips)), f"{100 * r.wer_original:.1f}%", f"{100 * r.wer_resynth:.1f}%",
-                      f"{100 * (r.wer_resynth - r.wer_original):+.1f}{format_interval(r.wer_delta_interval)}",
+                      format_difference(r.wer_resynth - r.wer_original, r.wer_delta_interval),
                       f"{r.runaway_original} / {r.runaway_resynth}", f"{r.speaker_similarity:.3f}")
     console.print(table)
     loop_free = Table(title="without runaway clips")
@@ -285,8 +286,8 @@ def codec(
     for r in results:
         loop_free.add_row(r.name, str(r.loop_free_clips), f"{100 * r.wer_original_loop_free:.1f}%",
                           f"{100 * r.wer_resynth_loop_free:.1f}%",
-                          f"{100 * (r.wer_resynth_loop_free - r.wer_original_loop_free):+.1f}"
-                          f"{format_interval(r.wer_loop_free_delta_interval)}")
+                          format_difference(r.wer_resynth_loop_free - r.wer_original_loop_free,
+                                            r.wer_loop_free_delta_interval))
     console.print(loop_free)
     rates = Table(title="rates and latency")
     for col in ("set", "tok/s", "bit/s", "tok RTF", "detok RTF", "stream RTF", "1st chunk ms", "stream tok agree"):
@@ -302,7 +303,7 @@ def codec(
             checked.add_column(col)
         for r in results:
             checked.add_row(r.name, f"{100 * r.check_wer_original:.1f}%", f"{100 * r.check_wer_resynth:.1f}%",
-                            f"{100 * (r.check_wer_resynth - r.check_wer_original):+.1f}{format_interval(r.check_wer_delta_interval)}")
+                            format_difference(r.check_wer_resynth - r.check_wer_original, r.check_wer_delta_interval))
         console.print(checked)
     parts = ["codec"] + [a for m in manifests for a in ("--manifest", str(m))] + (["--codec", str(codec_dir)] if codec_dir else [])
     parts += (["--limit", str(limit)] if limit is not None else []) + ["--threads", str(threads)]

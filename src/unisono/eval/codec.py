@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from unisono.eval.manifest import EvalSet
-from unisono.eval.metrics import ErrorCounts
+from unisono.eval.metrics import ErrorCounts, format_difference
 
 
 @dataclass
@@ -261,12 +261,6 @@ def plot_spectrograms(examples: dict, path: Path, codec) -> Path:
     return path
 
 
-def format_interval(bounds: tuple[float, float]) -> str:
-    """' (+a to +b)' in points, or nothing where a set was too small to resample."""
-    low, high = bounds
-    return "" if math.isnan(low) else f" ({100 * low:+.1f} to {100 * high:+.1f})"
-
-
 def write_report(results: list[SetResult], directory: Path, command: str, codec_info: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.json").write_text(json.dumps({"command": command, "codec": codec_info,
@@ -280,7 +274,7 @@ def write_report(results: list[SetResult], directory: Path, command: str, codec_
     for r in results:
         lines.append(
             f"| {r.name} | {len(r.clips)} | {100 * r.wer_original:.1f}% | {100 * r.wer_resynth:.1f}% | "
-            f"{100 * (r.wer_resynth - r.wer_original):+.1f}{format_interval(r.wer_delta_interval)} | {r.speaker_similarity:.3f} | {r.token_rate:.1f} | "
+            f"{format_difference(r.wer_resynth - r.wer_original, r.wer_delta_interval)} | {r.speaker_similarity:.3f} | {r.token_rate:.1f} | "
             f"{r.bitrate_nominal:.0f} / {r.bitrate_entropy:.0f} | {r.runaway_original} / {r.runaway_resynth} | {r.tokenizer_rtf:.3f} | {r.detokenizer_rtf:.3f} | "
             f"{r.stream_detokenizer_rtf:.3f} | {r.first_chunk_ms:.0f} | {100 * r.stream_agreement:.1f}% |")
     checked = [r for r in results if r.check_recognizer]
@@ -288,12 +282,12 @@ def write_report(results: list[SetResult], directory: Path, command: str, codec_
         lines += ["", "The check recogniser, on the same audio of both sides:", "",
                   "| set | recogniser | WER original | WER resynth | Δ (95% interval) |", "| --- | --- | ---: | ---: | ---: |"]
         lines += [f"| {r.name} | {r.check_recognizer} | {100 * r.check_wer_original:.1f}% | {100 * r.check_wer_resynth:.1f}% | "
-                  f"{100 * (r.check_wer_resynth - r.check_wer_original):+.1f}{format_interval(r.check_wer_delta_interval)} |"
+                  f"{format_difference(r.check_wer_resynth - r.check_wer_original, r.check_wer_delta_interval)} |"
                   for r in checked]
     lines += ["", "Without the runaway clips (those where the original or the resynthesis made the recogniser loop):", "",
               "| set | clips | WER original | WER resynth | Δ (95% interval) |", "| --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r.name} | {r.loop_free_clips} | {100 * r.wer_original_loop_free:.1f}% | {100 * r.wer_resynth_loop_free:.1f}% | "
-              f"{100 * (r.wer_resynth_loop_free - r.wer_original_loop_free):+.1f}{format_interval(r.wer_loop_free_delta_interval)} |"
+              f"{format_difference(r.wer_resynth_loop_free - r.wer_original_loop_free, r.wer_loop_free_delta_interval)} |"
               for r in results]
     for r in results:
         if r.unreadable:

@@ -107,3 +107,9 @@ def difference_interval(
     res = bootstrap((base, new, words), rate_difference, paired=True, vectorized=True, n_resamples=resamples,
                     confidence_level=confidence, method="percentile", random_state=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def format_difference(difference: float, bounds: tuple[float, float]) -> str:
+    """'+d (+a to +b)' in points; the interval is left out where a set was too small to resample."""
+    low, high = bounds
+    return f"{100 * difference:+.1f}" + ("" if np.isnan(low) else f" ({100 * low:+.1f} to {100 * high:+.1f})")

@@ -127,7 +127,7 @@ def set_table(results: Sequence[RunResult], set_name: str, reference: str) -> Ta
 
 def _difference(reference: RunResult | None, run: RunResult) -> str:
     """The run's error rate minus the reference's on the utterances both scored, with its 95% interval."""
-    from unisono.eval.metrics import difference_interval, total
+    from unisono.eval.metrics import difference_interval, format_difference, total
 
     if reference is None or reference is run:
         return "—"
@@ -136,9 +136,7 @@ def _difference(reference: RunResult | None, run: RunResult) -> str:
     if not pairs:
         return "—"
     base, new = [b for b, _ in pairs], [n for _, n in pairs]
-    low, high = difference_interval(base, new)
-    text = f"{100 * (total(new).rate - total(base).rate):+.1f}"
-    return text if math.isnan(low) else f"{text} ({100 * low:+.1f} to {100 * high:+.1f})"
+    return format_difference(total(new).rate - total(base).rate, difference_interval(base, new))
 
 
 def acceptance_table(results: Sequence[RunResult]) -> Table | None:
