@@ -42,7 +42,7 @@ from unisono.model.speech.mel import spectral_envelope as envelope
 
 
 def time_blur(mel: torch.Tensor, width: int) -> torch.Tensor:
-    padded = torch.nn.functional.pad(mel[None], (width // 2, width // 2), mode="replicate")
+    padded = torch.nn.functional.pad(mel[None], (width // 2, (width - 1) // 2), mode="replicate")  # any width keeps the length
     return torch.nn.functional.avg_pool1d(padded, width, 1)[0]
 
 
@@ -114,6 +114,8 @@ def main() -> None:
     ap.add_argument("variants", nargs="+")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--by-condition", action="store_true",
+                    help="also split the clips where no side looped by the synthetic clips' engine and degradation")
     ap.add_argument("--out", help="write the figures and every clip's error count as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -152,10 +154,21 @@ def main() -> None:
                                                      f"envelope moves {np.mean([m for m, _ in motion[variant]]):.2f} of the "
                                                      f"real's, off it by {np.mean([e for _, e in motion[variant]]):.2f}"
                                                      if variant in l1 else ""))
+    by_condition = {}
+    if args.by_condition:
+        from codec_runaway_split import condition_of
+
+        groups: dict[str, list[int]] = {}
+        for i in keep:
+            groups.setdefault(condition_of({"meta": eval_set.utterances[i].meta}), []).append(i)
+        for group, members in sorted(groups.items()):
+            by_condition[group] = {"clips": len(members), **{v: total([cs[i] for i in members]).rate for v, cs in counts.items()}}
+            print(f"    {group} ({len(members)} clips): " + ", ".join(f"{v} {100 * r:.1f}%" for v, r in by_condition[group].items()
+                                                                     if v != "clips"))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"set": args.set, "codec": args.codec, "clips": len(counts["original"]), "steady_clips": keep,
-                       "wer_steady": steady, "wer_all": {v: total(cs).rate for v, cs in counts.items()},
+                       "wer_steady": steady, "wer_steady_by_condition": by_condition, "wer_all": {v: total(cs).rate for v, cs in counts.items()},
                        "mel_l1": {v: float(np.mean(x)) for v, x in l1.items()},
                        "motion_within_tokens": {v: float(np.mean([m for m, _ in x])) for v, x in motion.items()},
                        "motion_error_within_tokens": {v: float(np.mean([e for _, e in x])) for v, x in motion.items()},

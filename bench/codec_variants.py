@@ -11,7 +11,8 @@ and spread over the clip moved towards those of the voice reference's first 6 s 
 strengths, the "global variance" remedy for over-smoothed regression); a trailing `~rev` takes the voice
 from the clip played backwards: its register and timbre without its words, to check that a gain from
 voicing a codec with the clip itself is the voice, not the words leaking through the speaker embedding;
-`~other`: the voice from the next clip of the same speaker in the set, as a voice prompt would be):
+`~other`: the voice from the next clip of the same speaker in the set, as a voice prompt would be, or with
+`--voices MANIFEST` from a clip of the same speaker drawn from that manifest, e.g. a clean one for a degraded clip):
 
     python bench/codec_variants.py ../shared/data/real_speech/ljspeech_lj001 \\
         src/unisono/assets/unisono-tiny/speech  runs/x/speech+runs/y/speech  runs/z/speech:0.3
@@ -112,6 +113,24 @@ def training_clips(directory: str, n: int, seed: int = 0) -> list[tuple[str, str
     return [(data.clips[i]["id"], data.clips[i]["text"], data.audio_of(i)) for i in chosen]
 
 
+def voices_from(manifest: str, utterances) -> dict:
+    """{clip id: audio path of a clip of the same speaker drawn from `manifest`} (seed 0, in the set's order);
+    a clip whose speaker the manifest lacks is voiced by itself."""
+    import numpy as np
+
+    from unisono.eval.manifest import load_set
+
+    pool: dict = {}
+    for u in load_set(manifest).utterances:
+        pool.setdefault(u.speaker, []).append(u.audio)
+    rng = np.random.default_rng(0)
+    chosen = {}
+    for u in utterances:
+        candidates = pool.get(u.speaker)
+        chosen[u.id] = candidates[rng.integers(len(candidates))] if candidates else u.audio
+    return chosen
+
+
 def main() -> None:
     from unisono.audio.io import load_audio
     from unisono.eval.codec import is_runaway
@@ -126,6 +145,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the figures as JSON here")
+    ap.add_argument("--voices", help="for ~other: a manifest to draw each clip's voice from (a clip of the same speaker, seed 0)")
     ap.add_argument("--recognizer", default="faster-whisper",
                     help="the recogniser that scores both sides, as `unisono eval asr` names systems (faster-whisper, pocketsphinx, ...)")
     args = ap.parse_args()
@@ -146,6 +166,8 @@ def main() -> None:
         # the next clip of the speaker (cyclically); a speaker with one clip is voiced by itself
         audio_of = {u.id: u.audio for u in eval_set.utterances}
         other_clip = {ids[k]: audio_of[ids[(k + 1) % len(ids)]] for ids in by_speaker.values() for k in range(len(ids))}
+        if args.voices:
+            other_clip = voices_from(args.voices, eval_set.utterances)
     score = make_scoring(default_scoring_name(name, language))
     recognizer = build_system(args.recognizer, threads=args.threads)
     codecs = {spec: load_variant(spec) for spec in args.variants}
