@@ -119,9 +119,14 @@ def voices_from(manifest: str, utterances) -> dict:
     import numpy as np
 
     from unisono.eval.manifest import load_set
+    from unisono.data.manifest import ManifestError
 
+    try:
+        voices = load_set(manifest).utterances
+    except ManifestError as e:
+        raise SystemExit(f"--voices: {e}") from None
     pool: dict = {}
-    for u in load_set(manifest).utterances:
+    for u in voices:
         pool.setdefault(u.speaker, []).append(u.audio)
     rng = np.random.default_rng(0)
     chosen = {}
