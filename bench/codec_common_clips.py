@@ -27,7 +27,7 @@ def load(path: str) -> dict:
 
 def main() -> None:
     from unisono.eval.codec import is_runaway
-    from unisono.data.augment import DEGRADING_KINDS
+    from unisono.data.augment import is_degraded
     from unisono.eval.metrics import count_errors, difference_interval, format_difference, total
     from unisono.eval.normalize import default_scoring_name, make_scoring
 
@@ -58,8 +58,7 @@ def main() -> None:
     if args.by_degradation:
         with open(runs[0]["set"].rstrip("/") + "/manifest.jsonl") as f:
             rows = {row["id"]: row for row in map(json.loads, f)}
-        degraded = {k for k, row in rows.items()
-                    if any(a.get("kind") in DEGRADING_KINDS for a in (row.get("meta") or {}).get("augment", []))}
+        degraded = {k for k, row in rows.items() if is_degraded((row.get("meta") or {}).get("augment", []))}
         for label, part in (("clean", [i for i in keep if ids[i] not in degraded]), ("degraded", [i for i in keep if ids[i] in degraded])):
             print(f"  {label}, {len(part)} clips: " + ", ".join(f"{v} {100 * total([cs[i] for i in part]).rate:.1f}%" for v, cs in counts.items()))
     if args.intervals and len(counts) > 2:

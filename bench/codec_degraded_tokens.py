@@ -27,7 +27,7 @@ def main() -> None:
     import torch
     from rich.progress import Progress
 
-    from unisono.data.augment import AugmentConfig, augment, make_rir_bank
+    from unisono.data.augment import AugmentConfig, aligned_augment, make_rir_bank
     from unisono.model.speech.codec import SpeechCodec
     from unisono.train.codec_data import CodecData
     from unisono.train.codec_train import TOKENS_FILE
@@ -58,8 +58,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     pool = sorted(data.indices_from(args.only)) if args.only else list(range(len(data)))
     chosen = sorted(rng.choice(pool, size=int(round(args.share * len(pool))), replace=False).tolist())
-    # length-keeping transforms only: the tokens must stay aligned with the clean clip's frames
-    cfg = AugmentConfig(p_clean=0.0, p_speed=0.0)
+    cfg = AugmentConfig()
     rirs = make_rir_bank(cfg.rir_bank_size, seed=args.seed)
     log, same, checked = [], 0, 0
     with Progress() as bar:
@@ -71,10 +70,8 @@ def main() -> None:
                 stored = tokens[clip["feature_offset"]: clip["feature_offset"] + clip["tokens"]]
                 same += int(np.mean(codec.tokenize(audio).numpy() == stored) > 0.95)
                 checked += 1
-            out = augment(audio, rng, cfg, rirs)
-            degraded = np.zeros_like(audio)
-            degraded[: min(len(audio), len(out.audio))] = out.audio[: len(audio)]
-            new = codec.tokenize(degraded).numpy()
+            out = aligned_augment(audio, rng, cfg, rirs)  # the tokens must stay aligned with the clean clip's frames
+            new = codec.tokenize(out.audio).numpy()
             if len(new) != clip["tokens"]:
                 raise SystemExit(f"{clip['id']}: {len(new)} tokens from the degraded clip, {clip['tokens']} stored")
             stored = tokens[clip["feature_offset"]: clip["feature_offset"] + clip["tokens"]]

@@ -38,7 +38,7 @@ def cmd_pairs(args: argparse.Namespace) -> None:
     import torch
     from rich.progress import Progress
 
-    from unisono.data.augment import AugmentConfig, augment, make_rir_bank
+    from unisono.data.augment import AugmentConfig, aligned_augment, make_rir_bank
     from unisono.model.speech.codec import SpeechCodec
     from unisono.train.codec_data import CodecData
 
@@ -54,7 +54,7 @@ def cmd_pairs(args: argparse.Namespace) -> None:
     chosen = rng.choice(pool, size=min(len(pool), args.clips + args.held_out), replace=False).tolist()
     held, train = chosen[: args.held_out], chosen[args.held_out:]
     others = sorted(set(range(len(data))) - set(pool))  # e.g. the real speech: kept clean, as it is stored
-    cfg = AugmentConfig(p_clean=0.0, p_speed=0.0)  # length-keeping transforms only: tokens stay aligned
+    cfg = AugmentConfig()
     rirs = make_rir_bank(cfg.rir_bank_size, seed=args.seed)
 
     def clip_tokens(i: int) -> np.ndarray:
@@ -69,8 +69,7 @@ def cmd_pairs(args: argparse.Namespace) -> None:
             split = "held" if n < len(held) else "train"
             audio = data.audio_of(i)
             y = clip_tokens(i)
-            degraded = augment(audio, rng, cfg, rirs).audio[: len(audio)]
-            degraded = np.pad(degraded, (0, len(audio) - len(degraded)))
+            degraded = aligned_augment(audio, rng, cfg, rirs).audio  # the clean clip's tokens still describe it
             feats = codec.tokenizer.features([degraded])[0].numpy()
             if len(feats) != len(y):
                 raise SystemExit(f"{data.clips[i]['id']}: {len(feats)} tokens from the degraded clip, {len(y)} stored")

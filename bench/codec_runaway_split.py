@@ -27,13 +27,12 @@ from collections import defaultdict
 
 def condition_of(row: dict) -> str:
     """'engine clean' or 'engine degraded' for a synthetic manifest row, 'real' otherwise."""
-    from unisono.data.augment import DEGRADING_KINDS
+    from unisono.data.augment import is_degraded
 
     meta = row.get("meta") or {}
     if not meta.get("synthetic"):
         return "real"
-    degraded = any(a.get("kind") in DEGRADING_KINDS for a in meta.get("augment", []))
-    return f"{meta.get('engine', '?')} {'degraded' if degraded else 'clean'}"
+    return f"{meta.get('engine', '?')} {'degraded' if is_degraded(meta.get('augment', [])) else 'clean'}"
 
 
 def rates(counts: dict, ids: list[str]) -> str:

@@ -28,7 +28,7 @@ def main() -> None:
     from rich.progress import Progress
     from sklearn.cluster import MiniBatchKMeans
 
-    from unisono.data.augment import AugmentConfig, augment, make_rir_bank
+    from unisono.data.augment import AugmentConfig, aligned_augment, make_rir_bank
     from unisono.model.speech.mel import mel_for_tokens, spectral_envelope
     from unisono.model.speech.codec import SpeechCodec, default_codec_path
     from unisono.train.codec_data import CodecData
@@ -58,7 +58,7 @@ def main() -> None:
     pool = sorted(data.indices_from(args.only)) if args.only else list(range(len(data)))
     chosen = rng.choice(pool, size=min(len(pool), args.clips + args.held_out), replace=False).tolist()
     train, held = chosen[: args.clips], chosen[args.clips:]
-    cfg = AugmentConfig(p_clean=0.0, p_speed=0.0)  # length-keeping transforms only: tokens stay aligned
+    cfg = AugmentConfig()
     rirs = make_rir_bank(cfg.rir_bank_size, seed=args.seed)
     up = codec.config.token2mel.upsample
 
@@ -75,8 +75,7 @@ def main() -> None:
             audio = data.audio_of(i)
             kinds = {"train": audio} if n < len(train) else {"clean": audio}
             if n >= len(train):
-                degraded = augment(audio, rng, cfg, rirs).audio[: len(audio)]
-                kinds["degraded"] = np.pad(degraded, (0, len(audio) - len(degraded)))
+                kinds["degraded"] = aligned_augment(audio, rng, cfg, rirs).audio
             for kind, clip in kinds.items():
                 f = tokenizer.layer_features([clip], layers)[0]
                 for layer in layers:

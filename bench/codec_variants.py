@@ -165,14 +165,14 @@ def main() -> None:
         eval_set = load_set(args.set).head(args.limit)
         name, language = eval_set.name, eval_set.language
         clips_in = ((u.id, u.text, load_audio(u.audio, max_duration_s=120)) for u in eval_set.utterances)
-        by_speaker: dict = {}
-        for u in eval_set.utterances:
-            by_speaker.setdefault(u.speaker, []).append(u.id)
-        # the next clip of the speaker (cyclically); a speaker with one clip is voiced by itself
-        audio_of = {u.id: u.audio for u in eval_set.utterances}
-        other_clip = {ids[k]: audio_of[ids[(k + 1) % len(ids)]] for ids in by_speaker.values() for k in range(len(ids))}
         if args.voices:
             other_clip = voices_from(args.voices, eval_set.utterances)
+        else:  # the next clip of the speaker (cyclically); a speaker with one clip is voiced by itself
+            by_speaker: dict = {}
+            for u in eval_set.utterances:
+                by_speaker.setdefault(u.speaker, []).append(u.id)
+            audio_of = {u.id: u.audio for u in eval_set.utterances}
+            other_clip = {ids[k]: audio_of[ids[(k + 1) % len(ids)]] for ids in by_speaker.values() for k in range(len(ids))}
     score = make_scoring(default_scoring_name(name, language))
     recognizer = build_system(args.recognizer, threads=args.threads)
     codecs = {spec: load_variant(spec) for spec in args.variants}

@@ -9,8 +9,10 @@ from scipy import signal
 from unisono.data.augment import (
     AugmentConfig,
     add_noise,
+    aligned_augment,
     augment,
     colored_noise,
+    is_degraded,
     load_rir_bank,
     make_rir_bank,
     reverberate,
@@ -118,3 +120,18 @@ def test_loud_gain_is_limited_not_clipped() -> None:
     assert [s["kind"] for s in out.steps] == ["gain", "limit"]
     assert np.abs(out.audio).max() == pytest.approx(0.99, abs=1e-4)
     np.testing.assert_allclose(out.audio / np.abs(out.audio).max(), speech / np.abs(speech).max(), atol=1e-5)
+
+
+def test_aligned_augment_keeps_every_sample_in_place() -> None:
+    """The degraded copy has the clip's length and is the chain `augment` draws with no speed change and no clean
+    pass, so labels of the clean clip still describe it; the degrading steps are told apart from speed and gain."""
+    speech = (0.1 * np.sin(np.arange(16000) * 0.05)).astype(np.float32)
+    cfg, bank = AugmentConfig(), make_rir_bank(4, seed=0)
+    for seed in range(6):
+        out = aligned_augment(speech, np.random.default_rng(seed), cfg, bank)
+        same = augment(speech, np.random.default_rng(seed), AugmentConfig(p_clean=0.0, p_speed=0.0), bank)
+        assert len(out.audio) == len(speech)
+        assert not any(step["kind"] == "speed" for step in out.steps)
+        np.testing.assert_array_equal(out.audio, same.audio)
+    assert not is_degraded([{"kind": "speed", "factor": 0.9}, {"kind": "gain", "db": -3.0}])
+    assert is_degraded([{"kind": "gain", "db": -3.0}, {"kind": "noise", "noise": "pink", "snr_db": 6.0}])

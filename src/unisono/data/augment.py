@@ -16,7 +16,7 @@ at 8 kHz with mu-law companding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +194,16 @@ def augment(audio: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
         out.audio = (out.audio * (0.99 / peak)).astype(np.float32)
         out.steps.append({"kind": "limit", "db": round(20 * np.log10(0.99 / peak), 2)})
     return out
+
+
+def aligned_augment(audio: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
+                    rirs: tuple[list[np.ndarray], list[dict]] | None = None, sr: int = SAMPLE_RATE) -> Augmented:
+    """`augment` without the speed change and without the chance of staying clean: every other transform keeps the
+    length, so the result is sample for sample aligned with `audio`, and labels of the clean clip (its tokens, its
+    frames) still describe it. The chain may still draw no transform at all."""
+    return augment(audio, rng, replace(cfg, p_clean=0.0, p_speed=0.0), rirs, sr)
+
+
+def is_degraded(steps: list[dict]) -> bool:
+    """Whether a recorded chain (`Augmented.steps`, a manifest's `meta.augment`) took something from the speech."""
+    return any(step.get("kind") in DEGRADING_KINDS for step in steps)
