@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from unisono.model.speech import CodecConfig, SpeechCodec
+from unisono.model.speech.codec import soft_limit
 from unisono.model.speech.config import MelConfig, RefinerConfig, SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
 from unisono.model.speech.mel import MelSpectrogram, mel_for_tokens, spectral_envelope
 from unisono.model.speech.streaming import WindowStream
@@ -126,6 +127,20 @@ def test_window_stream_equals_offline_for_a_bounded_convolution(chunks):
         parts = [stream.push(x[..., i:i + chunks]) for i in range(0, 47, chunks)] + [stream.flush()]
         online = torch.cat([p for p in parts if p is not None], dim=-1)
     torch.testing.assert_close(online, offline)
+
+
+def test_the_output_limiter_passes_speech_levels_and_bends_overshoot_below_full_scale():
+    x = torch.linspace(-4, 4, 8001)
+    y = soft_limit(x)
+    quiet = x.abs() <= 0.8
+    assert torch.equal(y[quiet], x[quiet])
+    assert float(y.abs().max()) <= 1.0
+    assert float(y[x.abs() <= 1.2].abs().max()) < 0.995, "a modest overshoot must not be flattened at full scale"
+    assert bool((y[1:] >= y[:-1]).all()), "a limiter must not reorder levels"
+    assert torch.allclose(soft_limit(-x), -y)
+    # no step at the knee: the curve leaves the identity with slope 1
+    knee = torch.tensor([0.8, 0.8 + 1e-4])
+    assert abs(float(soft_limit(knee).diff()) - 1e-4) < 1e-6
 
 
 @pytest.mark.parametrize("chunk", [1, 5, 64])

@@ -114,7 +114,7 @@ class SpeechCodec(nn.Module):
     @torch.no_grad()
     def detokenize(self, tokens: torch.Tensor, speaker: torch.Tensor) -> np.ndarray:
         """(T,) tokens + (S,) voice -> float32 audio of 640 T samples at 16 kHz."""
-        return self.mel_to_audio(self.tokens_to_mel(tokens, speaker)).clamp(-1, 1).cpu().numpy()
+        return soft_limit(self.mel_to_audio(self.tokens_to_mel(tokens, speaker))).cpu().numpy()
 
     def resynthesize(self, audio: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
         """audio -> tokens -> audio, in the voice of `reference` (default: the clip itself)."""
@@ -229,7 +229,16 @@ class DetokenizerStream:
     def _audio(wave: torch.Tensor | None) -> np.ndarray:
         if wave is None:
             return np.zeros(0, dtype=np.float32)
-        return wave[0].clamp(-1, 1).cpu().numpy()
+        return soft_limit(wave[0]).cpu().numpy()
+
+
+def soft_limit(wave: torch.Tensor, knee: float = 0.8) -> torch.Tensor:
+    """Identity below `knee`; above it a tanh curve towards full scale. A loud voice
+    reference can push the vocoder past full scale, and a hard clip there is audible as crackle. Sample by
+    sample, so streamed audio still equals the offline audio."""
+    over = wave.abs() - knee
+    bent = torch.sign(wave) * (knee + (1 - knee) * torch.tanh(over.clamp(min=0) / (1 - knee)))
+    return torch.where(over > 0, bent, wave)
 
 
 def default_codec_path() -> Path:
