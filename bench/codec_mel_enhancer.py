@@ -34,7 +34,7 @@ TOKENS_PER_CROP = 80  # 3.2 s
 
 
 class MelEnhancer(nn.Module):
-    """(B, n_mels, T) normalised log-mel -> the same plus a correction; receptive field +-2 * (1 + sum(dilations)) frames."""
+    """(B, n_mels, T) normalised log-mel -> the same plus a correction; receptive field +-2 * (2 + sum(dilations)) frames (20)."""
 
     def __init__(self, n_mels: int = 80, hidden: int = 256, dilations: tuple[int, ...] = (1, 2, 4, 1)):
         super().__init__()
