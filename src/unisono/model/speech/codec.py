@@ -233,9 +233,9 @@ class DetokenizerStream:
 
 
 def soft_limit(wave: torch.Tensor, knee: float = 0.8) -> torch.Tensor:
-    """Identity below `knee`; above it a tanh curve towards full scale. A loud voice
-    reference can push the vocoder past full scale, and a hard clip there is audible as crackle. Sample by
-    sample, so streamed audio still equals the offline audio."""
+    """Identity below `knee`; above it a tanh curve towards full scale, leaving the identity with slope 1.
+    A loud voice reference can push the vocoder past full scale, and a hard clip there is audible as crackle.
+    Sample by sample, so streamed audio still equals the offline audio."""
     over = wave.abs() - knee
     bent = torch.sign(wave) * (knee + (1 - knee) * torch.tanh(over.clamp(min=0) / (1 - knee)))
     return torch.where(over > 0, bent, wave)
