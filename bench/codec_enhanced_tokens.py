@@ -76,7 +76,10 @@ def main() -> None:
     methods = front_ends()
 
     codec = SpeechCodec.load(args.codec or default_codec_path())
-    data = CodecData(args.data)
+    try:
+        data = CodecData(args.data)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     rng = np.random.default_rng(args.seed)
     pool = sorted(data.indices_from(args.only)) if args.only else list(range(len(data)))
     chosen = rng.choice(pool, size=min(len(pool), args.clips), replace=False).tolist()

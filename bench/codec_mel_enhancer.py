@@ -100,7 +100,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     layer, pool, spt = tok.config.layer, tok.config.pool, tok.config.samples_per_token
     centroids = tok.centroids.float()
     c_sq = 0.5 * (centroids * centroids).sum(-1)
-    data = CodecData(args.data)
+    try:
+        data = CodecData(args.data)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     _, train = held_out_and_training(data, args.only, args.held_out, np.random.default_rng(args.held_out_seed))
     crop = TOKENS_PER_CROP * spt
     rng = np.random.default_rng(args.seed)
@@ -159,7 +162,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def load_enhancer(run: str | Path) -> MelEnhancer:
-    state = torch.load(Path(run) / "enhancer.pt", map_location="cpu")
+    path = Path(run) / "enhancer.pt"
+    if not path.is_file():
+        raise SystemExit(f"no front end at {path}: train one first (python bench/codec_mel_enhancer.py train DATA {run})")
+    state = torch.load(path, map_location="cpu")
     enhancer = MelEnhancer()
     enhancer.load_state_dict(state["enhancer"])
     return enhancer.eval()
@@ -186,7 +192,10 @@ def cmd_probe(args: argparse.Namespace) -> None:
         finally:
             encoder.forward = plain_forward
 
-    data = CodecData(args.data)
+    try:
+        data = CodecData(args.data)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     rng = np.random.default_rng(args.held_out_seed)  # the draw of clips, then of their degradations
     held, _ = held_out_and_training(data, args.only, args.clips, rng)
     cfg = AugmentConfig()
