@@ -77,6 +77,40 @@ def test_resynth_writes_640_samples_per_token(codec_dir, tmp_path):
     assert bad.exit_code == 2
 
 
+def _said(output: str) -> str:
+    """A CLI error as one line: rich wraps its panel at the terminal's width."""
+    return " ".join(output.replace("│", " ").split())
+
+
+def test_detokenize_renders_what_resynth_printed_as_resynth_did(codec_dir, tmp_path):
+    from unisono.audio.io import load_audio
+
+    manifest = _clips(tmp_path / "in")
+    clip = str(manifest.parent / "wav/c1.wav")
+    runner = CliRunner()
+    re = runner.invoke(app, ["codec", "resynth", clip, str(tmp_path / "re.wav"), "--codec", str(codec_dir)])
+    assert re.exit_code == 0, re.output
+    (tmp_path / "tokens.txt").write_text(re.output)
+    args = ["--reference", clip, "--codec", str(codec_dir)]
+    de = runner.invoke(app, ["codec", "detokenize", str(tmp_path / "tokens.txt"), str(tmp_path / "de.wav"), *args])
+    assert de.exit_code == 0, de.output
+    np.testing.assert_array_equal(load_audio(tmp_path / "de.wav"), load_audio(tmp_path / "re.wav"))
+    piped = runner.invoke(app, ["codec", "detokenize", "-", str(tmp_path / "pipe.wav"), *args], input=",".join(re.output.split()))
+    assert piped.exit_code == 0, piped.output
+    np.testing.assert_array_equal(load_audio(tmp_path / "pipe.wav"), load_audio(tmp_path / "re.wav"))
+
+    for text, says in (("3 x 4", "'x' is not a token"), ("", "holds no tokens"), ("3 32", "0..31")):
+        (tmp_path / "bad.txt").write_text(text)
+        bad = runner.invoke(app, ["codec", "detokenize", str(tmp_path / "bad.txt"), str(tmp_path / "bad.wav"), *args])
+        assert bad.exit_code == 2 and says in _said(bad.output), bad.output
+    missing = runner.invoke(app, ["codec", "detokenize", str(tmp_path / "none.txt"), str(tmp_path / "bad.wav"), *args])
+    assert missing.exit_code == 2 and "cannot read" in _said(missing.output)
+    corrupt_voice = runner.invoke(app, ["codec", "detokenize", str(tmp_path / "tokens.txt"), str(tmp_path / "bad.wav"),
+                                        "--reference", str(manifest.parent / "wav/bad.wav"), "--codec", str(codec_dir)])
+    assert corrupt_voice.exit_code == 2
+    assert not (tmp_path / "bad.wav").exists()
+
+
 def test_fit_tokenizer_can_reuse_a_trained_codebook(tmp_path):
     from safetensors.torch import save_file
 

@@ -442,6 +442,45 @@ def resynth(
 
 
 @app.command()
+def detokenize(
+    tokens: str = typer.Argument(..., help="Speech tokens, whitespace- or comma-separated integers: a file, or - for "
+                                           "standard input (what `unisono codec resynth` prints)."),
+    out: Path = typer.Argument(..., help="Output WAV (16 kHz)."),
+    reference: Path = typer.Option(..., help="Voice reference clip: the speech is rendered in its voice."),
+    codec: Optional[Path] = typer.Option(None, help="Codec folder (default: the shipped one)."),
+) -> None:
+    """Speech tokens -> audio in the voice of a reference clip (640 samples per token)."""
+    import sys
+
+    import torch
+
+    from unisono.audio.io import AudioError, load_audio, save_audio
+    from unisono.model.speech.codec import SpeechCodec, default_codec_path
+
+    try:
+        text = sys.stdin.read() if tokens == "-" else Path(tokens).read_text()
+    except OSError as e:
+        raise typer.BadParameter(f"cannot read {tokens}: {e.strerror}", param_hint="TOKENS") from None
+    fields = text.replace(",", " ").split()
+    bad = next((f for f in fields if not f.lstrip("-").isdigit()), None)
+    if bad is not None:
+        raise typer.BadParameter(f"{bad[:40]!r} is not a token (tokens are integers)", param_hint="TOKENS")
+    if not fields:
+        raise typer.BadParameter(f"{tokens} holds no tokens", param_hint="TOKENS")
+    try:
+        ref = load_audio(reference, max_duration_s=600)
+    except (AudioError, OSError) as e:
+        raise typer.BadParameter(str(e), param_hint="--reference") from None
+    c = SpeechCodec.load(codec or default_codec_path())
+    try:
+        wave = c.detokenize(torch.tensor([int(f) for f in fields]), c.speaker_embedding(ref))
+    except ValueError as e:  # tokens outside the codebook, a reference too short to hear a voice in
+        raise typer.BadParameter(str(e)) from None
+    save_audio(out, wave, 16000)
+    typer.echo(f"{len(fields)} tokens -> {len(wave) / 16000:.2f} s in {out}", err=True)
+
+
+@app.command()
 def tokenize(
     manifest: Path = typer.Argument(..., help="Input manifest.jsonl (audio paths relative to its folder)."),
     out: Path = typer.Argument(..., help="Output manifest: the same rows with meta.speech_tokens (a rerun resumes)."),
