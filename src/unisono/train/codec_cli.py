@@ -441,43 +441,82 @@ def resynth(
     typer.echo(" ".join(str(t) for t in tokens.tolist()))
 
 
+def _parse_tokens(text: str, source: str) -> list[int]:
+    fields = text.replace(",", " ").split()
+    bad = next((f for f in fields if not f.lstrip("-").isdigit()), None)
+    if bad is not None:
+        raise typer.BadParameter(f"{bad[:40]!r} in {source} is not a token (tokens are integers)", param_hint="TOKENS")
+    return [int(f) for f in fields]
+
+
 @app.command()
 def detokenize(
     tokens: str = typer.Argument(..., help="Speech tokens, whitespace- or comma-separated integers: a file, or - for "
                                            "standard input (what `unisono codec resynth` prints)."),
-    out: Path = typer.Argument(..., help="Output WAV (16 kHz)."),
+    out: str = typer.Argument(..., help="Output WAV (16 kHz), or - for raw 16-bit little-endian PCM (16 kHz, mono) on "
+                                        "standard output, written as the audio is ready: with TOKENS - each line of "
+                                        "tokens is rendered as it arrives (e.g. `... | aplay -r 16000 -f S16_LE`)."),
     reference: Path = typer.Option(..., help="Voice reference clip: the speech is rendered in its voice."),
     codec: Optional[Path] = typer.Option(None, help="Codec folder (default: the shipped one)."),
 ) -> None:
-    """Speech tokens -> audio in the voice of a reference clip (640 samples per token)."""
+    """Speech tokens -> audio in the voice of a reference clip (640 samples per token); streamed with OUT -."""
+    import io
     import sys
 
+    import soundfile as sf
     import torch
 
     from unisono.audio.io import AudioError, load_audio, save_audio
     from unisono.model.speech.codec import SpeechCodec, default_codec_path
 
     try:
-        text = sys.stdin.read() if tokens == "-" else Path(tokens).read_text()
-    except OSError as e:
-        raise typer.BadParameter(f"cannot read {tokens}: {e.strerror}", param_hint="TOKENS") from None
-    fields = text.replace(",", " ").split()
-    bad = next((f for f in fields if not f.lstrip("-").isdigit()), None)
-    if bad is not None:
-        raise typer.BadParameter(f"{bad[:40]!r} is not a token (tokens are integers)", param_hint="TOKENS")
-    if not fields:
-        raise typer.BadParameter(f"{tokens} holds no tokens", param_hint="TOKENS")
-    try:
         ref = load_audio(reference, max_duration_s=600)
     except (AudioError, OSError) as e:
         raise typer.BadParameter(str(e), param_hint="--reference") from None
+    try:
+        lines = sys.stdin if tokens == "-" else [Path(tokens).read_text()]
+    except OSError as e:
+        raise typer.BadParameter(f"cannot read {tokens}: {e.strerror}", param_hint="TOKENS") from None
+    source = "standard input" if tokens == "-" else tokens
     c = SpeechCodec.load(codec or default_codec_path())
     try:
-        wave = c.detokenize(torch.tensor([int(f) for f in fields]), c.speaker_embedding(ref))
-    except ValueError as e:  # tokens outside the codebook, a reference too short to hear a voice in
-        raise typer.BadParameter(str(e)) from None
-    save_audio(out, wave, 16000)
-    typer.echo(f"{len(fields)} tokens -> {len(wave) / 16000:.2f} s in {out}", err=True)
+        voice = c.speaker_embedding(ref)
+    except ValueError as e:  # a reference too short to hear a voice in
+        raise typer.BadParameter(str(e), param_hint="--reference") from None
+
+    if out != "-":
+        ids = [t for line in lines for t in _parse_tokens(line, source)]
+        if not ids:
+            raise typer.BadParameter(f"{source} holds no tokens", param_hint="TOKENS")
+        try:
+            wave = c.detokenize(torch.tensor(ids), voice)
+        except ValueError as e:  # tokens outside the codebook
+            raise typer.BadParameter(str(e), param_hint="TOKENS") from None
+        save_audio(out, wave, 16000)
+        typer.echo(f"{len(ids)} tokens -> {len(wave) / 16000:.2f} s in {out}", err=True)
+        return
+
+    sink = sys.stdout.buffer
+
+    def play(chunk) -> None:
+        if chunk.size:  # the same conversion to 16-bit as a WAV written by save_audio
+            buf = io.BytesIO()
+            sf.write(buf, chunk, 16000, format="RAW", subtype="PCM_16")
+            sink.write(buf.getvalue())
+            sink.flush()
+
+    stream, count = c.detokenizer_stream(voice), 0
+    for line in lines:
+        ids = _parse_tokens(line, source)
+        try:
+            play(stream.push(torch.tensor(ids, dtype=torch.long)))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="TOKENS") from None
+        count += len(ids)
+    if not count:
+        raise typer.BadParameter(f"{source} holds no tokens", param_hint="TOKENS")
+    play(stream.flush())
+    typer.echo(f"{count} tokens -> {count * 640 / 16000:.2f} s streamed", err=True)
 
 
 @app.command()
