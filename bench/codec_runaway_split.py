@@ -7,7 +7,8 @@ codec's resynthesis made the recogniser run away (insert more words than the ref
 
 With --by-condition each set is also split by the synthetic clips' engine and by whether the clip
 was degraded (noise, reverberation, telephone band, limiting; louder or faster counts as clean),
-read from the set's manifest: where the resynthesis loses its words. With --check the reports' check
+read from the set's manifest: where the resynthesis loses its words; then the clean and the degraded clips
+as two halves, with each codec's gap had one half lost nothing. With --check the reports' check
 recogniser (`unisono eval codec --check-recognizer NAME`) is scored instead of the main one, its own
 runaway clips set aside.
 
@@ -83,9 +84,32 @@ def main() -> None:
                 groups[condition_of(rows.get(k, {}))].append(k)
             for group, members in sorted(groups.items()):
                 print(f"    {group}: {len(members)} clips; {rates(counts, members)}")
+            print_halves(counts, ids, {k for k in ids if condition_of(rows.get(k, {})).endswith("degraded")})
         if args.intervals:
             print_intervals(counts, [k for k in counts[next(iter(counts))] if all(k in c for c in counts.values())], "")
             print_intervals(counts, ids, " where none loops")
+
+
+def print_halves(counts: dict, ids: list[str], degraded: set[str]) -> None:
+    """The clean and the degraded clips as two halves, each with its share of the reference words, and each codec's
+    gap had one half lost nothing (its resynthesis scored as its original): which half the gap lives in."""
+    from unisono.eval.metrics import total
+
+    if not degraded or degraded >= set(ids):
+        return  # one half only (a real or an all-clean set): nothing to split
+    first = next(iter(counts.values()))
+    words = total([first[k][0] for k in ids]).reference_length
+    for half, members in (("clean", [k for k in ids if k not in degraded]), ("degraded", [k for k in ids if k in degraded])):
+        if members:
+            share = total([first[k][0] for k in members]).reference_length / max(words, 1)
+            print(f"    all {half}: {len(members)} clips, {100 * share:.0f}% of the words; {rates(counts, members)}")
+    original = total([first[k][0] for k in ids]).rate
+    for name, c in counts.items():
+        gap = total([c[k][1] for k in ids]).rate - original
+        if_clean = total([c[k][0] if k not in degraded else c[k][1] for k in ids]).rate - original
+        if_degraded = total([c[k][0] if k in degraded else c[k][1] for k in ids]).rate - original
+        print(f"    {name}: gap {100 * gap:+.1f}; with the clean clips lossless {100 * if_clean:+.1f}, "
+              f"with the degraded clips lossless {100 * if_degraded:+.1f}")
 
 
 def print_intervals(counts: dict, ids: list[str], where: str) -> None:
