@@ -70,6 +70,14 @@ def test_save_round_trip(tmp_path, speech):
     assert np.abs(load_audio(tmp_path / "x.flac") - speech).max() < 1e-4
 
 
+def test_save_makes_missing_folders_and_names_a_path_it_cannot_write(tmp_path, speech):
+    save_audio(tmp_path / "a/b/x.wav", speech)
+    assert len(load_audio(tmp_path / "a/b/x.wav")) == len(speech)
+    (tmp_path / "taken.wav").mkdir()
+    with pytest.raises(OSError, match="cannot write .*taken.wav"):
+        save_audio(tmp_path / "taken.wav", speech)
+
+
 def test_empty_file(tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     with pytest.raises(EmptyAudioError, match="empty"):

@@ -136,10 +136,17 @@ def prepare(
 
 
 def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """Write float audio; the format follows the suffix (.wav 16-bit PCM, .flac, .ogg)."""
+    """Write float audio; the format follows the suffix (.wav 16-bit PCM, .flac, .ogg). Missing folders are made.
+    A path that cannot be written raises OSError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise OSError(f"cannot write {path}: it is a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
     subtype = "PCM_16" if path.suffix.lower() in (".wav", ".flac") else None
-    sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype=subtype)
+    try:
+        sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype=subtype)
+    except sf.LibsndfileError as e:  # a folder in its place, no permission, a full disk, an unknown suffix
+        raise OSError(f"cannot write {path}: {e.error_string}") from None
 
 
 __all__ = [

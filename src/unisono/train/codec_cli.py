@@ -437,7 +437,10 @@ def resynth(
     c = SpeechCodec.load(codec or default_codec_path())
     tokens = c.tokenize(wave)
     voice = c.speaker_embedding(wave if ref is None else ref)
-    save_audio(out, c.detokenize(tokens, voice), 16000)
+    try:
+        save_audio(out, c.detokenize(tokens, voice), 16000)
+    except OSError as e:
+        raise typer.BadParameter(str(e), param_hint="OUT") from None
     typer.echo(" ".join(str(t) for t in tokens.tolist()))
 
 
@@ -492,7 +495,10 @@ def detokenize(
             wave = c.detokenize(torch.tensor(ids), voice)
         except ValueError as e:  # tokens outside the codebook
             raise typer.BadParameter(str(e), param_hint="TOKENS") from None
-        save_audio(out, wave, 16000)
+        try:
+            save_audio(out, wave, 16000)
+        except OSError as e:
+            raise typer.BadParameter(str(e), param_hint="OUT") from None
         typer.echo(f"{len(ids)} tokens -> {len(wave) / 16000:.2f} s in {out}", err=True)
         return
 
