@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from typing import Callable
 
 import numpy as np
 
@@ -54,11 +55,49 @@ def front_ends() -> dict:
     }
 
 
-def main() -> None:
-    import torch
+def shares_of_clean_tokens(data, clips: list[int], rng: np.random.Generator, cfg, rirs,
+                           tokenizers: dict[str, Callable[[np.ndarray], np.ndarray]]) -> tuple[dict, list[str]]:
+    """Each clip clean and degraded (`aligned_augment`, drawing from `rng`), tokenized by each of `tokenizers`; the
+    first of them gives the clean clip's reference tokens. Returns {group: {tokenizer: per-clip shares of the
+    reference tokens}} for the groups clean, degraded, "with KIND" and "only KIND", and the groups in table order."""
     from rich.progress import Progress
 
-    from unisono.data.augment import DEGRADING_KINDS, AugmentConfig, aligned_augment, make_rir_bank
+    from unisono.data.augment import DEGRADING_KINDS, aligned_augment
+
+    reference = next(iter(tokenizers))
+    shares: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    with Progress() as bar:
+        task = bar.add_task("tokenizing", total=len(clips))
+        for i in clips:
+            clean = data.audio_of(i)
+            degraded = aligned_augment(clean, rng, cfg, rirs)
+            kinds = sorted({s["kind"] for s in degraded.steps} & DEGRADING_KINDS)
+            target = tokenizers[reference](clean)
+            groups = ["degraded", *(f"with {k}" for k in kinds), *(["only " + kinds[0]] if len(kinds) == 1 else [])] \
+                if kinds else []  # a chain that drew no degrading transform is a clean clip with a gain
+            for name, tokenize in tokenizers.items():
+                shares["clean"][name].append(1.0 if name == reference else float(np.mean(tokenize(clean) == target)))
+                if groups:
+                    share = float(np.mean(tokenize(degraded.audio) == target))
+                    for g in groups:
+                        shares[g][name].append(share)
+            bar.advance(task)
+    order = ["clean", "degraded", *sorted(g for g in shares if g.startswith("with")),
+             *sorted(g for g in shares if g.startswith("only"))]
+    return shares, order
+
+
+def print_shares(shares: dict, order: list[str]) -> None:
+    names = list(shares["clean"])
+    print("| clips | n | " + " | ".join(names) + " |")
+    print("|---|---:|" + "---:|" * len(names))
+    for g in order:
+        print(f"| {g} | {len(shares[g][names[0]])} | " + " | ".join(f"{100 * np.mean(shares[g][m]):.1f}%" for m in names) + " |")
+
+
+def main() -> None:
+    import torch
+    from unisono.data.augment import AugmentConfig, make_rir_bank
     from unisono.model.speech.codec import SpeechCodec, default_codec_path
     from unisono.train.codec_data import CodecData
 
@@ -86,31 +125,10 @@ def main() -> None:
     cfg = AugmentConfig()
     rirs = make_rir_bank(cfg.rir_bank_size, seed=args.room_seed)
 
-    # group -> front end -> per-clip share of tokens that are the clean clip's
-    shares: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    with Progress() as bar:
-        task = bar.add_task("tokenizing", total=len(chosen))
-        for i in chosen:
-            clean = data.audio_of(i)
-            degraded = aligned_augment(clean, rng, cfg, rirs)
-            kinds = sorted({s["kind"] for s in degraded.steps} & DEGRADING_KINDS)
-            target = codec.tokenize(clean).numpy()
-            groups = ["degraded", *(f"with {k}" for k in kinds), *(["only " + kinds[0]] if len(kinds) == 1 else [])] \
-                if kinds else []  # a chain that drew no degrading transform is a clean clip with a gain
-            for name, enhance in methods.items():
-                shares["clean"][name].append(float(np.mean(codec.tokenize(enhance(clean)).numpy() == target)))
-                if groups:
-                    got = codec.tokenize(enhance(degraded.audio)).numpy()
-                    share = float(np.mean(got == target))
-                    for g in groups:
-                        shares[g][name].append(share)
-            bar.advance(task)
-
-    order = ["clean", "degraded", *sorted(g for g in shares if g.startswith("with")), *sorted(g for g in shares if g.startswith("only"))]
-    print("| clips | n | " + " | ".join(methods) + " |")
-    print("|---|---:|" + "---:|" * len(methods))
-    for g in order:
-        print(f"| {g} | {len(shares[g]['none'])} | " + " | ".join(f"{100 * np.mean(shares[g][m]):.1f}%" for m in methods) + " |")
+    tokenizers = {name: (lambda audio, enhance=enhance: codec.tokenize(enhance(audio)).numpy())
+                  for name, enhance in methods.items()}
+    shares, order = shares_of_clean_tokens(data, chosen, rng, cfg, rirs, tokenizers)
+    print_shares(shares, order)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"data": args.data, "only": args.only, "clips": len(chosen), "seed": args.seed,

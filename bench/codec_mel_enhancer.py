@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -172,9 +171,9 @@ def load_enhancer(run: str | Path) -> MelEnhancer:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from rich.progress import Progress
+    from codec_enhanced_tokens import print_shares, shares_of_clean_tokens  # beside this script
 
-    from unisono.data.augment import DEGRADING_KINDS, AugmentConfig, aligned_augment, make_rir_bank
+    from unisono.data.augment import AugmentConfig, make_rir_bank
     from unisono.train.codec_data import CodecData
 
     torch.set_num_threads(args.threads)
@@ -200,27 +199,9 @@ def cmd_probe(args: argparse.Namespace) -> None:
     held, _ = held_out_and_training(data, args.only, args.clips, rng)
     cfg = AugmentConfig()
     rirs = make_rir_bank(cfg.rir_bank_size, seed=args.room_seed)
-    shares: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    with Progress() as bar:
-        task = bar.add_task("probing", total=len(held))
-        for i in held:
-            clean = data.audio_of(i)
-            degraded = aligned_augment(clean, rng, cfg, rirs)
-            kinds = sorted({s["kind"] for s in degraded.steps} & DEGRADING_KINDS)
-            target = tokens(clean, enhanced=False)
-            groups = ["degraded", *(f"with {k}" for k in kinds)] if kinds else []
-            for name, enhanced in (("shipped", False), ("front end", True)):
-                shares["clean"][name].append(float(np.mean(tokens(clean, enhanced) == target)))
-                if groups:
-                    share = float(np.mean(tokens(degraded.audio, enhanced) == target))
-                    for g in groups:
-                        shares[g][name].append(share)
-            bar.advance(task)
-    order = ["clean", "degraded", *sorted(g for g in shares if g.startswith("with"))]
-    print("| clips | n | shipped | front end |\n|---|---:|---:|---:|")
-    for g in order:
-        print(f"| {g} | {len(shares[g]['shipped'])} | " + " | ".join(
-            f"{100 * np.mean(shares[g][m]):.1f}%" for m in ("shipped", "front end")) + " |")
+    shares, order = shares_of_clean_tokens(data, held, rng, cfg, rirs, {
+        "shipped": lambda audio: tokens(audio, enhanced=False), "front end": lambda audio: tokens(audio, enhanced=True)})
+    print_shares(shares, order)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"run": args.run, "clips": len(held), "room_seed": args.room_seed,
@@ -231,11 +212,14 @@ def cmd_probe(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train")
-    t.add_argument("data")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("data", help="a folder written by `unisono codec prepare`")
+    common.add_argument("--only", help="draw the clips from this source manifest (e.g. the synthetic ones)")
+    common.add_argument("--codec", help="a codec folder (default: the shipped one)")
+    common.add_argument("--held-out-seed", type=int, default=11, help="the probe's draw of clips (and of their degradations)")
+    common.add_argument("--threads", type=int, default=2)
+    t = sub.add_parser("train", parents=[common])
     t.add_argument("out")
-    t.add_argument("--only")
-    t.add_argument("--codec")
     t.add_argument("--steps", type=int, default=1500)
     t.add_argument("--batch", type=int, default=16)
     t.add_argument("--lr", type=float, default=1e-3)
@@ -243,20 +227,13 @@ def main() -> None:
     t.add_argument("--token-weight", type=float, default=1.0)
     t.add_argument("--temperature", type=float, default=1.0, help="divides the nearest-centroid scores in the token loss")
     t.add_argument("--held-out", type=int, default=200, help="the probe's clips, kept out of training")
-    t.add_argument("--held-out-seed", type=int, default=11)
     t.add_argument("--room-seed", type=int, default=7, help="the room bank of training (the probe uses another)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--save-every", type=int, default=100)
-    t.add_argument("--threads", type=int, default=2)
-    p = sub.add_parser("probe")
-    p.add_argument("data")
+    p = sub.add_parser("probe", parents=[common])
     p.add_argument("run")
-    p.add_argument("--only")
-    p.add_argument("--codec")
     p.add_argument("--clips", type=int, default=200)
-    p.add_argument("--held-out-seed", type=int, default=11)
     p.add_argument("--room-seed", type=int, default=101)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out")
     args = ap.parse_args()
     {"train": cmd_train, "probe": cmd_probe}[args.cmd](args)
