@@ -145,7 +145,7 @@ def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RA
     subtype = "PCM_16" if path.suffix.lower() in (".wav", ".flac") else None
     try:
         sf.write(str(path), np.clip(audio, -1.0, 1.0), sample_rate, subtype=subtype)
-    except sf.LibsndfileError as e:  # a folder in its place, no permission, a full disk, an unknown suffix
+    except sf.LibsndfileError as e:  # no permission, a full disk
         raise OSError(f"cannot write {path}: {e.error_string}") from None
 
 
