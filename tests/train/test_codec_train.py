@@ -715,8 +715,25 @@ def test_options_of_a_loss_that_is_off_are_refused():
     with pytest.raises(ValueError, match="cycle_weight"):
         TrainConfig(cycle_layers=(3,))
     TrainConfig(voice_weight=1.0, transcript_weight=1.0, cycle_layers=(3,), cycle_weight=1.0)
-    with pytest.raises(ValueError, match="CPU only"):
-        TrainConfig(transcript_weight=1.0, device="cuda")
+    TrainConfig(transcript_weight=1.0, device="cuda")  # every loss runs where the models train
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_transcript_loss_on_a_gpu_gives_the_cpu_figure_and_gradient(whisper_encoder):
+    from tests.conftest import EXAMPLE_TEXT, EXAMPLE_WAV
+    from unisono.audio.io import load_audio
+    from unisono.train.codec_train import TranscriptLoss
+
+    audio = torch.from_numpy(load_audio(EXAMPLE_WAV, 16000))
+    figures, grads = [], []
+    for device in ("cpu", "cuda"):
+        wave = audio.clone().to(device).requires_grad_(True)
+        loss = TranscriptLoss("bundled:whisper-tiny.en", whisper_encoder, device=device)([wave], [EXAMPLE_TEXT], ["en"])
+        loss.backward()
+        figures.append(float(loss.detach()))
+        grads.append(wave.grad.cpu())
+    assert figures[1] == pytest.approx(figures[0], rel=5e-3)  # cuDNN may convolve in TF32
+    assert float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)) > 0.99
 
 
 def test_the_adversarial_term_trains_a_discriminator_beside_the_model_and_resumes_exactly(prepared, tmp_path):

@@ -301,8 +301,6 @@ def train(
         raise typer.BadParameter(f"{device}: this torch sees no CUDA device", param_hint="--device")
     if kind not in ("cpu", "cuda"):
         raise typer.BadParameter(f"{device}: choose cpu, cuda or cuda:N", param_hint="--device")
-    if transcript_weight and kind != "cpu":
-        raise typer.BadParameter("the transcript loss runs on the CPU only", param_hint="--device")
     config = _codec_config(run)
     pairs = []
     for item in oversample:

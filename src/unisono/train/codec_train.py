@@ -230,8 +230,6 @@ class TrainConfig:
             raise ValueError("voice_weight is taken on the transcript loss's clips: set transcript_weight too")
         if self.cycle_layers and not self.cycle_weight:
             raise ValueError("cycle_layers are the re-encoding loss's layers: set cycle_weight too")
-        if self.transcript_weight and torch.device(self.device).type != "cpu":
-            raise ValueError("the transcript loss runs on the CPU only")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -549,7 +547,7 @@ class TranscriptLoss:
     this same model, so a codec trained with this loss has to be judged by an independent one as well
     (PocketSphinx)."""
 
-    def __init__(self, source: str, encoder: torch.nn.Module, window: bool = False):
+    def __init__(self, source: str, encoder: torch.nn.Module, window: bool = False, device: torch.device | str = "cpu"):
         from tokenizers import Tokenizer
         from transformers import WhisperForConditionalGeneration
 
@@ -563,12 +561,13 @@ class TranscriptLoss:
         if missing or unexpected:
             raise ValueError(f"{source}: not a Whisper checkpoint the transcript loss can read: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]} ({len(missing)} missing, {len(unexpected)} unexpected)")
-        self.decoder, self.proj_out = whisper.model.decoder.eval(), whisper.proj_out
+        self.device = torch.device(device)
+        self.decoder, self.proj_out = whisper.model.decoder.eval().to(self.device), whisper.proj_out.to(self.device)
         for module in (self.decoder, self.proj_out):
             module.requires_grad_(False)
         encoder = copy.deepcopy(encoder)  # as in Reencoder: gradients must reach the input
         encoder.config.variable_length, encoder.config.frozen = not window, False
-        self.encoder = encoder.requires_grad_(False).eval()
+        self.encoder = encoder.requires_grad_(False).eval().to(self.device)
         self.window = window
         path, _ = resolve_whisper_source(source)
         tokenizer_file = (path if path.is_dir() else path.parent) / "tokenizer.json"
@@ -603,7 +602,7 @@ class TranscriptLoss:
         from unisono.audio.features import WHISPER_WINDOW_SAMPLES, batch_log_mel
 
         # in a window the waveform itself is zero-padded to 30 s first, as Whisper's feature extractor does
-        mel, mel_lengths = batch_log_mel(waves, n_mels=self.encoder.config.n_mels,
+        mel, mel_lengths = batch_log_mel(waves, n_mels=self.encoder.config.n_mels, device=self.device,
                                          pad_to_samples=WHISPER_WINDOW_SAMPLES if self.window else None)
         frames, frame_lengths = self.encoder(mel, mel_lengths)
         # one clip at a time: Whisper's decoder takes no mask over the frames, so only a window's own padding
@@ -615,7 +614,7 @@ class TranscriptLoss:
         """The decoder fed each text against its (1, T, D) encoder frames: mean cross-entropy per predicted token."""
         total, count = frames[0].new_zeros(()), 0
         for x, text, language in zip(frames, texts, languages):
-            seq = torch.tensor(self.token_ids(text, language))
+            seq = torch.tensor(self.token_ids(text, language), device=x.device)
             n_text = len(seq) - len(self.prompt(language))  # the text and the end token are predicted
             hidden = self.decoder(input_ids=seq[None, :-1], encoder_hidden_states=x).last_hidden_state
             total = total + F.cross_entropy(self.proj_out(hidden[0, -n_text:]), seq[-n_text:], reduction="sum")
@@ -710,7 +709,7 @@ class Token2MelJob(_Job):
         source = self.codec_config.tokenizer.encoder_source
         if encoder is None:
             encoder = self.reencoder.encoder if self.reencoder is not None else AudioEncoder.from_source(source)
-        self.transcript = TranscriptLoss(source, encoder, window=self.cfg.transcript_window)
+        self.transcript = TranscriptLoss(source, encoder, window=self.cfg.transcript_window, device=self.device)
         longest = self.cfg.transcript_tokens or self.cfg.max_tokens
         chosen = set().union(*(self.data.indices_from(m) for m in self.cfg.transcript_sources)) \
             if self.cfg.transcript_sources else range(len(self.data.clips))
