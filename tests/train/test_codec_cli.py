@@ -154,6 +154,16 @@ def test_fit_tokenizer_can_reuse_a_trained_codebook(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "run/tokens.npy"), assign_tokens(data.features, centroids))
     config = json.loads((tmp_path / "run/codec.json").read_text())
     assert config["tokenizer"]["layer"] == 3 and config["tokenizer"]["codebook_size"] == 64
+    # weighing sources is for a codebook being fitted; a manifest must hold some of the clips
+    mixed = runner.invoke(app, ["codec", "fit-tokenizer", str(tmp_path / "data"), str(tmp_path / "run2"),
+                                "--codebook-of", str(tmp_path / "trained"), "--oversample", f"{manifest}=3"])
+    assert mixed.exit_code == 2 and "not with --codebook-of" in _said(mixed.output) and not (tmp_path / "run2").exists()
+    other = _clips(tmp_path / "other")
+    (tmp_path / "other/manifest.jsonl").write_text(
+        "".join(line.replace('"id": "', '"id": "x-') for line in open(other)))  # the same clips under ids not stored
+    foreign = runner.invoke(app, ["codec", "fit-tokenizer", str(tmp_path / "data"), str(tmp_path / "run3"), "--codebook", "8",
+                                  "--oversample", f"{tmp_path / 'other/manifest.jsonl'}=3"])
+    assert foreign.exit_code == 2 and "no clip" in _said(foreign.output)
 
 
 def test_training_or_exporting_a_wrong_folder_fails_without_writing_there(tmp_path):

@@ -173,6 +173,28 @@ def test_fit_tokenizer_assigns_every_frame_its_nearest_centroid(prepared, tmp_pa
     np.testing.assert_array_equal(assign_tokens(data.features, centroids, block=7), tokens)
 
 
+def test_clip_weights_give_a_heavier_clip_more_of_the_codebook(prepared, tmp_path):
+    data = CodecData(prepared / "data", layer=2)
+    quiet = lambda s: None  # noqa: E731
+    plain = fit_tokenizer(data, tmp_path / "plain", codebook_size=8, log=quiet)
+    ones = fit_tokenizer(data, tmp_path / "ones", codebook_size=8, log=quiet, clip_weights=np.ones(len(data)))
+    assert torch.equal(plain, ones)  # weights of one are no weights
+    # features with a clear answer: the first clip's frames in 8 tight clusters of their own, the rest in 8 others
+    rng = np.random.default_rng(0)
+    n_first = data.clips[0]["tokens"]
+    centres = rng.normal(0, 10, (16, D)).astype(np.float32)
+    which = np.concatenate([rng.integers(0, 8, n_first), rng.integers(8, 16, data.total_tokens - n_first)])
+    data.features = centres[which] + rng.normal(0, 0.1, (data.total_tokens, D)).astype(np.float32)
+    first, rest = torch.from_numpy(data.features[:n_first]), torch.from_numpy(data.features[n_first:])
+    error = lambda f, c: float(torch.cdist(f, c).min(-1).values.pow(2).mean())  # noqa: E731
+    even = fit_tokenizer(data, tmp_path / "even", codebook_size=8, log=quiet)
+    heavy = np.ones(len(data))
+    heavy[0] = 1000.0
+    weighted = fit_tokenizer(data, tmp_path / "heavy", codebook_size=8, log=quiet, clip_weights=heavy)
+    assert error(first, weighted) < 0.1 * error(first, even)  # the heavy clip takes the codebook
+    assert error(rest, weighted) > 10 * error(rest, even)  # from the others
+
+
 def test_a_reused_codebook_keeps_its_token_ids_on_new_data(prepared, tmp_path):
     data = CodecData(prepared / "data", layer=2)
     centroids = fit_tokenizer(data, tmp_path / "a", codebook_size=8, log=lambda s: None)

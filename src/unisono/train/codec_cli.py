@@ -119,6 +119,10 @@ def fit_tokenizer(
     codebook_of: Optional[Path] = typer.Option(
         None, help="Reuse the codebook of this run (its tokenizer.safetensors) or of an exported codec folder (e.g. the "
                    "shipped model's speech/, whose settings the run then takes) instead of fitting one: new data, same token ids."),
+    oversample: list[str] = typer.Option(
+        [], metavar="MANIFEST=WEIGHT",
+        help="Weigh the frames of this source manifest's clips WEIGHT times the others' in k-means; repeatable. E.g. the "
+             "real speech among synthetic, so that its share of the codebook follows its share of training draws."),
     threads: int = typer.Option(2, help="CPU threads."),
 ) -> None:
     """Fit the k-means codebook and tokenize every prepared clip."""
@@ -128,11 +132,19 @@ def fit_tokenizer(
     from unisono.train.codec_train import check_codebook_fits, fit_tokenizer as fit, read_codebook, tokenize_data
 
     torch.set_num_threads(threads)
+    pairs = _oversample_pairs(oversample)
     if codebook_of is None:
         prepared = CodecData(data, layer=layer)
+        try:
+            weights = prepared.draw_weights(pairs) if pairs else None
+        except ValueError as e:  # a manifest with none of the clips
+            raise typer.BadParameter(str(e), param_hint="--oversample") from None
         config = _codec_config(run, layer, codebook, prepared.frame_difference)  # tokens pool as the stored features do
-        fit(prepared, run, config.tokenizer.codebook_size, max_frames=frames, inits=inits, iterations=iterations)
+        fit(prepared, run, config.tokenizer.codebook_size, max_frames=frames, inits=inits, iterations=iterations,
+            clip_weights=weights)
         return
+    if pairs:
+        raise typer.BadParameter("it weighs the frames of a codebook being fitted: not with --codebook-of", param_hint="--oversample")
     try:
         book = read_codebook(codebook_of)
     except FileNotFoundError as e:
@@ -147,6 +159,20 @@ def fit_tokenizer(
         (run / "codec.json").write_text(json.dumps(book.settings.to_dict(), indent=2))
     _codec_config(run, book.layer, len(book.centroids), prepared.frame_difference)
     tokenize_data(prepared, run, book.centroids, bias=book.bias)
+
+
+def _oversample_pairs(items: list[str]) -> list[tuple[str, float]]:
+    """--oversample MANIFEST=WEIGHT options -> (manifest, weight) pairs."""
+    pairs = []
+    for item in items:
+        manifest, _, weight = item.rpartition("=")
+        try:
+            pairs.append((manifest, float(weight)))
+        except ValueError:
+            manifest = ""
+        if not manifest or not Path(manifest).is_file():
+            raise typer.BadParameter(f"{item!r}: expected MANIFEST=WEIGHT with an existing manifest", param_hint="--oversample")
+    return pairs
 
 
 @app.command("train-tokenizer")
@@ -302,15 +328,7 @@ def train(
     if kind not in ("cpu", "cuda"):
         raise typer.BadParameter(f"{device}: choose cpu, cuda or cuda:N", param_hint="--device")
     config = _codec_config(run)
-    pairs = []
-    for item in oversample:
-        manifest, _, weight = item.rpartition("=")
-        try:
-            pairs.append((manifest, float(weight)))
-        except ValueError:
-            manifest = ""
-        if not manifest or not Path(manifest).is_file():
-            raise typer.BadParameter(f"{item!r}: expected MANIFEST=WEIGHT with an existing manifest", param_hint="--oversample")
+    pairs = _oversample_pairs(oversample)
     if cycle_weight and part not in ("token2mel", "vocoder-gta"):
         raise typer.BadParameter("the re-encoding loss trains the token-to-mel model or the vocoder-gta fine-tune only",
                                  param_hint="--cycle-weight")

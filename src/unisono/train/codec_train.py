@@ -65,8 +65,10 @@ TOKENS_FILE = "tokens.npy"
 # ---- 1. tokenizer -------------------------------------------------------------------------------
 
 def fit_tokenizer(data: CodecData, run: Path, codebook_size: int, max_frames: int = 300_000, seed: int = 0,
-                  log: Callable[[str], None] = print, inits: int = 3, iterations: int = 100) -> torch.Tensor:
-    """Fit the codebook on (a seeded sample of) the stored features, then tokenize every clip."""
+                  log: Callable[[str], None] = print, inits: int = 3, iterations: int = 100,
+                  clip_weights: np.ndarray | None = None) -> torch.Tensor:
+    """Fit the codebook on (a seeded sample of) the stored features, then tokenize every clip. With
+    `clip_weights` (one per clip, e.g. `CodecData.draw_weights`), each frame weighs as its clip does in k-means."""
     from sklearn.cluster import MiniBatchKMeans
 
     assert data.features is not None and data.layer is not None
@@ -74,10 +76,14 @@ def fit_tokenizer(data: CodecData, run: Path, codebook_size: int, max_frames: in
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(feats.shape[0], size=min(max_frames, feats.shape[0]), replace=False))
     sample = np.asarray(feats[take], dtype=np.float32)
+    frame_weights = None
+    if clip_weights is not None:
+        starts = np.array([c["feature_offset"] for c in data.clips])  # clips are stored in order, back to back
+        frame_weights = np.asarray(clip_weights, dtype=np.float64)[np.searchsorted(starts, take, side="right") - 1]
     t0 = time.time()
     km = MiniBatchKMeans(n_clusters=codebook_size, batch_size=8192, n_init=inits, max_iter=iterations, random_state=seed,
                          reassignment_ratio=0.001)
-    km.fit(sample)
+    km.fit(sample, sample_weight=frame_weights)
     log(f"k-means: {codebook_size} centroids on {len(sample)} frames in {time.time() - t0:.0f} s, inertia/frame {km.inertia_ / len(sample):.2f}")
     centroids = torch.from_numpy(km.cluster_centers_.astype(np.float32))
     tokenize_data(data, run, centroids, log)
