@@ -13,7 +13,7 @@ from tests.train.conftest import write_corpus
 from unisono.model.vocab import Special, Speech, Turn
 from unisono.train import checkpoint as ckpt
 from unisono.train.config import PhaseConfig, StageConfig
-from unisono.train.model_setup import expand_speech_vocabulary, param_groups, set_trainable
+from unisono.train.model_setup import expand_speech_vocabulary, param_groups, remap_speech_vocabulary, set_trainable
 from unisono.train.trainer import RunExistsError, Trainer, lr_factor, router_coef
 
 
@@ -73,6 +73,30 @@ def test_vocabulary_expansion_keeps_text_and_special_rows(tiny_tokenizer):
     ids = torch.tensor([model.vocab.encode_prompt(turns).ids])
     assert model.logits(model.decoder.model(input_ids=ids).last_hidden_state).shape[-1] == model.vocab.size
     assert expand_speech_vocabulary(model, 50).vocab.n_speech == 100  # never shrinks
+
+
+def test_remapping_the_speech_vocabulary_keeps_every_text_logit_and_no_new_speech_logit_beats_the_old(tiny_tokenizer):
+    import numpy as np
+
+    model = make_tiny_model(tiny_tokenizer, vocab__n_speech_tokens=16)
+    keep = model.vocab.speech_offset
+    old_speech = model.embed_tokens(torch.arange(keep, keep + 16)).detach().clone()
+    ids = torch.tensor([model.vocab.encode_prompt([Turn("user", [Special("asr"), "hello there"])]).ids])
+    before = model.logits(model.decoder.model(input_ids=ids).last_hidden_state).detach()
+    rng = np.random.default_rng(0)
+    old_tokens = rng.integers(0, 16, 500)
+    new_tokens = old_tokens * 4 + rng.integers(0, 4, 500)  # each old token split in four, as a larger codebook would
+    new_tokens[:50] = rng.integers(8, 64, 50)  # and some frames change side (none into new tokens 0-7)
+    agreement = remap_speech_vocabulary(model, old_tokens, new_tokens, 64)
+    assert model.vocab.n_speech == 64 and model.config.vocab.n_speech_tokens == 64 and model.vocab.speech_offset == keep
+    assert 0.85 < agreement < 1.0
+    assert model.decoder.lm_head.weight.data_ptr() == model.decoder.get_input_embeddings().weight.data_ptr()
+    after = model.logits(model.decoder.model(input_ids=ids).last_hidden_state).detach()
+    assert torch.equal(after[..., :keep], before[..., :keep])  # text and special logits untouched
+    assert (after[..., keep:keep + 64].max(-1).values <= before[..., keep:keep + 16].max(-1).values + 1e-5).all()
+    new_rows = model.embed_tokens(torch.arange(keep, keep + 64)).detach()
+    assert set(old_tokens[new_tokens == 5]) == {1}  # new token 5 took frames of old token 1 alone: its row
+    assert torch.allclose(new_rows[5], old_speech[1])
 
 
 def test_trainable_sets_and_weight_decay_groups(tiny_tokenizer):

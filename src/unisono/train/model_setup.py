@@ -6,6 +6,8 @@
   [text | special | speech] puts new speech rows after every existing id, so text and special
   tokens keep their ids and embeddings; the new rows start at the mean of the existing ones
   plus small noise (new tokens then start with ordinary logits instead of extreme ones).
+- `remap_speech_vocabulary`: the speech rows moved onto another codebook of the same audio (each new
+  token's row the mean of the old rows of its frames), when the codec's tokenizer is replaced.
 - `set_trainable`: the phase's parameter patterns; a frozen encoder stays frozen whatever they say.
 """
 
@@ -60,6 +62,30 @@ def expand_speech_vocabulary(model: Unisono, n_speech_tokens: int, noise_std: fl
     model.vocab = vocab
     model.config.vocab.n_speech_tokens = n_speech_tokens
     return model
+
+
+@torch.no_grad()
+def remap_speech_vocabulary(model: Unisono, old_tokens, new_tokens, n_speech_tokens: int) -> float:
+    """Move the speech-token block (in place) onto a new codebook of `n_speech_tokens` codes, given the old and
+    new tokens of the same frames: each new row is the mean of the old rows over the frames the new token takes
+    (`remap_token_embedding`), so it lies in the old rows' convex hull and its logit never exceeds the best old
+    speech logit; text and special rows, and so every text logit, stay as they were. Returns the share of a new
+    token's frames its commonest old token covers."""
+    from unisono.train.codec_codebook import remap_token_embedding
+
+    old = model.vocab
+    embed = model.decoder.get_input_embeddings().weight
+    old_rows = embed[old.speech_offset: old.speech_offset + old.n_speech].float().clone()
+    rows, agreement = remap_token_embedding(old_rows, old_tokens, new_tokens, n_speech_tokens)
+    vocab = old.with_speech_tokens(n_speech_tokens)
+    if vocab.size != old.size:
+        model.decoder.resize_token_embeddings(vocab.size, mean_resizing=False)
+    for table in {id(t): t for t in (model.decoder.get_input_embeddings().weight, model.decoder.get_output_embeddings().weight)}.values():
+        table[vocab.speech_offset: vocab.speech_offset + n_speech_tokens] = rows.to(table.dtype)
+        table[vocab.speech_offset + n_speech_tokens:] = old_rows.mean(0).to(table.dtype)  # padding rows, never emitted
+    model.vocab = vocab
+    model.config.vocab.n_speech_tokens = n_speech_tokens
+    return agreement
 
 
 def set_trainable(model: torch.nn.Module, patterns: list[str], encoder_frozen: bool = True) -> list[str]:
