@@ -80,6 +80,38 @@ def test_export_writes_a_float16_checkpoint_with_grown_speech_tokens(tiny_tokeni
     assert result.exit_code == 2
 
 
+def test_export_remaps_the_speech_rows_onto_a_new_codebook_and_keeps_int8_text_rows_bit_for_bit(tiny_tokenizer, tmp_path):
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+    from tests.conftest import make_tiny_model
+
+    from unisono.model.unisono import Unisono
+
+    model = make_tiny_model(tiny_tokenizer)
+    model.save(tmp_path / "run" / "model")
+    first = ["train", "export", str(tmp_path / "run"), "--out", str(tmp_path / "a"), "--dtype", "int8"]
+    assert runner.invoke(app, first).exit_code == 0
+    n_old = model.vocab.n_speech
+    old_tokens = np.random.default_rng(0).integers(0, n_old, 300)
+    np.save(tmp_path / "old.npy", old_tokens)
+    np.save(tmp_path / "new.npy", old_tokens * 3 + np.arange(300) % 3)  # each old code split in three
+    result = runner.invoke(app, ["train", "export", str(tmp_path / "a"), "--out", str(tmp_path / "b"), "--dtype", "int8",
+                                 "--remap-speech", str(tmp_path / "old.npy"), str(tmp_path / "new.npy")])
+    assert result.exit_code == 0, result.output
+    assert Unisono.load(tmp_path / "b").vocab.n_speech == 3 * n_old
+    a, b = load_file(tmp_path / "a/model.safetensors"), load_file(tmp_path / "b/model.safetensors")
+    keep = model.vocab.speech_offset
+    embed = [k for k in a if "embed_tokens" in k]
+    assert embed and all(torch.equal(a[k][:keep], b[k][:keep]) for k in embed)  # re-quantised text rows: the same bytes
+    assert all(torch.equal(a[k], b[k]) for k in a if k not in embed)
+    # tokens of a codebook the model does not have are refused
+    np.save(tmp_path / "wide.npy", old_tokens + n_old)
+    refused = runner.invoke(app, ["train", "export", str(tmp_path / "a"), "--out", str(tmp_path / "c"),
+                                  "--remap-speech", str(tmp_path / "wide.npy"), str(tmp_path / "new.npy")])
+    assert refused.exit_code == 2 and not (tmp_path / "c").exists()
+
+
 def test_export_int8_with_a_recorded_draft_count(tiny_tokenizer, tmp_path):
     from safetensors import safe_open
     from tests.conftest import make_tiny_model

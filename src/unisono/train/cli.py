@@ -9,6 +9,7 @@
 Several processes: `torchrun --nproc_per_node N -m unisono.cli train STAGE ...` (FSDP2).
 """
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -28,7 +29,6 @@ def _train(stage: str, config: Optional[str], out: Optional[str], resume: bool, 
            overrides: list[str], threads: Optional[int]) -> None:
     import logging
     import os
-    from pathlib import Path
 
     from rich.console import Console
     from rich.logging import RichHandler
@@ -92,7 +92,6 @@ def features(
     threads: Optional[int] = typer.Option(None, help="CPU threads."),
 ) -> None:
     """Cache the frozen encoder's output for every clip (then set data.features to OUT)."""
-    from pathlib import Path
 
     import torch
     from rich.console import Console
@@ -158,15 +157,19 @@ def export(
     out: str = typer.Option(..., "--out", "-o", help="Checkpoint directory to write (a speech/ folder already there is kept)."),
     dtype: str = typer.Option("float16", help="Stored precision: float16, bfloat16, float32, or int8 (matrices int8 with a scale per row, the rest float16)."),
     speech_tokens: int = typer.Option(0, help="Grow the speech-token block to this many codes first (0: as trained)."),
+    remap_speech: Optional[tuple[Path, Path]] = typer.Option(
+        None, metavar="OLD NEW",
+        help="Move the speech rows onto a new codec codebook (of --speech-tokens codes; default: the largest new token + 1): "
+             "two tokens.npy files of the same frames (a codec data folder tokenized with the old codebook and with the "
+             "new); each new row is the mean of its frames' old rows."),
     drafts: int = typer.Option(0, help="Record the MTP drafts per pass inference uses by default (0: keep; see `unisono eval mtp --drafts`)."),
 ) -> None:
     """Write a trained model as a small inference checkpoint (e.g. the embedded default model)."""
-    from pathlib import Path
 
     import torch
 
     from unisono.model.unisono import Unisono
-    from unisono.train.model_setup import expand_speech_vocabulary
+    from unisono.train.model_setup import expand_speech_vocabulary, remap_speech_vocabulary
 
     dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "int8": "int8"}
     if dtype not in dtypes:
@@ -178,8 +181,19 @@ def export(
         net = Unisono.load(source)
     except FileNotFoundError as e:
         raise typer.BadParameter(str(e), param_hint="MODEL") from None
-    if speech_tokens:
+    if speech_tokens and not remap_speech:
         expand_speech_vocabulary(net, speech_tokens)
+    if remap_speech:  # --speech-tokens then sizes the new codebook
+        import numpy as np
+
+        old_tokens, new_tokens = (np.load(p) for p in remap_speech)
+        if old_tokens.max(initial=0) >= net.vocab.n_speech:
+            raise typer.BadParameter(f"{remap_speech[0]} holds tokens past the model's {net.vocab.n_speech}", param_hint="--remap-speech")
+        try:
+            share = remap_speech_vocabulary(net, old_tokens, new_tokens, speech_tokens or int(new_tokens.max()) + 1)
+        except ValueError as e:  # not the same frames
+            raise typer.BadParameter(str(e), param_hint="--remap-speech") from None
+        typer.echo(f"speech rows remapped onto {net.vocab.n_speech} codes (a new code's commonest old one covers {share:.0%} of its frames)")
     if drafts:
         if net.mtp is None or drafts > net.mtp.n_branches:
             raise typer.BadParameter(f"the model has {net.mtp.n_branches if net.mtp else 0} MTP branches", param_hint="--drafts")
