@@ -110,6 +110,11 @@ def test_export_remaps_the_speech_rows_onto_a_new_codebook_and_keeps_int8_text_r
     refused = runner.invoke(app, ["train", "export", str(tmp_path / "a"), "--out", str(tmp_path / "c"),
                                   "--remap-speech", str(tmp_path / "wide.npy"), str(tmp_path / "new.npy")])
     assert refused.exit_code == 2 and not (tmp_path / "c").exists()
+    (tmp_path / "junk.npy").write_text("not an array")
+    for old in ("junk.npy", "missing.npy"):
+        unread = runner.invoke(app, ["train", "export", str(tmp_path / "a"), "--out", str(tmp_path / "c"),
+                                     "--remap-speech", str(tmp_path / old), str(tmp_path / "new.npy")])
+        assert unread.exit_code == 2 and "cannot read the tokens" in unread.output and not (tmp_path / "c").exists()
 
 
 def test_export_int8_with_a_recorded_draft_count(tiny_tokenizer, tmp_path):

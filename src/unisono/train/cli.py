@@ -186,7 +186,10 @@ def export(
     if remap_speech:  # --speech-tokens then sizes the new codebook
         import numpy as np
 
-        old_tokens, new_tokens = (np.load(p) for p in remap_speech)
+        try:
+            old_tokens, new_tokens = (np.load(p).astype(np.int64).reshape(-1) for p in remap_speech)
+        except (OSError, ValueError) as e:  # missing, or not an array of token ids
+            raise typer.BadParameter(f"cannot read the tokens: {e}", param_hint="--remap-speech") from None
         if old_tokens.max(initial=0) >= net.vocab.n_speech:
             raise typer.BadParameter(f"{remap_speech[0]} holds tokens past the model's {net.vocab.n_speech}", param_hint="--remap-speech")
         try:
