@@ -12,7 +12,6 @@ is not in which token each frame is.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 
@@ -22,23 +21,20 @@ import torch.nn.functional as F
 
 
 class TokenScores:
-    """Audio -> (T, codebook) the scores `unisono.model.speech.tokenizer.quantize` takes the argmax of, differentiable."""
+    """Audio -> (T, codebook) the scores `unisono.model.speech.tokenizer.quantize` takes the argmax of, differentiable
+    (the encoder as the re-encoding loss runs it: a copy that passes gradients to its input)."""
 
     def __init__(self, tokenizer):
-        self.encoder = copy.deepcopy(tokenizer.encoder)
-        self.encoder.config.variable_length, self.encoder.config.frozen = True, False  # gradients reach the input
-        self.encoder.requires_grad_(False).eval()
-        self.layer, self.pool = tokenizer.config.layer, tokenizer.config.pool
+        from unisono.train.codec_train import Reencoder
+
+        self.reader = Reencoder(tokenizer.encoder, tokenizer.config.layer)
+        self.pool = tokenizer.config.pool
         self.centroids = tokenizer.centroids.float()
         self.bias = -0.5 * (self.centroids ** 2).sum(-1) if tokenizer.bias is None else tokenizer.bias.float()
 
     def __call__(self, wave: torch.Tensor, n_tokens: int) -> torch.Tensor:
-        from unisono.audio.features import batch_log_mel
-        from unisono.model.speech.tokenizer import encoder_layers
-
-        mel, lengths = batch_log_mel([wave], n_mels=self.encoder.config.n_mels)
-        captured, frames = encoder_layers(self.encoder, mel, lengths, [self.layer])
-        f = captured[self.layer][0, : int(frames[0])]
+        frames, lengths = self.reader([wave])
+        f = frames[0, 0, : int(lengths[0])]
         need = n_tokens * self.pool
         if f.shape[0] < need:  # as the tokenizer: the encoder drops a partial last frame
             f = torch.cat([f, f[-1:].expand(need - f.shape[0], -1)])
