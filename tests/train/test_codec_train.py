@@ -622,6 +622,31 @@ def test_the_transcript_loss_reads_only_the_chosen_sources_and_warns_of_texts_in
     assert len(warned) == 1 and f"{n_caps} of the transcript loss's {n_pool} texts" in warned[0], warned
 
 
+def test_the_transcript_loss_reads_the_texts_of_its_source_manifests(prepared, tmp_path, whisper_encoder):
+    data, tokens, start, _ = run_and_exported_codec(prepared, tmp_path, seed=3)
+    cfg = TrainConfig(steps=1, batch=2, max_tokens=34, init_from=str(start), transcript_weight=1.0, transcript_clips=3)
+    rows = {r["id"]: r for r in map(json.loads, open(prepared / "synth/manifest.jsonl"))}
+    stored = [c["id"] for c in data.clips]
+    # the recogniser's spelling of three clips, and a fourth it misheard (no text: not to be read)
+    rewritten = [rows[i] | {"text": f"Sentence no. {k}!"} for k, i in enumerate(stored[:3])] + [rows[stored[3]] | {"text": ""}]
+    spelt, plain = tmp_path / "spelt.jsonl", tmp_path / "plain.jsonl"
+    spelt.write_text("".join(json.dumps(r) + "\n" for r in rewritten))
+    plain.write_text("".join(json.dumps(rows[i]) + "\n" for i in stored[:6]))
+    job = Token2MelJob(data, tokens, tmp_path / "run", codec_config(),
+                       replace(cfg, transcript_sources=(str(spelt), str(plain))), log=lambda s: None, encoder=whisper_encoder)
+    short = {i for i in range(6) if data.clips[i]["tokens"] <= 34}
+    assert set(job.transcript_pool) == short - {3} and short & {0, 1, 2}
+    read = []
+    job.transcript = lambda waves, texts, languages: read.append(texts) or torch.zeros((), requires_grad=True)
+    for _ in range(20):
+        job.transcript_loss()
+    heard = {t for texts in read for t in texts}
+    assert heard <= {f"Sentence no. {k}!" for k in range(3)} | {data.clips[i]["text"] for i in (4, 5)}
+    assert any(t.startswith("Sentence no.") for t in heard)
+    assert not heard & {data.clips[i]["text"] for i in range(4)}  # the first source's text wins
+    assert {t for i, t in job.transcript_texts.items() if i < 3} == {f"Sentence no. {k}!" for k in range(3)}
+
+
 def test_token2mel_with_the_transcript_loss_trains_on_whole_readable_clips_through_a_frozen_vocoder(prepared, tmp_path, whisper_encoder):
     quiet = lambda s: None  # noqa: E731
     data, tokens, start, shipped = run_and_exported_codec(prepared, tmp_path, seed=3)

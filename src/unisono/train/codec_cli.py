@@ -269,10 +269,11 @@ def train(
                     "Whisper recogniser does, instead of alone as the tokenizer does (about six times the encoder's cost)."),
     transcript_from: list[Path] = typer.Option(
         [], metavar="MANIFEST",
-        help="token2mel, vocoder-gta: the transcript loss reads only the clips of this source manifest (repeatable; "
-             "default: every clip with a text). Leave out corpora transcribed in capitals with spelt-out numbers "
-             "(\"RUBOUT G M E F THREE NINE\"): Whisper does not write them so, and the loss would ask the audio for "
-             "the spelling."),
+        help="token2mel, vocoder-gta: the transcript loss reads only the clips of this source manifest, with the "
+             "manifest's texts (repeatable, the first manifest's text of a clip wins; default: every clip with its "
+             "stored text). Leave out corpora transcribed in capitals with spelt-out numbers (\"RUBOUT G M E F THREE "
+             "NINE\"): Whisper does not write them so, and the loss would ask the audio for the spelling; or give them "
+             "as the recogniser writes them (bench/codec_recogniser_texts.py)."),
     voice_weight: float = typer.Option(
         0.0, min=0.0, help="token2mel, with --transcript-weight: weight of an L1 between the long-term spectrum (the "
                            "log-mel averaged over time) of each transcript clip's resynthesis and the clip's own: "

@@ -199,8 +199,13 @@ class CodecData:
 
     def indices_from(self, manifest: str | Path) -> set[int]:
         """Indices of the clips whose id is in this source manifest; an error if none is."""
+        return set(self.texts_from(manifest))
+
+    def texts_from(self, manifest: str | Path) -> dict[int, str]:
+        """The text this source manifest gives each clip of the folder whose id it holds (the clip's
+        index -> text, "" where the row has none); an error if it holds none of them."""
         position = {c["id"]: i for i, c in enumerate(self.clips)}
-        held = {position[r["id"]] for r in _rows(Path(manifest)) if r["id"] in position}
+        held = {position[r["id"]]: r.get("text") or "" for r in _rows(Path(manifest)) if r["id"] in position}
         if not held:
             raise ValueError(f"no clip of {self.directory} comes from {manifest}")
         return held

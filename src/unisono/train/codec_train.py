@@ -203,6 +203,7 @@ class TrainConfig:
     # the source manifests whose clips the transcript loss reads (default: every clip with a text). Corpora of
     # real speech are often transcribed in capitals with the numbers spelt out ("RUBOUT G M E F THREE NINE"),
     # which Whisper never writes: on such clips the loss asks the audio for a spelling, not for the words.
+    # The loss reads the sources' texts, so a source may give a corpus's clips as the recogniser writes them.
     transcript_sources: tuple[str, ...] = ()
     # token2mel, with the transcript loss: weight of an L1 between the long-term spectrum (log-mel averaged
     # over time) of each transcript clip's resynthesis and of the clip. Being read is free to reshape every
@@ -717,15 +718,21 @@ class Token2MelJob(_Job):
             encoder = self.reencoder.encoder if self.reencoder is not None else AudioEncoder.from_source(source)
         self.transcript = TranscriptLoss(source, encoder, window=self.cfg.transcript_window, device=self.device)
         longest = self.cfg.transcript_tokens or self.cfg.max_tokens
-        chosen = set().union(*(self.data.indices_from(m) for m in self.cfg.transcript_sources)) \
-            if self.cfg.transcript_sources else range(len(self.data.clips))
-        self.transcript_pool = [i for i in sorted(chosen) if (c := self.data.clips[i])["tokens"] <= longest
-                                and c.get("text", "").strip() and self.transcript.reads(c.get("language", "en"))]
+        # a source manifest's texts are the ones read: it may spell a clip as the recogniser writes it
+        # ("Rubout GMEF 39") where the data folder keeps the corpus's own ("RUBOUT G M E F THREE NINE")
+        self.transcript_texts = {i: c["text"] for i, c in enumerate(self.data.clips) if c.get("text")} \
+            if not self.cfg.transcript_sources else {}
+        for manifest in self.cfg.transcript_sources:
+            for i, text in self.data.texts_from(manifest).items():
+                self.transcript_texts.setdefault(i, text)
+        self.transcript_pool = [i for i, text in sorted(self.transcript_texts.items())
+                                if (c := self.data.clips[i])["tokens"] <= longest and text.strip()
+                                and self.transcript.reads(c.get("language", "en"))]
         if not self.transcript_pool:
             raise ValueError(f"the transcript loss needs clips with a text, of at most {longest} tokens, "
                              f"in a language {source} reads: none in {self.data.directory}"
                              + (" from the chosen sources" if self.cfg.transcript_sources else ""))
-        capitals = sum(1 for i in self.transcript_pool if _in_capitals(self.data.clips[i]["text"]))
+        capitals = sum(1 for i in self.transcript_pool if _in_capitals(self.transcript_texts[i]))
         if capitals:
             self.log(f"{self.name}: warning: {capitals} of the transcript loss's {len(self.transcript_pool)} texts are "
                      "written in capitals, which Whisper does not write; choose the sources it reads with "
@@ -867,7 +874,7 @@ class Token2MelJob(_Job):
         lengths = torch.tensor([c["tokens"] for c in clips])
         pred = self.predict_mel(tokens, *self._reference_mels(idx), lengths)
         fake = [self.vocode(pred[b: b + 1, :, : up * c["tokens"]])[0] for b, c in enumerate(clips)]
-        transcript = self.transcript(fake, [c["text"] for c in clips], [c.get("language", "en") for c in clips])
+        transcript = self.transcript(fake, [self.transcript_texts[i] for i in idx], [c.get("language", "en") for c in clips])
         if not self.cfg.voice_weight:
             return transcript, None
         spectrum = pred.new_zeros(())
