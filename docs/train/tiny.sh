@@ -54,13 +54,13 @@ unisono train sft-asr --out "$RUNS/sft3" --init "$RUNS/sft2/model" "${COMMON[@]}
   --set data.max_tokens=6000 --set phases.0.steps=$SFT3_STEPS --set phases.0.warmup_steps=30 --set phases.0.lr=6e-4 \
   --set phases.0.ctc_weight=0.3
 
-# 8. speech tokens on the synthetic corpus (the shipped codec's tokenizer: 25 Hz, 1024 codes)
+# 8. speech tokens on the synthetic corpus (the codec's tokenizer: 25 Hz; 1024 codes when this ran, 4096 shipped now)
 unisono codec tokenize "$SYNTH/manifest.jsonl" "${SYNTH}_tok/manifest.jsonl" --threads "$THREADS"
 TOKTRAIN="[$REAL/an4_train, $REAL/speechocean762_train, ${SYNTH}_tok]"
 UNIFIED=(--threads "$THREADS" --resume --set "data.train=$TOKTRAIN" --set "data.features=$RUNS/features"
          --set run.checkpoint_every=50 --set data.max_tokens=6000)
 
-# 9. unified pretraining: the vocabulary grows 1024 speech rows; warm-up (embeddings, MLPs, adaptor),
+# 9. unified pretraining: the vocabulary grows one row per speech code; warm-up (embeddings, MLPs, adaptor),
 #    then everything; ASR, TTS, text-speech interleaved continuation and text (no conversations in
 #    this corpus, so no speech-to-speech)
 unisono train pretrain --out "$RUNS/pretrain" --init "$RUNS/sft3/model" "${UNIFIED[@]}" \

@@ -622,6 +622,13 @@ def test_the_transcript_loss_reads_only_the_chosen_sources_and_warns_of_texts_in
     assert len(warned) == 1 and f"{n_caps} of the transcript loss's {n_pool} texts" in warned[0], warned
 
 
+def test_texts_in_a_corpus_s_capitals_are_told_from_words_spelt_as_the_recogniser_writes_them():
+    from unisono.train.codec_train import _in_capitals
+
+    assert _in_capitals("HE HATES SHOOTING") and _in_capitals("RUBOUT G M E F THREE NINE") and _in_capitals("YES")
+    assert not _in_capitals("H-O-W-E-L-L.") and not _in_capitals("N-L-N-S175.") and not _in_capitals("Enter 624.")
+
+
 def test_the_transcript_loss_reads_the_texts_of_its_source_manifests(prepared, tmp_path, whisper_encoder):
     data, tokens, start, _ = run_and_exported_codec(prepared, tmp_path, seed=3)
     cfg = TrainConfig(steps=1, batch=2, max_tokens=34, init_from=str(start), transcript_weight=1.0, transcript_clips=3)

@@ -183,6 +183,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
         adaptor=dict(stride=4, hidden_size=1024),
         decoder=dict(family="qwen3", hf=_qwen3(384, 4, 6, 2, 1024)),
         mtp=dict(n_branches=5, intermediate_size=768),
-        vocab=dict(n_speech_tokens=1024),
+        vocab=dict(n_speech_tokens=4096),
     ),
 }

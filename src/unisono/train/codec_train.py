@@ -37,6 +37,7 @@ from abc import ABC, abstractmethod
 import math
 import os
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -536,9 +537,11 @@ class Reencoder:
 
 
 def _in_capitals(text: str) -> bool:
-    """A transcript in capitals ("HE HATES SHOOTING"), as corpora of read speech often write them."""
+    """A transcript in capitals ("HE HATES SHOOTING"), as corpora of read speech often write them; not a
+    word spelt out as Whisper writes it ("H-O-W-E-L-L."), whose capitals are single letters."""
     letters = [ch for ch in text if ch.isalpha()]
-    return len(letters) >= 2 and all(ch.isupper() for ch in letters)
+    words = re.findall(r"[^\W\d_]+", text)
+    return len(letters) >= 2 and all(ch.isupper() for ch in letters) and any(len(w) >= 2 for w in words)
 
 
 class TranscriptLoss:
