@@ -35,12 +35,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
-    utterances = read_manifest(args.manifest)
+    try:
+        utterances = read_manifest(args.manifest)
+    except (OSError, ValueError) as e:  # missing, unreadable or not JSON lines
+        raise SystemExit(f"{args.manifest}: {e}") from None
     root = args.manifest.parent if args.manifest.is_file() else args.manifest
     recogniser = WhisperBackend(WhisperConfig(threads=args.threads))
+    norms = {language: normalizer(language) for language in {u.language for u in utterances}}
     kept, differ = [], 0
     for k, u in enumerate(utterances, 1):
-        norm = normalizer(u.language)
+        norm = norms[u.language]
         heard = recogniser.transcribe(load_audio(root / u.audio), u.language)
         if heard.strip() and norm(heard) == norm(u.text):
             row = u.to_dict() | {"audio": str((root / u.audio).resolve()), "text": heard}
