@@ -26,7 +26,7 @@ import torch
 
 
 def main() -> None:
-    from unisono.model.speech.tokenizer import quantize
+    from unisono.codec.tokenizer import quantize
     from unisono.train.codec_data import CodecData
     from unisono.train.codec_train import read_codebook
 

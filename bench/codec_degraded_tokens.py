@@ -28,7 +28,7 @@ def main() -> None:
     from rich.progress import Progress
 
     from unisono.data.augment import AugmentConfig, aligned_augment, make_rir_bank
-    from unisono.model.speech.codec import SpeechCodec
+    from unisono.codec.codec import SpeechCodec
     from unisono.train.codec_data import CodecData
     from unisono.train.codec_train import TOKENS_FILE
 

@@ -98,7 +98,7 @@ def print_shares(shares: dict, order: list[str]) -> None:
 def main() -> None:
     import torch
     from unisono.data.augment import AugmentConfig, make_rir_bank
-    from unisono.model.speech.codec import SpeechCodec, default_codec_path
+    from unisono.codec.codec import SpeechCodec, default_codec_path
     from unisono.train.codec_data import CodecData
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -69,7 +69,7 @@ def pooled(frames: torch.Tensor, pool: int) -> torch.Tensor:
 
 
 def load_codec(path: str | None):
-    from unisono.model.speech.codec import SpeechCodec, default_codec_path
+    from unisono.codec.codec import SpeechCodec, default_codec_path
 
     codec = SpeechCodec.load(path or default_codec_path())
     if codec.tokenizer.config.frame_difference:

@@ -30,7 +30,7 @@ def mel_l1(codec, audio: np.ndarray) -> float:
 def main() -> None:
     from unisono.audio.io import load_audio
     from unisono.eval.manifest import load_set
-    from unisono.model.speech.codec import SpeechCodec
+    from unisono.codec.codec import SpeechCodec
     from unisono.train.codec_data import CodecData
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

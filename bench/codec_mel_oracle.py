@@ -38,7 +38,7 @@ import json
 import numpy as np
 import torch
 
-from unisono.model.speech.mel import spectral_envelope as envelope
+from unisono.codec.mel import spectral_envelope as envelope
 
 
 def time_blur(mel: torch.Tensor, width: int) -> torch.Tensor:
@@ -105,8 +105,8 @@ def main() -> None:
     from unisono.eval.metrics import count_errors, total
     from unisono.eval.normalize import default_scoring_name, make_scoring
     from unisono.eval.systems import build_system
-    from unisono.model.speech.codec import SpeechCodec
-    from unisono.model.speech.mel import mel_for_tokens
+    from unisono.codec.codec import SpeechCodec
+    from unisono.codec.mel import mel_for_tokens
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("set", help="a JSONL manifest or a set folder")

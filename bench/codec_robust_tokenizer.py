@@ -39,7 +39,7 @@ def cmd_pairs(args: argparse.Namespace) -> None:
     from rich.progress import Progress
 
     from unisono.data.augment import AugmentConfig, aligned_augment, make_rir_bank
-    from unisono.model.speech.codec import SpeechCodec
+    from unisono.codec.codec import SpeechCodec
     from unisono.train.codec_data import CodecData
 
     torch.set_num_threads(args.threads)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    from unisono.model.speech.codec import SpeechCodec
+    from unisono.codec.codec import SpeechCodec
     from unisono.train.codec_train import load_state
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 
 class TokenScores:
-    """Audio -> (T, codebook) the scores `unisono.model.speech.tokenizer.quantize` takes the argmax of, differentiable
+    """Audio -> (T, codebook) the scores `unisono.codec.tokenizer.quantize` takes the argmax of, differentiable
     (the encoder as the re-encoding loss runs it: a copy that passes gradients to its input)."""
 
     def __init__(self, tokenizer):
@@ -48,7 +48,7 @@ def main() -> None:
     from unisono.eval.metrics import count_errors, total
     from unisono.eval.normalize import default_scoring_name, make_scoring
     from unisono.eval.systems import build_system
-    from unisono.model.speech.codec import SpeechCodec, default_codec_path, soft_limit
+    from unisono.codec.codec import SpeechCodec, default_codec_path, soft_limit
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("set", help="a JSONL manifest or a set folder")

@@ -21,8 +21,8 @@ import torch
 def main() -> None:
     from sklearn.cluster import MiniBatchKMeans
 
-    from unisono.model.speech.config import MelConfig
-    from unisono.model.speech.mel import MelSpectrogram, spectral_envelope
+    from unisono.codec.config import MelConfig
+    from unisono.codec.mel import MelSpectrogram, spectral_envelope
     from unisono.train.codec_data import CodecData
     from unisono.train.codec_train import assign_tokens
 

@@ -29,8 +29,8 @@ def main() -> None:
     from sklearn.cluster import MiniBatchKMeans
 
     from unisono.data.augment import AugmentConfig, aligned_augment, make_rir_bank
-    from unisono.model.speech.mel import mel_for_tokens, spectral_envelope
-    from unisono.model.speech.codec import SpeechCodec, default_codec_path
+    from unisono.codec.mel import mel_for_tokens, spectral_envelope
+    from unisono.codec.codec import SpeechCodec, default_codec_path
     from unisono.train.codec_data import CodecData
     from unisono.train.codec_train import assign_tokens
 

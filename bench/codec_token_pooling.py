@@ -52,10 +52,10 @@ def main() -> None:
 
     from codec_mel_oracle import envelope, motion_figures
     from unisono.audio.io import load_audio
-    from unisono.model.speech.codec import SpeechCodec, default_codec_path
-    from unisono.model.speech.config import MelConfig
-    from unisono.model.speech.mel import MelSpectrogram
-    from unisono.model.speech.tokenizer import SpeechTokenizer
+    from unisono.codec.codec import SpeechCodec, default_codec_path
+    from unisono.codec.config import MelConfig
+    from unisono.codec.mel import MelSpectrogram
+    from unisono.codec.tokenizer import SpeechTokenizer
     from unisono.train.codec_train import assign_tokens
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

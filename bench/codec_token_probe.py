@@ -63,7 +63,7 @@ def transcript_ce(reader, features: torch.Tensor, text: str) -> torch.Tensor:
 def train(args) -> None:
     from codec_token_readback import Reader
 
-    from unisono.model.speech.codec import SpeechCodec
+    from unisono.codec.codec import SpeechCodec
     from unisono.train.codec_data import CodecData
 
     codec = SpeechCodec.load(args.codec)
@@ -118,7 +118,7 @@ def read(args) -> None:
     from codec_token_readback import Reader, read_set
 
     from unisono.eval.manifest import load_set
-    from unisono.model.speech.codec import SpeechCodec
+    from unisono.codec.codec import SpeechCodec
 
     codec = SpeechCodec.load(args.codec)
     reader = Reader(codec)

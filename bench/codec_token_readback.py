@@ -51,7 +51,7 @@ class Reader:
     def features(self, audio) -> torch.Tensor:
         """(T50, D) features after the tokenizer's layer, the clip encoded alone."""
         from unisono.audio.features import batch_log_mel
-        from unisono.model.speech.tokenizer import encoder_layers
+        from unisono.codec.tokenizer import encoder_layers
 
         mel, lengths = batch_log_mel([audio], n_mels=self.encoder.config.n_mels)
         captured, frame_lengths = encoder_layers(self.encoder, mel, lengths, (self.layer,))
@@ -122,7 +122,7 @@ def read_set(reader: Reader, eval_set, conditions: list[str],
 
 def main() -> None:
     from unisono.eval.manifest import load_set
-    from unisono.model.speech.codec import SpeechCodec
+    from unisono.codec.codec import SpeechCodec
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("set", help="a JSONL manifest or a set folder")

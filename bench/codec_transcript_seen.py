@@ -32,7 +32,7 @@ def main() -> None:
 
     from unisono.audio.io import load_audio
     from unisono.model.encoder import AudioEncoder
-    from unisono.model.speech.codec import SpeechCodec
+    from unisono.codec.codec import SpeechCodec
     from unisono.train.codec_train import TranscriptLoss
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -68,7 +68,7 @@ def same_codebook(a, b) -> bool:
 
 
 def load_variant(spec: str):
-    from unisono.model.speech.codec import SpeechCodec
+    from unisono.codec.codec import SpeechCodec
 
     spec = spec.removeprefix("copy:").removesuffix("~rev").removesuffix("~other")
     spec, _, post_filter = spec.partition("@")

@@ -14,9 +14,9 @@ import torch
 from unisono.eval.codec import SetResult, evaluate_set, first_chunk_latency, token_entropy_bits, write_report
 from unisono.model.config import EncoderConfig
 from unisono.model.encoder import AudioEncoder
-from unisono.model.speech import CodecConfig, SpeechCodec
-from unisono.model.speech.config import SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
-from unisono.model.speech.tokenizer import SpeechTokenizer
+from unisono.codec import CodecConfig, SpeechCodec
+from unisono.codec.config import SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
+from unisono.codec.tokenizer import SpeechTokenizer
 
 
 def test_token_entropy_by_hand():

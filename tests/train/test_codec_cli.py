@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from unisono.cli import app
-from unisono.model.speech import CodecConfig, SpeechCodec
-from unisono.model.speech.config import SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
+from unisono.codec import CodecConfig, SpeechCodec
+from unisono.codec.config import SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from unisono.model.speech.codec import SpeechCodec
-from unisono.model.speech.config import CodecConfig, TokenizerConfig
-from unisono.model.speech.tokenizer import SpeechTokenizer, quantize
+from unisono.codec.codec import SpeechCodec
+from unisono.codec.config import CodecConfig, TokenizerConfig
+from unisono.codec.tokenizer import SpeechTokenizer, quantize
 from unisono.train.codec_codebook import CodebookConfig, CodebookJob, TrainedCodebook, remap_token_embedding
 from unisono.train.codec_data import CodecData, prepare
 from unisono.train.codec_train import TOKENIZER_FILE, TOKENS_FILE, Token2MelJob, TrainConfig, TranscriptLoss, assign_tokens
@@ -59,7 +59,7 @@ def test_whisper_reads_a_layers_features_as_it_reads_the_audio(whisper_encoder):
     from tests.conftest import EXAMPLE_TEXT, EXAMPLE_WAV
     from unisono.audio.features import batch_log_mel
     from unisono.audio.io import load_audio
-    from unisono.model.speech.tokenizer import encoder_layers
+    from unisono.codec.tokenizer import encoder_layers
 
     text = EXAMPLE_TEXT
     audio = torch.from_numpy(load_audio(EXAMPLE_WAV, 16000))

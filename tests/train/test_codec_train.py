@@ -14,8 +14,8 @@ import torch
 
 from unisono.model.config import EncoderConfig
 from unisono.model.encoder import AudioEncoder
-from unisono.model.speech.codec import SpeechCodec
-from unisono.model.speech.config import (
+from unisono.codec.codec import SpeechCodec
+from unisono.codec.config import (
     CodecConfig,
     RefinerConfig,
     SpeakerEncoderConfig,
@@ -23,8 +23,8 @@ from unisono.model.speech.config import (
     TokenizerConfig,
     VocoderConfig,
 )
-from unisono.model.speech.tokenizer import SpeechTokenizer
-from unisono.model.speech.vocoder import Vocoder
+from unisono.codec.tokenizer import SpeechTokenizer
+from unisono.codec.vocoder import Vocoder
 from unisono.train.codec_data import AUDIO, INDEX, CodecData, PrepareConfig, SourceSpec, prepare
 from unisono.train.codec_train import (
     TOKENS_FILE,
@@ -710,7 +710,7 @@ def test_vocoder_gta_with_the_transcript_loss_trains_the_vocoder_on_whole_clips_
 
 
 def test_the_voice_term_is_the_l1_between_long_term_spectra_of_the_transcript_clips(prepared, tmp_path, whisper_encoder):
-    from unisono.model.speech.mel import MelSpectrogram
+    from unisono.codec.mel import MelSpectrogram
 
     data, tokens, start, _ = run_and_exported_codec(prepared, tmp_path, seed=4)
     cfg = TrainConfig(steps=2, batch=2, max_tokens=34, init_from=str(start), transcript_weight=1.0, transcript_clips=3,
@@ -743,7 +743,7 @@ def test_the_voice_term_is_the_l1_between_long_term_spectra_of_the_transcript_cl
 
 
 def test_the_envelope_term_is_the_l1_between_the_envelopes_of_predicted_and_real_mels(prepared, tmp_path):
-    from unisono.model.speech.mel import spectral_envelope
+    from unisono.codec.mel import spectral_envelope
 
     data, tokens, start, _ = run_and_exported_codec(prepared, tmp_path, seed=5)
     cfg = TrainConfig(steps=2, batch=2, max_tokens=30, init_from=str(start), envelope_weight=2.0, envelope_cepstra=8)

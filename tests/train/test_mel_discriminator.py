@@ -10,8 +10,8 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from unisono.model.speech.config import MelConfig
-from unisono.model.speech.mel import MelSpectrogram
+from unisono.codec.config import MelConfig
+from unisono.codec.mel import MelSpectrogram
 from tests.train.conftest import check_generator_losses
 from unisono.train.gan import discriminator_loss
 from unisono.train.mel_discriminator import (

@@ -236,7 +236,7 @@ def codec(
     from unisono.eval.manifest import ManifestError, load_set
     from unisono.eval.metrics import format_difference
     from unisono.eval.systems import SystemSpecError, build_system
-    from unisono.model.speech.codec import SpeechCodec, default_codec_path
+    from unisono.codec.codec import SpeechCodec, default_codec_path
 
     console, err = Console(), Console(stderr=True)
     try:

@@ -84,7 +84,7 @@ def prepare(
 def _codec_config(run: Path, layer: int | None = None, codebook: int | None = None, frame_difference: float | None = None):
     """The run's CodecConfig (run/codec.json), created from the defaults and the options on first use."""
 
-    from unisono.model.speech.config import CodecConfig
+    from unisono.codec.config import CodecConfig
 
     path = run / "codec.json"
     if path.is_file():
@@ -374,7 +374,7 @@ def train(
                 setattr(config.token2mel, k, v)
         (run / "codec.json").write_text(json.dumps(config.to_dict(), indent=2))
     if part == "refiner" and config.refiner is None:
-        from unisono.model.speech.config import RefinerConfig
+        from unisono.codec.config import RefinerConfig
 
         config.refiner = RefinerConfig()
         (run / "codec.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -413,7 +413,7 @@ def export(
     refiner_temperature: Optional[float] = typer.Option(None, help="Noise scale of the refiner at inference (default: the run's)."),
 ) -> None:
     """Write the trained codec as float16 safetensors + config.json (loadable by SpeechCodec.load)."""
-    from unisono.model.speech.codec import CONFIG_FILE
+    from unisono.codec.codec import CONFIG_FILE
     from unisono.train.codec_train import TOKENIZER_FILE, export_codec
 
     if vocoder not in ("vocoder", "vocoder-gta") and not Path(vocoder, CONFIG_FILE).is_file():
@@ -444,7 +444,7 @@ def resynth(
 ) -> None:
     """Audio -> speech tokens -> audio, and print the tokens."""
     from unisono.audio.io import AudioError, load_audio, save_audio
-    from unisono.model.speech.codec import SpeechCodec, default_codec_path
+    from unisono.codec.codec import SpeechCodec, default_codec_path
 
     try:
         wave = load_audio(audio, max_duration_s=600)
@@ -487,7 +487,7 @@ def detokenize(
     import torch
 
     from unisono.audio.io import AudioError, load_audio, save_audio
-    from unisono.model.speech.codec import SpeechCodec, default_codec_path
+    from unisono.codec.codec import SpeechCodec, default_codec_path
 
     try:
         ref = load_audio(reference, max_duration_s=600)
@@ -560,7 +560,7 @@ def tokenize(
 
     from unisono.audio.io import AudioError, load_audio
     from unisono.data.manifest import ManifestError, ManifestWriter, read_manifest
-    from unisono.model.speech.codec import SpeechCodec, default_codec_path
+    from unisono.codec.codec import SpeechCodec, default_codec_path
 
     torch.set_num_threads(threads)
     err = Console(stderr=True)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisono.model.speech.config import CodecConfig
+from unisono.codec.config import CodecConfig
 from unisono.train.codec_data import CodecData
 from unisono.train.codec_train import TrainConfig, TranscriptLoss, _Job, tokenize_data
 

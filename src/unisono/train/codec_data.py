@@ -241,8 +241,8 @@ def prepare(
     """Build (or resume) a codec data folder. `tokenizer_factory` makes the SpeechTokenizer whose
     encoder computes the features (default: the bundled Whisper tiny.en encoder)."""
     from unisono.audio.io import AudioError, load_audio
-    from unisono.model.speech.config import TokenizerConfig
-    from unisono.model.speech.tokenizer import SpeechTokenizer
+    from unisono.codec.config import TokenizerConfig
+    from unisono.codec.tokenizer import SpeechTokenizer
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -47,11 +47,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unisono.model.speech.config import CodecConfig
-from unisono.model.speech.mel import MelSpectrogram, spectral_envelope
-from unisono.model.speech.refiner import MelRefiner
-from unisono.model.speech.token2mel import SpeakerEncoder, Token2Mel, length_mask
-from unisono.model.speech.vocoder import Vocoder
+from unisono.codec.config import CodecConfig
+from unisono.codec.mel import MelSpectrogram, spectral_envelope
+from unisono.codec.refiner import MelRefiner
+from unisono.codec.token2mel import SpeakerEncoder, Token2Mel, length_mask
+from unisono.codec.vocoder import Vocoder
 from unisono.train.codec_data import CodecData
 from unisono.train.gan import discriminator_loss, generator_loss
 from unisono.train.mel_discriminator import MelDiscriminator, MelDiscriminatorConfig, normalise, paired_patches
@@ -107,7 +107,7 @@ def read_codebook(path: Path) -> Codebook:
     (its tokenizer.safetensors)."""
     from safetensors import safe_open
 
-    from unisono.model.speech.codec import CONFIG_FILE, SpeechCodec
+    from unisono.codec.codec import CONFIG_FILE, SpeechCodec
 
     if (path / CONFIG_FILE).is_file():
         codec = SpeechCodec.load(path)
@@ -156,7 +156,7 @@ def tokenize_data(data: CodecData, run: Path, centroids: torch.Tensor, log: Call
 
 def assign_tokens(features: np.ndarray, centroids: torch.Tensor, bias: torch.Tensor | None = None, block: int = 65536) -> np.ndarray:
     """The token of every row, computed in blocks (SpeechTokenizer.quantize's rule)."""
-    from unisono.model.speech.tokenizer import quantize
+    from unisono.codec.tokenizer import quantize
 
     out = np.empty(features.shape[0], dtype=np.int16)
     for s in range(0, features.shape[0], block):
@@ -261,7 +261,7 @@ def load_start(path: Path) -> dict | None:
     """The weights a new run starts from: a job's checkpoint (`run/token2mel.pt`), or an exported
     codec folder (config.json + codec.safetensors, e.g. the shipped model's `speech/`), whose parts
     are offered under the jobs' module names (speaker, token2mel, refiner, vocoder)."""
-    from unisono.model.speech.codec import CONFIG_FILE, SpeechCodec
+    from unisono.codec.codec import CONFIG_FILE, SpeechCodec
 
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file():
@@ -511,7 +511,7 @@ class Reencoder:
     def __call__(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Clips (N_i,) -> frames (L, B, T50, D) of each layer, zero past each item's end, and (B,) frame counts."""
         from unisono.audio.features import batch_log_mel
-        from unisono.model.speech.tokenizer import encoder_layers
+        from unisono.codec.tokenizer import encoder_layers
 
         mel, mel_lengths = batch_log_mel(waves, n_mels=self.encoder.config.n_mels, device=self.device)
         captured, frame_lengths = encoder_layers(self.encoder, mel, mel_lengths, self.layers)
@@ -1023,7 +1023,7 @@ def export_codec(run: Path, out: Path, codec_config: CodecConfig, vocoder: str =
     an exported codec folder whose vocoder is taken."""
     from safetensors.torch import load_file
 
-    from unisono.model.speech.codec import SpeechCodec
+    from unisono.codec.codec import SpeechCodec
 
     codebook = load_file(str(run / TOKENIZER_FILE))
     codec = SpeechCodec(codec_config, centroids=codebook["centroids"], token_bias=codebook.get("bias"))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from unisono.model.speech.config import TokenizerConfig
-from unisono.model.speech.tokenizer import SpeechTokenizer
+from unisono.codec.config import TokenizerConfig
+from unisono.codec.tokenizer import SpeechTokenizer
 
 pytestmark = pytest.mark.slow
 

@@ -27,12 +27,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from unisono.model.speech.config import CodecConfig
-from unisono.model.speech.mel import MelSpectrogram
-from unisono.model.speech.refiner import MelRefiner
-from unisono.model.speech.streaming import WindowStream
-from unisono.model.speech.token2mel import SpeakerEncoder, Token2Mel
-from unisono.model.speech.vocoder import Vocoder
+from unisono.codec.config import CodecConfig
+from unisono.codec.mel import MelSpectrogram
+from unisono.codec.refiner import MelRefiner
+from unisono.codec.streaming import WindowStream
+from unisono.codec.token2mel import SpeakerEncoder, Token2Mel
+from unisono.codec.vocoder import Vocoder
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "codec.safetensors"
@@ -58,7 +58,7 @@ class SpeechCodec(nn.Module):
     @property
     def tokenizer(self):
         """The SpeechTokenizer (loads the frozen encoder on first use)."""
-        from unisono.model.speech.tokenizer import SpeechTokenizer
+        from unisono.codec.tokenizer import SpeechTokenizer
 
         if self._tokenizer is None:
             if self.centroids.numel() == 0:
@@ -243,4 +243,4 @@ def soft_limit(wave: torch.Tensor, knee: float = 0.8) -> torch.Tensor:
 
 def default_codec_path() -> Path:
     """The trained codec shipped inside the package: the `speech/` folder of the embedded default model."""
-    return Path(__file__).resolve().parents[2] / "assets" / "unisono-tiny" / "speech"
+    return Path(__file__).resolve().parents[1] / "assets" / "unisono-tiny" / "speech"

@@ -1,8 +1,8 @@
 """Speech tokens: a 25 Hz single-codebook tokenizer on the frozen audio encoder, and a streaming
 detokenizer (speaker encoder + token-to-mel + Vocos-style vocoder). See `codec.SpeechCodec`."""
 
-from unisono.model.speech.codec import DetokenizerStream, SpeechCodec, default_codec_path
-from unisono.model.speech.config import (
+from unisono.codec.codec import DetokenizerStream, SpeechCodec, default_codec_path
+from unisono.codec.config import (
     CodecConfig,
     MelConfig,
     SpeakerEncoderConfig,

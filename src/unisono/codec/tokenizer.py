@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unisono.model.speech.config import TokenizerConfig
+from unisono.codec.config import TokenizerConfig
 
 WINDOW_SAMPLES = 480000  # the encoder's 30 s window
 

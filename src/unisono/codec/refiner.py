@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisono.model.speech.config import RefinerConfig
+from unisono.codec.config import RefinerConfig
 
 NOISE_PERIOD = 8192  # frames (82 s) before the positional noise repeats
 

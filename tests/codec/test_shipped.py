@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from unisono.model.config import UnisonoConfig
-from unisono.model.speech.codec import CONFIG_FILE, WEIGHTS_FILE, SpeechCodec, default_codec_path
+from unisono.codec.codec import CONFIG_FILE, WEIGHTS_FILE, SpeechCodec, default_codec_path
 from tests.conftest import EXAMPLE_WAV
 
 # Measured with the shipped codec: faster-whisper tiny.en makes 1 error in the 27 reference words on

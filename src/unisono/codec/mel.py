@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unisono.model.speech.config import MelConfig
+from unisono.codec.config import MelConfig
 
 
 @lru_cache(maxsize=4)

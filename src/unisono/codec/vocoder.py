@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisono.model.speech.config import MelConfig, VocoderConfig
+from unisono.codec.config import MelConfig, VocoderConfig
 
 
 class ISTFT(nn.Module):

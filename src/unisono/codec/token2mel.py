@@ -11,7 +11,7 @@ Each position attends to `attn_left` tokens before it and `attn_right` after it,
 convolutions are short, so an output frame depends on a fixed window of tokens
 (`Token2MelConfig.receptive_field`). There are no absolute positions: the output on a window
 that covers the receptive field equals the output on the whole sequence, which is what makes
-streaming exact (`unisono.model.speech.streaming`).
+streaming exact (`unisono.codec.streaming`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unisono.model.speech.config import SpeakerEncoderConfig, Token2MelConfig
+from unisono.codec.config import SpeakerEncoderConfig, Token2MelConfig
 
 
 def length_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:

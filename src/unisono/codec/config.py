@@ -104,7 +104,7 @@ class Token2MelConfig:
 
 @dataclass
 class RefinerConfig:
-    """Flow-matching mel refiner (`unisono.model.speech.refiner`): causal dilated convolutions."""
+    """Flow-matching mel refiner (`unisono.codec.refiner`): causal dilated convolutions."""
 
     channels: int = 192
     dilations: tuple[int, ...] = (1, 2, 4, 1, 2, 4)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from unisono.model.speech import CodecConfig, SpeechCodec
-from unisono.model.speech.codec import soft_limit
-from unisono.model.speech.config import MelConfig, RefinerConfig, SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
-from unisono.model.speech.mel import MelSpectrogram, mel_for_tokens, spectral_envelope
-from unisono.model.speech.streaming import WindowStream
-from unisono.model.speech.vocoder import ISTFT
+from unisono.codec import CodecConfig, SpeechCodec
+from unisono.codec.codec import soft_limit
+from unisono.codec.config import MelConfig, RefinerConfig, SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
+from unisono.codec.mel import MelSpectrogram, mel_for_tokens, spectral_envelope
+from unisono.codec.streaming import WindowStream
+from unisono.codec.vocoder import ISTFT
 
 
 def small_config(refiner: bool = False, **t2m) -> CodecConfig:
@@ -167,7 +167,7 @@ def test_first_audio_needs_only_the_first_chunk_and_the_lookahead(codec):
 
 
 def test_refiner_reads_only_the_past_it_declares():
-    from unisono.model.speech.refiner import MelRefiner
+    from unisono.codec.refiner import MelRefiner
 
     torch.manual_seed(3)
     config = RefinerConfig(channels=16, dilations=(1, 2), steps=3)
@@ -188,7 +188,7 @@ def test_refiner_reads_only_the_past_it_declares():
 
 
 def test_refiner_noise_depends_on_the_absolute_frame_only():
-    from unisono.model.speech.refiner import MelRefiner
+    from unisono.codec.refiner import MelRefiner
 
     torch.manual_seed(4)
     refiner = MelRefiner(RefinerConfig(channels=16, dilations=(1,), steps=2, temperature=1.0), 80, 8).eval()
@@ -203,7 +203,7 @@ def test_refiner_noise_depends_on_the_absolute_frame_only():
 
 
 def test_a_deepened_token2mel_starts_as_the_same_function_and_can_learn():
-    from unisono.model.speech.token2mel import Token2Mel
+    from unisono.codec.token2mel import Token2Mel
 
     torch.manual_seed(3)
     shallow = Token2Mel(Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64), 50, 80, 8).eval()
@@ -223,7 +223,7 @@ def test_a_deepened_token2mel_starts_as_the_same_function_and_can_learn():
 
 
 def test_a_phase_projection_starts_as_the_repeated_one_and_learns_each_frame_apart():
-    from unisono.model.speech.token2mel import Token2Mel
+    from unisono.codec.token2mel import Token2Mel
 
     torch.manual_seed(5)
     plain = Token2Mel(Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64), 50, 80, 8).eval()
