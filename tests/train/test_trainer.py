@@ -14,7 +14,8 @@ from unisono.model.vocab import Special, Speech, Turn
 from unisono.train import checkpoint as ckpt
 from unisono.train.config import PhaseConfig, StageConfig
 from unisono.train.model_setup import expand_speech_vocabulary, param_groups, remap_speech_vocabulary, set_trainable
-from unisono.train.trainer import RunExistsError, Trainer, lr_factor, router_coef
+from unisono.train.backbone import router_coef
+from unisono.train.trainer import RunExistsError, Trainer, lr_factor
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -98,6 +98,8 @@ class RunConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     threads: int | None = None  # torch CPU threads; None: torch's default
+    # "auto": the GPU when torch sees one (each process its LOCAL_RANK's), else the CPU; "cpu" or "cuda" to force.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 @dataclass

@@ -258,6 +258,16 @@ class StageData:
             examples.append(self._example(epoch, row, task, pos, n_audio))
         return self._collate(examples, clips, epoch)
 
+    # -- the Trainer's view (unisono.train.trainer.Stream) --------------------------------------------
+    def batches(self, start: int, stride: int) -> Iterator[Batch]:
+        return loader(self, start, stride, self.config.num_workers)
+
+    def position(self, g: int) -> dict[str, Any]:
+        return {"epoch_position": list(self.locate(g))}
+
+    def counters(self) -> dict[str, Any]:
+        return {"failed_clips": self.failed_clips}
+
     def _collate(self, examples: list[Example], clips: list[tuple[Any, int]], epoch: int) -> Batch:
         pad = self.vocab.pad_id
         L = max(len(e.ids) for e in examples)

@@ -1,23 +1,26 @@
-"""The one trainer behind every stage.
+"""The one trainer behind every stage: the loop, the LR schedule, checkpoints and exact resume,
+metrics.jsonl / TensorBoard logging and the progress bar. What is trained, on what and towards
+what comes from an `Objective` (`unisono.train.backbone` for the backbone's stages, the codec's
+jobs in `unisono.train.codec_jobs`):
 
-    StageConfig ─► model (fresh, or the previous stage's) ─► [vocabulary expansion]
-      for each phase: trainable parameters ─► AdamW + warm-up/cosine LR
-        for each step: `accumulation` micro-batches (bf16 autocast where it helps), backward,
-                       clip, step; log; every N steps a checkpoint
-      ─► RUN/model (a unisono checkpoint directory: the next stage's starting point)
+    objective.prepare / build ─► the model (the trained parameters; the checkpoint holds exactly these)
+      for each phase: objective.trainable ─► AdamW (objective.param_groups) + warm-up/cosine LR
+        for each step: `accumulation` micro-batches of objective.stream (bf16 autocast where it helps),
+                       objective.loss, backward, clip, step; log; every N steps a checkpoint
+      ─► objective.export: RUN/model (the result: the next stage's starting point)
 
-Runs in one process, or under torchrun with FSDP2 (`fully_shard` on each decoder layer and on
-the whole model): gloo on CPU, NCCL on GPU. Micro-batch g of the data stream goes to process
+Runs in one process, or under torchrun with FSDP2 (`fully_shard` on the objective's shard units and
+on the whole model): gloo on CPU, NCCL on GPU. Micro-batch g of the data stream goes to process
 g mod N, so N processes with accumulation A see the batches one process sees with A x N.
 
-Exact resume: the data stream is a pure function of (seed, micro-batch index), and a
-checkpoint holds the model, optimizer, scheduler, every process's RNG states and the stream
-position. A run killed at any moment continues from its last checkpoint with the same batches,
-the same updates and therefore the same losses.
+Exact resume: an objective's data stream is a pure function of (seed, micro-batch index), and a
+checkpoint holds the model, optimizer, scheduler, the objective's own state (e.g. a discriminator
+that trains beside the model), every process's RNG states and the stream position. A run killed
+at any moment continues from its last checkpoint with the same batches, the same updates and
+therefore the same losses.
 
 Outputs in RUN: config.yaml (the resolved config), metrics.jsonl (one line per step),
-tb/ (TensorBoard scalars), checkpoints/, init/ (the starting model, so every process and every
-resume starts from the same weights), model/ (the result).
+tb/ (TensorBoard scalars), checkpoints/, model/ (the result), and what the objective writes.
 """
 
 from __future__ import annotations
@@ -29,17 +32,15 @@ import math
 import os
 import shutil
 import time
+from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 import torch.distributed as dist
 
-from unisono.model.unisono import Unisono
 from unisono.train import checkpoint as ckpt
-from unisono.train.config import PhaseConfig, StageConfig
-from unisono.train.data import Corpus, StageData, loader
-from unisono.train.model_setup import expand_speech_vocabulary, initial_model, param_groups, set_trainable
+from unisono.train.config import PhaseConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,77 @@ METRICS_FILE = "metrics.jsonl"
 
 class RunExistsError(RuntimeError):
     """The output folder holds checkpoints of an earlier run and --resume was not given."""
+
+
+class Stream(Protocol):
+    """An endless stream of micro-batches, each a pure function of (the stream's seed, its index g)."""
+
+    def batches(self, start: int, stride: int) -> Iterator[Any]:
+        """Micro-batches start, start + stride, ... ; each has `.to(device)`."""
+
+    def position(self, g: int) -> dict[str, Any]:
+        """Where micro-batch g lies, for the checkpoint's state.json (informative: g alone resumes)."""
+
+    def counters(self) -> dict[str, Any]:
+        """Running counts logged with every step (e.g. clips that failed to load)."""
+
+
+class Objective:
+    """What a run trains: its model, its data, its loss and its result. The defaults suit a model
+    whose parameters all decay and whose phases name trainable parameters by fnmatch patterns."""
+
+    # logs that count something per micro-batch (e.g. tokens): the step's row gives their total
+    COUNTS: tuple[str, ...] = ()
+
+    def prepare(self, run: Path) -> None:
+        """Once, in the first process, before any process builds: write what every process must
+        start from identically (e.g. RUN/init)."""
+
+    def build(self, run: Path, device: torch.device) -> torch.nn.Module:
+        """The model whose parameters train (and that the checkpoint holds), on the CPU; the same in
+        every process. Helpers the loss needs (frozen models) may go to `device` here."""
+        raise NotImplementedError
+
+    def shard_units(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        """Submodules sharded on their own under FSDP2 (then the whole model is)."""
+        return []
+
+    def trainable(self, model: torch.nn.Module, phase: PhaseConfig) -> list[str]:
+        """Set requires_grad for a phase; returns the trainable parameter names."""
+        names = []
+        for name, p in model.named_parameters():
+            p.requires_grad_(any(fnmatch(name, pattern) for pattern in phase.trainable))
+            if p.requires_grad:
+                names.append(name)
+        if not names:
+            raise ValueError(f"no parameter matches the trainable patterns {phase.trainable}")
+        return names
+
+    def param_groups(self, model: torch.nn.Module, weight_decay: float) -> list[dict]:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+
+    def stream(self, model: torch.nn.Module, phase_index: int, phase: PhaseConfig, seed: int) -> Stream:
+        raise NotImplementedError
+
+    def begin_step(self, model: torch.nn.Module, phase: PhaseConfig, phase_step: int) -> dict[str, float]:
+        """Called before each optimizer step's micro-batches; returns figures logged once with the step."""
+        return {}
+
+    def loss(self, model: torch.nn.Module, batch: Any, phase: PhaseConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        """One micro-batch's loss and the figures to log (a pure function of the model and the batch,
+        the global RNG aside)."""
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """What else a checkpoint must hold for an exact resume (state that trains beside the model)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore `extra_state` from a checkpoint."""
+
+    def export(self, model_state: dict[str, torch.Tensor], run: Path, processes: int) -> Path:
+        """Write the result from the trained state (first process only); returns where."""
+        raise NotImplementedError
 
 
 def lr_factor(step: int, phase: PhaseConfig) -> float:
@@ -62,25 +134,26 @@ def lr_factor(step: int, phase: PhaseConfig) -> float:
     return phase.min_lr_ratio + (1.0 - phase.min_lr_ratio) * shape
 
 
-def router_coef(step: int, phase: PhaseConfig) -> float | None:
-    """The router aux-loss coefficient at a step: annealed linearly across the phase."""
-    if phase.router_aux_coef is None:
-        return None
-    start, end = phase.router_aux_coef
-    return start + (end - start) * step / max(1, phase.steps - 1)
-
-
 class Trainer:
+    """Runs `objective` through `config`: anything with `stage` (the run's name), `optim`
+    (OptimConfig), `run` (RunConfig), `phases` (PhaseConfig list) and `to_dict()`. Without an
+    objective, `config` is a backbone StageConfig and its stage is trained."""
+
     def __init__(
         self,
-        config: StageConfig,
+        config: Any,
         out_dir: str | Path,
         *,
+        objective: Objective | None = None,
         resume: bool = False,
         progress: bool = True,
         on_step: Callable[[dict[str, Any]], None] | None = None,
     ):
-        self.config, self.out = config, Path(out_dir)
+        if objective is None:
+            from unisono.train.backbone import BackboneObjective
+
+            objective = BackboneObjective(config)
+        self.config, self.out, self.objective = config, Path(out_dir), objective
         self.resume, self.show_progress, self.on_step = resume, progress, on_step
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -90,7 +163,10 @@ class Trainer:
 
     # ---- setup ---------------------------------------------------------------------------------
     def _init_distributed(self) -> None:
-        if torch.cuda.is_available():
+        wanted = getattr(self.config.run, "device", "auto")
+        if wanted == "cuda" and not torch.cuda.is_available():
+            raise ValueError("run.device is cuda, and this torch sees no CUDA device")
+        if torch.cuda.is_available() and wanted != "cpu":
             local = int(os.environ.get("LOCAL_RANK", "0"))
             self.device = torch.device("cuda", local)
             torch.cuda.set_device(self.device)
@@ -129,26 +205,14 @@ class Trainer:
                 (self.out / METRICS_FILE).unlink(missing_ok=True)
         return found
 
-    def _initial_model(self, corpus: Corpus) -> Unisono:
-        """Every process starts from RUN/init, written once by the first process."""
-        init_dir = self.out / "init"
-        if self.is_main and not (init_dir / "config.json").is_file():
-            ckpt.seed_everything(self.config.run.seed)
-            model = initial_model(self.config.model, corpus.texts())
-            if self.config.model.speech_tokens is not None:
-                expand_speech_vocabulary(model, self.config.model.speech_tokens)
-            model.save(init_dir)
-        self._barrier()
-        return Unisono.load(init_dir)
-
-    def _wrap(self, model: Unisono) -> Any:
+    def _wrap(self, model: torch.nn.Module) -> Any:
         if not self.distributed:
             return model.to(self.device)
         from torch.distributed.fsdp import fully_shard
 
         model.to(self.device)
-        for layer in model.decoder.model.layers:
-            fully_shard(layer)
+        for unit in self.objective.shard_units(model):
+            fully_shard(unit)
         fully_shard(model)
         return model
 
@@ -166,10 +230,12 @@ class Trainer:
 
         opts = StateDictOptions(full_state_dict=True)
         set_model_state_dict(self.model, ckpt.load_tensors(path, "model.pt"), options=opts)
+        saved = ckpt.load_tensors(path, "optim.pt")
         if optimizer is not None:
-            saved = ckpt.load_tensors(path, "optim.pt")
             set_optimizer_state_dict(self.model, optimizer, saved["optimizer"], options=opts)
             scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("objective"):
+            self.objective.load_extra_state(saved["objective"])
         states = ckpt.load_tensors(path, "rng.pt")
         ckpt.set_rng_state(states[self.rank] if self.rank < len(states) else states[0])
 
@@ -180,33 +246,19 @@ class Trainer:
         if self.distributed:
             dist.all_gather_object(rngs, rng)
         if self.is_main:
-            ckpt.write_checkpoint(
-                self.out, step, model_state, {"optimizer": optim_state, "scheduler": scheduler.state_dict()},
-                rngs, state, keep=self.config.run.keep_checkpoints,
-            )
+            saved = {"optimizer": optim_state, "scheduler": scheduler.state_dict()}
+            extra = self.objective.extra_state()
+            if extra:
+                saved["objective"] = extra
+            ckpt.write_checkpoint(self.out, step, model_state, saved, rngs, state, keep=self.config.run.keep_checkpoints)
         self._barrier()
 
-    def _export(self, base: Unisono) -> Path:
-        """RUN/model: the trained weights in a plain unisono checkpoint directory."""
+    def _export(self) -> Path:
+        """The trained weights, written by the objective (RUN/model)."""
         model_state, _ = self._full_state(None)
-        if self.is_main:
-            if self.distributed:  # `base` holds sharded parameters now: fill a plain copy
-                base = Unisono.load(self.out / "init")
-            missing, unexpected = base.load_state_dict(model_state, strict=False)
-            if unexpected or [k for k in missing if not k.startswith("encoder.")]:
-                raise RuntimeError(f"trained state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-            stages = list(base.config.meta.get("stages", []))
-            stages.append({
-                "stage": self.config.stage,
-                "phases": [{"name": p.name, "steps": p.steps, "lr": p.lr, "trainable": p.trainable} for p in self.config.phases],
-                "data": list(self.config.data.train),
-                "tasks": dict(self.config.data.tasks),
-                "processes": self.world,
-            })
-            base.config.meta["stages"] = stages
-            base.save(self.out / "model")
+        out = self.objective.export(model_state, self.out, self.world) if self.is_main else self.out / "model"
         self._barrier()
-        return self.out / "model"
+        return out
 
     # ---- metrics -------------------------------------------------------------------------------
     def _open_metrics(self, resumed_step: int):
@@ -241,9 +293,9 @@ class Trainer:
             import yaml
 
             (self.out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
-        corpus = Corpus.load(cfg.data.train)
-        base = self._initial_model(corpus)
-        self.model = self._wrap(base).train()
+            self.objective.prepare(self.out)
+        self._barrier()
+        self.model = self._wrap(self.objective.build(self.out, self.device)).train()
 
         resume_state = ckpt.read_state(found) if found else None
         step = resume_state["step"] if resume_state else 0
@@ -255,28 +307,26 @@ class Trainer:
             start_phase = resume_state["phase"] if resume_state else 0
             for p_index in range(start_phase, len(cfg.phases)):
                 phase_state = resume_state if (resume_state and p_index == start_phase) else None
-                step = self._run_phase(p_index, step, corpus, found if phase_state else None, phase_state, metrics_file, writer)
+                step = self._run_phase(p_index, step, found if phase_state else None, phase_state, metrics_file, writer)
         finally:
             if metrics_file:
                 metrics_file.close()
             if writer:
                 writer.close()
-        # the trained weights, as a plain unisono checkpoint for the next stage
-        out = self._export(base)
+        out = self._export()
         if self.distributed:
             dist.destroy_process_group()
         return out
 
-    def _run_phase(self, p_index: int, step: int, corpus: Corpus, found: Path | None, resume_state: dict | None,
-                   metrics_file, writer) -> int:
-        cfg, phase = self.config, self.config.phases[p_index]
+    def _run_phase(self, p_index: int, step: int, found: Path | None, resume_state: dict | None, metrics_file, writer) -> int:
+        cfg, phase, objective = self.config, self.config.phases[p_index], self.objective
         model = self.model
-        names = set_trainable(model, phase.trainable, encoder_frozen=model.config.encoder.frozen)
+        names = objective.trainable(model, phase)
         if self.is_main:
             n = sum(p.numel() for p in model.parameters() if p.requires_grad)
             log.info("phase %s: %d trainable tensors, %.2fM parameters, %d steps", phase.name, len(names), n / 1e6, phase.steps)
         optimizer = torch.optim.AdamW(
-            param_groups(model, cfg.optim.weight_decay), lr=phase.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
+            objective.param_groups(model, cfg.optim.weight_decay), lr=phase.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, phase))
         phase_step = 0
@@ -287,29 +337,24 @@ class Trainer:
             if self.is_main:
                 log.info("resumed from %s (step %d, phase %s step %d)", found.name, step, phase.name, phase_step)
 
-        data = StageData(
-            corpus, model.vocab, cfg.data, tasks=phase.tasks, seed=cfg.run.seed + 1000 * p_index,
-            n_mels=model.config.encoder.n_mels, adaptor_stride=model.config.adaptor.stride,
-        )
+        data = objective.stream(model, p_index, phase, seed=cfg.run.seed + 1000 * p_index)
         accum, world = cfg.run.accumulation, self.world
         per_step = accum * world
-        batches = loader(data, phase_step * per_step + self.rank, world, cfg.data.num_workers)
+        batches = data.batches(phase_step * per_step + self.rank, world)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self._use_bf16() else contextlib.nullcontext()
         trainable = [p for p in model.parameters() if p.requires_grad]
         bar = self._progress(phase, phase_step)
         try:
             while phase_step < phase.steps:
                 t0 = time.perf_counter()
-                coef = router_coef(phase_step, phase)
-                if coef is not None:
-                    model.config.decoder.router_aux_loss_coef = coef
+                once = objective.begin_step(model, phase, phase_step)
                 logs = []
                 for _ in range(accum):
                     batch = next(batches).to(self.device)
                     with autocast:
-                        out = model(batch, main=phase.main_loss, mtp=phase.mtp_loss, ctc_weight=phase.ctc_weight)
-                    (out.loss / accum).backward()
-                    logs.append({**out.logs, "tokens": float(batch.attention_mask.sum())})
+                        loss, figures = objective.loss(model, batch, phase)
+                    (loss / accum).backward()
+                    logs.append(figures)
                 grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
                 lr = scheduler.get_last_lr()[0]
                 optimizer.step()
@@ -319,13 +364,13 @@ class Trainer:
                 step += 1
 
                 row = self._reduce_logs(logs)
-                row["tokens"] = int(round(row["tokens"] * per_step))  # mean per micro-batch -> per step
+                for k in objective.COUNTS:  # mean per micro-batch -> per step
+                    row[k] = int(round(row[k] * per_step))
                 if hasattr(grad_norm, "full_tensor"):
                     grad_norm = grad_norm.full_tensor()
                 row.update(step=step, phase=phase.name, phase_step=phase_step, lr=lr, grad_norm=float(grad_norm),
-                           seconds=time.perf_counter() - t0, failed_clips=data.failed_clips)
-                if coef is not None:
-                    row["router_aux_coef"] = coef
+                           seconds=time.perf_counter() - t0, **data.counters())
+                row.update(once)
                 if self.is_main:
                     self._log(row, metrics_file, writer, bar)
                 if self.on_step:
@@ -338,7 +383,7 @@ class Trainer:
                     else:
                         position = phase_step * per_step  # the data-loader position: next micro-batch
                         state = {"phase": p_index, "phase_step": phase_step, "micro_batch": position,
-                                 "epoch_position": list(data.locate(position)), "world_size": world}
+                                 **data.position(position), "world_size": world}
                     self._save_checkpoint(step, state, optimizer, scheduler)
         finally:
             if bar is not None:

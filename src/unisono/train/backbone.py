@@ -1,0 +1,116 @@
+"""The backbone's stages as a Trainer objective: align, pretrain, cooldown, sft-asr, mtp.
+
+    StageConfig ─► RUN/init: the starting model (fresh, or the previous stage's), with the
+                   vocabulary expansion; written once, so every process and every resume starts
+                   from the same weights
+      each phase: its parameter patterns (a frozen encoder stays frozen), AdamW groups where
+                  norms, biases and embeddings do not decay, the task mix's micro-batch stream
+                  (`unisono.train.data`), the main / MTP / CTC losses, the router coefficient
+      ─► RUN/model: a unisono checkpoint directory whose meta records the stage
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unisono.train.config import PhaseConfig, StageConfig
+from unisono.train.trainer import Objective
+
+
+def router_coef(step: int, phase: PhaseConfig) -> float | None:
+    """The router aux-loss coefficient at a step: annealed linearly across the phase."""
+    if phase.router_aux_coef is None:
+        return None
+    start, end = phase.router_aux_coef
+    return start + (end - start) * step / max(1, phase.steps - 1)
+
+
+class BackboneObjective(Objective):
+    COUNTS = ("tokens",)
+
+    def __init__(self, config: StageConfig):
+        self.config = config
+        self._corpus = None
+        self.base: Any = None
+
+    @property
+    def corpus(self):
+        from unisono.train.data import Corpus
+
+        if self._corpus is None:
+            self._corpus = Corpus.load(self.config.data.train)
+        return self._corpus
+
+    def prepare(self, run: Path) -> None:
+        from unisono.train import checkpoint as ckpt
+        from unisono.train.model_setup import expand_speech_vocabulary, initial_model
+
+        self.corpus  # noqa: B018 (bad manifests are reported before anything is built)
+        init_dir = run / "init"
+        if not (init_dir / "config.json").is_file():
+            ckpt.seed_everything(self.config.run.seed)
+            model = initial_model(self.config.model, self.corpus.texts())
+            if self.config.model.speech_tokens is not None:
+                expand_speech_vocabulary(model, self.config.model.speech_tokens)
+            model.save(init_dir)
+
+    def build(self, run: Path, device: torch.device):
+        from unisono.model.unisono import Unisono
+
+        self.corpus  # noqa: B018
+        self.base = Unisono.load(run / "init")
+        return self.base
+
+    def shard_units(self, model) -> list[torch.nn.Module]:
+        return list(model.decoder.model.layers)
+
+    def trainable(self, model, phase: PhaseConfig) -> list[str]:
+        from unisono.train.model_setup import set_trainable
+
+        return set_trainable(model, phase.trainable, encoder_frozen=model.config.encoder.frozen)
+
+    def param_groups(self, model, weight_decay: float) -> list[dict]:
+        from unisono.train.model_setup import param_groups
+
+        return param_groups(model, weight_decay)
+
+    def stream(self, model, phase_index: int, phase: PhaseConfig, seed: int):
+        from unisono.train.data import StageData
+
+        return StageData(self.corpus, model.vocab, self.config.data, tasks=phase.tasks, seed=seed,
+                         n_mels=model.config.encoder.n_mels, adaptor_stride=model.config.adaptor.stride)
+
+    def begin_step(self, model, phase: PhaseConfig, phase_step: int) -> dict[str, float]:
+        coef = router_coef(phase_step, phase)
+        if coef is None:
+            return {}
+        model.config.decoder.router_aux_loss_coef = coef
+        return {"router_aux_coef": coef}
+
+    def loss(self, model, batch, phase: PhaseConfig):
+        out = model(batch, main=phase.main_loss, mtp=phase.mtp_loss, ctc_weight=phase.ctc_weight)
+        return out.loss, {**out.logs, "tokens": float(batch.attention_mask.sum())}
+
+    def export(self, model_state: dict, run: Path, processes: int) -> Path:
+        """RUN/model: the trained weights in a plain unisono checkpoint directory."""
+        from unisono.model.unisono import Unisono
+
+        cfg = self.config
+        base = Unisono.load(run / "init") if processes > 1 else self.base  # sharded parameters: fill a plain copy
+        missing, unexpected = base.load_state_dict(model_state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("encoder.")]:
+            raise RuntimeError(f"trained state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        stages = list(base.config.meta.get("stages", []))
+        stages.append({
+            "stage": cfg.stage,
+            "phases": [{"name": p.name, "steps": p.steps, "lr": p.lr, "trainable": p.trainable} for p in cfg.phases],
+            "data": list(cfg.data.train),
+            "tasks": dict(cfg.data.tasks),
+            "processes": processes,
+        })
+        base.config.meta["stages"] = stages
+        base.save(run / "model")
+        return run / "model"
