@@ -49,7 +49,7 @@ def test_round_trip_of_a_real_clip_is_still_understood(codec):
     from unisono.audio.io import load_audio
     from unisono.eval.metrics import count_errors
     from unisono.eval.normalize import make_scoring
-    from unisono.eval.systems import FasterWhisperConfig, FasterWhisperSystem
+    from unisono.peers.recognizers import FasterWhisper, FasterWhisperConfig
 
     audio = load_audio(EXAMPLE_WAV)
     tokens = codec.tokenize(audio)
@@ -60,6 +60,6 @@ def test_round_trip_of_a_real_clip_is_still_understood(codec):
     assert 0.01 < float(np.sqrt(np.mean(wave ** 2))) < 0.5
 
     score = make_scoring("en")
-    hyp = FasterWhisperSystem(FasterWhisperConfig(threads=1)).transcribe(wave, language="en")
+    hyp = FasterWhisper(FasterWhisperConfig(threads=1)).transcribe(wave, language="en")
     errors = count_errors(score.normalize(REFERENCE), score.normalize(hyp), score.unit)
     assert errors.errors <= MAX_RESYNTH_ERRORS, hyp

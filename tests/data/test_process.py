@@ -17,6 +17,7 @@ from unisono.data.process import (
     read_results,
     run,
 )
+from unisono.peers.recognizers import Recognizer, TranscriptionError
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +50,15 @@ def test_bad_files_are_rejected_with_reasons_and_the_run_completes(batch, tmp_pa
     for u in utts:
         assert u.duration <= 30.0
         assert u.meta["tier"] in ("gold", "silver", "bronze")
-        assert set(u.meta["asr"]) == {"whisper-tiny.en", "pocketsphinx-en-us"}
-        assert u.text == u.meta["asr"]["whisper-tiny.en"]  # the primary system's transcript
+        assert set(u.meta["asr"]) == {"faster-whisper tiny.en int8 beam1", "pocketsphinx en-us"}
+        assert u.text == u.meta["asr"]["faster-whisper tiny.en int8 beam1"]  # the primary system's transcript
         assert 0 <= u.meta["quality"] <= 1 and u.meta["speakers"] == 1 and u.meta["synthetic"] is False
         clip = load_audio(tmp_path / u.audio)
         assert abs(len(clip) / 16000 - u.duration) < 0.01
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
 
 
-class EchoRecogniser:
+class EchoRecogniser(Recognizer):
     """Stands in for the recognisers where the test is about bookkeeping, not transcripts."""
 
     languages = None
@@ -104,9 +105,8 @@ def test_manifest_inputs_keep_language_and_reference(real_speech_dir, tmp_path):
 
 def test_a_failing_recogniser_costs_only_its_segment(batch, tmp_path, monkeypatch):
     from unisono.data import process as proc
-    from unisono.data.asr_backends import TranscriptionError
 
-    class Broken:
+    class Broken(Recognizer):
         name, languages = "broken", None
 
         def transcribe(self, audio, language):
@@ -119,7 +119,7 @@ def test_a_failing_recogniser_costs_only_its_segment(batch, tmp_path, monkeypatc
     assert rej.stage == "asr" and "500" in rej.reason and summary["utterances"] == 0
 
 
-class FixedRecogniser:
+class FixedRecogniser(Recognizer):
     languages = None
 
     def __init__(self, name, text):
@@ -134,7 +134,8 @@ def test_long_form_discards_by_rover_disagreement(batch, tmp_path, monkeypatch, 
     from unisono.data import process as proc
     from unisono.data.rover import RoverConfig
 
-    texts = {"whisper": "The cat sat on the mat.", "pocketsphinx": "the cat sat on the mat", "whisper:beam5": "the cat sat on a mat"}
+    texts = {"faster-whisper": "The cat sat on the mat.", "pocketsphinx": "the cat sat on the mat",
+             "faster-whisper:beam5": "the cat sat on a mat"}
     monkeypatch.setattr(proc.Processor, "backend", lambda self, spec: FixedRecogniser(spec, texts[spec]))
     cfg = ProcessConfig(long_form=True, detect_synthetic=False,
                         rover=RoverConfig(max_disagreement=max_disagreement))
@@ -166,7 +167,7 @@ def test_long_form_with_the_bundled_recognisers(real_speech_dir, tmp_path):
     assert len(utts) == 2 and summary["rover"]["kept"] == summary["rover"]["segments"] == 2
     for u in utts:
         assert u.meta["tier"] == "rover" and u.duration <= 30
-        assert set(u.meta["asr"]) == {"whisper-tiny.en", "pocketsphinx-en-us", "whisper-tiny.en-beam5"}
+        assert set(u.meta["asr"]) == {"faster-whisper tiny.en int8 beam1", "pocketsphinx en-us", "faster-whisper tiny.en int8 beam5"}
         assert 0 <= u.meta["rover"]["disagreement"] <= 1
         assert u.text[0].isupper() and u.text[-1] in ".?"  # refined
     assert "comparatively modern" in utts[0].meta["fused"]
@@ -212,7 +213,7 @@ def test_cli_process_reports_tiers_and_rejections(batch, tmp_path, monkeypatch):
     assert len(read_manifest(out)) == 2 and len(read_rejections(out)) == 4
     bad = CliRunner().invoke(app, ["process", str(tmp_path / "nowhere"), "--out", str(out)])
     assert bad.exit_code == 2 and "no such file" in bad.output
-    typo = CliRunner().invoke(app, ["process", str(batch), "--out", str(out), "--asr", "whisper,sphinx"])
+    typo = CliRunner().invoke(app, ["process", str(batch), "--out", str(out), "--asr", "faster-whisper,sphinx"])
     assert typo.exit_code == 2 and "unknown recogniser 'sphinx'" in typo.output
 
 

@@ -1,7 +1,4 @@
-import json
-
-import httpx
-
+from tests.peers.loopback import openai_server
 from unisono.data.refine import ChatRefiner, ChatRefinerConfig, RuleRefiner, build_refiner, terminology
 
 
@@ -27,29 +24,26 @@ def test_chinese_gets_a_full_stop_only():
 
 
 def test_chat_refiner_sends_context_and_uses_the_answer():
-    seen = []
+    def shout(body: dict) -> str:
+        return body["messages"][1]["content"].rsplit("\n", 1)[-1].upper() + "!"
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        seen.append(body)
-        text = body["messages"][1]["content"].rsplit("\n", 1)[-1]
-        return httpx.Response(200, json={"choices": [{"message": {"content": text.upper() + "!"}}]})
-
-    r = ChatRefiner(ChatRefinerConfig(url="http://127.0.0.1:9/v1", model="m"), transport=httpx.MockTransport(handler))
-    out = r.refine(["hello there", "general kenobi"], "en")
-    assert out == ["HELLO THERE!", "GENERAL KENOBI!"]
+    with openai_server(chat=shout) as server:
+        r = ChatRefiner(ChatRefinerConfig(url=server.url, model="m"))
+        out = r.refine(["hello there", "general kenobi"], "en")
+    assert out == ["HELLO THERE!", "GENERAL KENOBI!"] and not r.failures
+    seen = [request["body"] for request in server.requests]
     assert seen[0]["model"] == "m" and seen[0]["messages"][0]["role"] == "system"
     assert "HELLO THERE!" in seen[1]["messages"][1]["content"]  # the previous segment is context
 
 
 def test_chat_refiner_falls_back_to_rules_on_errors():
-    transport = httpx.MockTransport(lambda request: httpx.Response(503, text="overloaded"))
-    r = ChatRefiner(ChatRefinerConfig(url="http://127.0.0.1:9/v1/chat/completions"), transport=transport)
-    assert r.refine(["i have two cats"], "en") == ["I have 2 cats."]
+    with openai_server(fail=(503, "overloaded")) as server:
+        r = ChatRefiner(ChatRefinerConfig(url=server.url + "/chat/completions", timeout_s=5))
+        assert r.refine(["i have two cats"], "en") == ["I have 2 cats."]
     assert len(r.failures) == 1 and "503" in r.failures[0]
 
 
 def test_build_refiner():
     assert isinstance(build_refiner("rules"), RuleRefiner)
     r = build_refiner("openai:http://localhost:8000/v1:model=qwen")
-    assert isinstance(r, ChatRefiner) and r.config.model == "qwen" and r.endpoint == "http://localhost:8000/v1/chat/completions"
+    assert isinstance(r, ChatRefiner) and r.config.model == "qwen" and r.client.base_url == "http://localhost:8000/v1"

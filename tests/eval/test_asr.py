@@ -15,10 +15,10 @@ from unisono.eval.manifest import ManifestError, load_set
 from unisono.eval.metrics import count_errors
 from unisono.eval.normalize import make_scoring
 from unisono.eval.speed import SpeedConfig
-from unisono.eval.systems import System, TranscriptionError
+from unisono.peers.recognizers import Recognizer, TranscriptionError
 
 
-class Scripted(System):
+class Scripted(Recognizer):
     """Answers by clip length (each test clip has its own), fails where told; counts its calls."""
 
     kind = "scripted"

@@ -63,8 +63,11 @@ class Recording:
 
 @dataclass
 class ProcessConfig:
-    asr: tuple[str, ...] = ("whisper", "pocketsphinx")  # short form: the first is primary
-    long_form_asr: tuple[str, ...] = ("whisper", "pocketsphinx", "whisper:beam5")
+    # recogniser specs (unisono.peers.recognizers); short form: the first is primary
+    asr: tuple[str, ...] = ("faster-whisper", "pocketsphinx")
+    # the third for ROVER: only two independent English recognisers ship offline, so it is Whisper again
+    # with beam search; name a unisono checkpoint or a server instead when one is at hand
+    long_form_asr: tuple[str, ...] = ("faster-whisper", "pocketsphinx", "faster-whisper:beam5")
     long_form: bool | None = None  # None: decided per recording by its duration
     refiner: str = "rules"
     vad: VADConfig = field(default_factory=VADConfig)
@@ -118,9 +121,9 @@ class Processor:
 
     def backend(self, spec: str):
         if spec not in self._backends:
-            from unisono.data.asr_backends import build_backend
+            from unisono.peers.recognizers import build_recognizer
 
-            self._backends[spec] = build_backend(spec, threads=self.config.threads_per_worker)
+            self._backends[spec] = build_recognizer(spec, threads=self.config.threads_per_worker)
         return self._backends[spec]
 
     @property
@@ -172,9 +175,7 @@ class Processor:
         long_form = cfg.long_form if cfg.long_form is not None else duration > cfg.vad.max_segment_s
         specs = cfg.long_form_asr if long_form else cfg.asr
         backends = [self.backend(s) for s in specs]
-        from unisono.data.asr_backends import supports
-
-        capable = [b for b in backends if supports(b, rec.language)]
+        capable = [b for b in backends if b.supports(rec.language)]
 
         drafts: list[dict[str, Any]] = []
         rejections: list[Rejection] = []
@@ -521,7 +522,7 @@ def run(
     """
     from unisono.data.manifest import ManifestWriter
 
-    from unisono.data.asr_backends import check_spec
+    from unisono.peers.recognizers import check_spec
 
     config = config or ProcessConfig()
     for spec in (*config.asr, *config.long_form_asr):

@@ -17,11 +17,12 @@ Both take all segments of a recording at once, so terminology stays consistent a
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence
+
+from unisono.peers.openai_client import ServerError
 
 QUESTION_OPENERS = frozenset(
     "who what when where why how which whose whom is are am was were do does did can could will would "
@@ -124,29 +125,18 @@ class ChatRefiner:
 
     name = "chat"
 
-    def __init__(self, config: ChatRefinerConfig, transport: Any = None):
-        import httpx
+    def __init__(self, config: ChatRefinerConfig):
+        from unisono.peers.openai_client import OpenAIClient, ServerConfig
 
         self.config = config
-        url = config.url.rstrip("/")
-        self.endpoint = url if url.endswith("/chat/completions") else url + "/chat/completions"
-        headers = {"Authorization": f"Bearer {key}"} if (key := os.environ.get(config.key_env)) else {}
-        self.client = httpx.Client(headers=headers, timeout=config.timeout_s, transport=transport)
+        self.client = OpenAIClient(ServerConfig(url=config.url, key_env=config.key_env, timeout_s=config.timeout_s))
         self.fallback = RuleRefiner()
         self.failures: list[str] = []  # why calls failed, for the run's log
 
     def _ask(self, text: str, language: str, context: Sequence[str]) -> str:
-        import httpx
-
         user = (f"Language: {language}\nPrevious segments:\n" + "\n".join(context) + f"\n\nSegment:\n{text}")
-        body = {"model": self.config.model, "temperature": 0,
-                "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]}
-        try:
-            r = self.client.post(self.endpoint, json=body)
-            r.raise_for_status()
-            return str(r.json()["choices"][0]["message"]["content"]).strip()
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
-            raise RuntimeError(f"{self.endpoint}: {type(e).__name__}: {e}") from e
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        return self.client.chat(messages, model=self.config.model, temperature=0.0)
 
     def refine(self, segments: Sequence[str], language: str, raw: Sequence[Sequence[str]] = ()) -> list[str]:
         terms = terminology(raw)
@@ -157,21 +147,21 @@ class ChatRefiner:
                 continue
             try:
                 refined = self._ask(text, language, out[-self.config.context_segments:])
-            except RuntimeError as e:
+            except ServerError as e:
                 self.failures.append(str(e))
                 refined = ""
             out.append(refined or self.fallback.refine_one(text, language, terms))
         return out
 
 
-def build_refiner(spec: str, transport: Any = None) -> Refiner:
+def build_refiner(spec: str) -> Refiner:
     """"rules", or "openai:URL[:model=NAME]" for a chat endpoint."""
     if spec == "rules":
         return RuleRefiner()
     kind, _, rest = spec.partition(":")
     if kind == "openai" and rest:
         url, _, model = rest.partition(":model=")
-        return ChatRefiner(ChatRefinerConfig(url=url, **({"model": model} if model else {})), transport=transport)
+        return ChatRefiner(ChatRefinerConfig(url=url, **({"model": model} if model else {})))
     raise ValueError(f"unknown refiner {spec!r}: use 'rules' or 'openai:URL[:model=NAME]'")
 
 

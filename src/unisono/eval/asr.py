@@ -25,7 +25,7 @@ from unisono.eval.manifest import EvalSet
 from unisono.eval.metrics import ErrorCounts, count_errors, total
 from unisono.eval.normalize import Scoring
 from unisono.eval.speed import SpeedConfig, timed_runs
-from unisono.eval.systems import System, TranscriptionError
+from unisono.peers.recognizers import Recognizer as System, TranscriptionError
 
 RESULTS_FILE = "results.jsonl"
 

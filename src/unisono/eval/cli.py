@@ -14,7 +14,7 @@ SYSTEMS_HELP = """Comma-separated system specs, KIND[:OPTION...] (OPTION: a word
 faster-whisper[:int8|float32][:beamN][:fallback][:model=DIR] (default: bundled tiny.en, int8, beam 1, no fallback);
 pocketsphinx[:hmm=DIR][:lm=FILE][:dict=FILE] (default: bundled en-us);
 unisono[:DIR|default][:int8][:greedy][:drafts=K] (MTP unless greedy);
-openai:URL[:model=NAME][:key_env=VAR][:timeout=S] (POST URL/audio/transcriptions)."""
+openai:URL[:model=NAME][:key_env=VAR][:timeout=S][:retries=N] (POST URL/audio/transcriptions)."""
 
 
 def _command_line(parts: list[str]) -> str:
@@ -49,7 +49,7 @@ def asr(
     from unisono.eval.normalize import SCORINGS, default_scoring_name, make_scoring
     from unisono.eval.report import asr_tables, write_asr_report
     from unisono.eval.speed import SpeedConfig, set_threads
-    from unisono.eval.systems import SystemSpecError, build_system, split_specs
+    from unisono.peers.recognizers import SpecError, build_recognizer, split_specs
 
     console, err = Console(), Console(stderr=True)
     try:
@@ -75,8 +75,8 @@ def asr(
     for spec in specs:
         try:
             err.print(f"loading {spec} ...")
-            built.append(build_system(spec, threads))
-        except SystemSpecError as e:
+            built.append(build_recognizer(spec, threads))
+        except SpecError as e:
             raise typer.BadParameter(str(e), param_hint="--systems") from None
         except (OSError, ValueError, ImportError) as e:
             raise typer.BadParameter(f"{spec}: {e}", param_hint="--systems") from None
@@ -235,7 +235,7 @@ def codec(
     from unisono.eval.codec import SpeakerSimilarity, evaluate_set, plot_spectrograms, write_report
     from unisono.eval.manifest import ManifestError, load_set
     from unisono.eval.metrics import format_difference
-    from unisono.eval.systems import SystemSpecError, build_system
+    from unisono.peers.recognizers import SpecError, build_recognizer
     from unisono.codec.codec import SpeechCodec, default_codec_path
 
     console, err = Console(), Console(stderr=True)
@@ -244,12 +244,12 @@ def codec(
     except ManifestError as e:
         raise typer.BadParameter(str(e), param_hint="--manifest") from None
     try:
-        recognizer = build_system(recognizer_spec, threads=threads)
-    except SystemSpecError as e:
+        recognizer = build_recognizer(recognizer_spec, threads=threads)
+    except SpecError as e:
         raise typer.BadParameter(str(e), param_hint="--recognizer") from None
     try:
-        check = build_system(check_recognizer, threads=threads) if check_recognizer else None
-    except SystemSpecError as e:
+        check = build_recognizer(check_recognizer, threads=threads) if check_recognizer else None
+    except SpecError as e:
         raise typer.BadParameter(str(e), param_hint="--check-recognizer") from None
     torch.set_num_threads(threads)
     path = codec_dir or default_codec_path()

@@ -147,7 +147,7 @@ def evaluate_set(
     keep_audio: dict | None = None,
     check=None,
 ) -> SetResult:
-    """`recognizer` and `check` (optional, a second recogniser) are systems of `unisono.eval.systems`:
+    """`recognizer` and `check` (optional, a second recogniser) are `unisono.peers.recognizers.Recognizer`s or
     anything with `transcribe(audio, language=...)` and, for `check`, a `name`."""
     from unisono.audio.io import AudioError, load_audio
     from unisono.eval.metrics import count_errors, difference_interval, total
