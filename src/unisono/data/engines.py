@@ -1,4 +1,5 @@
-"""Offline speech synthesisers: espeak-ng, flite and festival, every installed voice.
+"""Offline speech synthesisers: espeak-ng, flite and festival, every installed voice; and the
+neural voices Piper and Kokoro (`neural_voices.py`) where their packages are installed.
 
 Each engine is a command-line program. `available_voices()` asks the installed programs which
 voices they have; `sample_params()` draws a speaking rate and pitch for one utterance;
@@ -10,7 +11,8 @@ English") reads many Han characters as their pinyin *spelling with tone digits* 
 
 Rates and pitches are stored as the engine's own settings (espeak words per minute and pitch
 0-99; flite/festival duration stretch and F0 target in Hz; HTS speed factor and semitone shift)
-together with the engine-independent `rate` factor (>1 is faster).
+together with the engine-independent `rate` factor (>1 is faster); the neural voices' controls
+are described in `neural_voices.py`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from unisono.audio.io import load_audio
+from unisono.data import neural_voices
+from unisono.data.neural_voices import NEURAL_ENGINES, NeuralVoiceError
 
+# The rule-based and statistical engines: fast, and the default of `unisono data synth`.
 ENGINES = ("espeak-ng", "flite", "festival")
+# Every engine, with the neural voices (optional packages, ~1-6x real time on a core).
+ALL_ENGINES = ENGINES + NEURAL_ENGINES
 ESPEAK_ENGLISH = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-gb-x-rp",
                   "en-029", "en-us-nyc")
 ESPEAK_MANDARIN = ("cmn-latn-pinyin",)
@@ -46,8 +53,8 @@ class SynthesisError(RuntimeError):
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # one of ENGINES
-    name: str  # the engine's voice name: "en-us+m3", "slt", "cmu_us_slt_arctic_hts"
+    engine: str  # one of ALL_ENGINES
+    name: str  # the engine's voice name: "en-us+m3", "slt", "cmu_us_slt_arctic_hts", "en_US-joe-medium", "jf_alpha"
     language: str  # "en" or "zh"
 
     @property
@@ -124,11 +131,31 @@ def available_voices(languages: tuple[str, ...] = ("en", "zh"), engines: tuple[s
         voices += [Voice("flite", v, "en") for v in flite_voices()]
     if "en" in languages and "festival" in engines:
         voices += [Voice("festival", v, "en") for v in festival_voices()]
+    for engine in NEURAL_ENGINES:
+        if engine in engines:
+            voices += [Voice(engine, v, language) for language in languages
+                       for v in neural_voices.voice_names(engine, language)]
     return voices
+
+
+def engine_problems(engines: tuple[str, ...], languages: tuple[str, ...]) -> dict[str, str]:
+    """Engines asked for that cannot speak any of `languages` here, each with the reason."""
+    programs = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave"}
+    problems = {}
+    for engine in engines:
+        if engine in programs and not shutil.which(programs[engine]):
+            problems[engine] = f"{programs[engine]} is not installed (apt-get install {engine})"
+        elif engine in NEURAL_ENGINES:
+            reasons = [neural_voices.missing(engine, lang) for lang in languages]
+            if all(reasons):
+                problems[engine] = "; ".join(dict.fromkeys(reasons))
+    return problems
 
 
 def sample_params(voice: Voice, rng: np.random.Generator) -> dict:
     """A speaking rate and pitch for one utterance, within what still sounds like speech."""
+    if voice.engine in NEURAL_ENGINES:
+        return neural_voices.sample_params(voice.engine, rng)
     rate = float(np.round(rng.uniform(0.8, 1.25), 3))
     if voice.engine == "espeak-ng":
         return {"rate": rate, "wpm": int(round(175 * rate)), "pitch": int(rng.integers(25, 76))}
@@ -234,6 +261,13 @@ def check_voice(voice: Voice) -> None:
         raise SynthesisError(f"flite has no voice {voice.name!r} (installed: {', '.join(flite_voices())})")
     elif voice.engine == "festival" and voice.name not in festival_voices():
         raise SynthesisError(f"festival has no voice {voice.name!r} (installed: {', '.join(festival_voices())})")
+    elif voice.engine in NEURAL_ENGINES:
+        reason = neural_voices.missing(voice.engine, voice.language)
+        if reason:
+            raise SynthesisError(reason)
+        names = neural_voices.voice_names(voice.engine, voice.language)
+        if voice.name not in names:
+            raise SynthesisError(f"{voice.engine} has no voice {voice.name!r} (installed: {', '.join(names)})")
 
 
 def _command(voice: Voice, params: dict, text_file: Path, wav: Path) -> list[str]:
@@ -250,9 +284,14 @@ def _command(voice: Voice, params: dict, text_file: Path, wav: Path) -> list[str
 
 def render(voice: Voice, text: str, params: dict, sample_rate: int = 16000) -> np.ndarray:
     """Speak `text` with `voice` and `params`; mono float32 at `sample_rate`."""
-    if voice.engine not in ENGINES:
-        raise ValueError(f"unknown engine {voice.engine!r}; choose from {', '.join(ENGINES)}")
+    if voice.engine not in ALL_ENGINES:
+        raise ValueError(f"unknown engine {voice.engine!r}; choose from {', '.join(ALL_ENGINES)}")
     check_voice(voice)
+    if voice.engine in NEURAL_ENGINES:
+        try:
+            return neural_voices.render(voice.engine, voice.name, voice.language, text, params, sample_rate)
+        except NeuralVoiceError as e:
+            raise SynthesisError(str(e)) from None
     with tempfile.TemporaryDirectory(prefix="unisono-tts-") as tmp:
         text_file, wav = Path(tmp) / "text.txt", Path(tmp) / "out.wav"
         if voice.engine == "festival":

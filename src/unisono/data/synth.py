@@ -15,6 +15,11 @@ reads manifest.jsonl and rejected.jsonl (cutting a torn last line), skips those 
 goes on along the same stream. A kill can lose only the clips in flight, which the restart
 redoes: no duplicates, nothing lost.
 
+**Voices.** espeak-ng, flite and festival by default; the neural voices Piper and Kokoro
+(`neural_voices.py`) when asked for and installed. Each clip's manifest line records the
+engine, the voice, every control used (`meta.synth`) and what was measured on the clean
+speech (`meta.measured`: seconds of speech, median F0).
+
 **Scale.** Jobs run on a local process pool (default: every core) or, given a Ray address,
 as Ray Data `map` tasks over a cluster (the output folder must then be shared storage).
 Either way only this process writes the manifest; a job that fails for any reason returns a
@@ -38,7 +43,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from unisono.data.augment import AugmentConfig, augment, load_rir_bank, make_rir_bank, save_rir_bank
-from unisono.data.engines import ENGINES, Voice, available_voices, render, sample_params
+from unisono.data.engines import ALL_ENGINES, ENGINES, Voice, available_voices, engine_problems, render, sample_params
 from unisono.data.manifest import (
     MANIFEST_NAME,
     REJECTED_NAME,
@@ -48,6 +53,7 @@ from unisono.data.manifest import (
     read_rejections,
     write_parquet,
 )
+from unisono.data.synthetic import pitch_track
 from unisono.data.text import Sentence, TextConfig, collect_sentences, dedup_key, read_sentences, write_sentences
 
 SAMPLE_RATE = 16000
@@ -67,10 +73,12 @@ class SynthConfig:
     workers: int = os.cpu_count() or 1
     ray_address: str | None = None  # "local" starts a Ray instance here; "auto" or host:port joins one
     ray_batch: int = 256  # jobs per Ray Data dataset: the stop rule is checked between batches
-    # English has three engines; espeak-ng has ~800 voice variants, flite 5 and festival 3,
-    # so picking the engine first keeps the few natural-sounding voices well represented.
-    engine_weights: dict[str, float] = field(default_factory=lambda: {"espeak-ng": 0.5, "flite": 0.3, "festival": 0.2})
-    engines: tuple[str, ...] = ENGINES
+    # English has up to five engines; espeak-ng has ~800 voice variants, flite 5, festival 3,
+    # piper 1 and kokoro 5, so picking the engine first keeps the few natural-sounding voices
+    # well represented. Weights are relative among the engines used.
+    engine_weights: dict[str, float] = field(default_factory=lambda: {
+        "espeak-ng": 0.5, "flite": 0.3, "festival": 0.2, "piper": 0.5, "kokoro": 0.5})
+    engines: tuple[str, ...] = ENGINES  # ALL_ENGINES adds the neural voices (optional packages)
     min_duration_s: float = 0.5
     min_speech_s: float = 0.3  # speech left after trimming silence, before padding
     max_duration_s: float = 30.0  # the short-form limit of the encoder window
@@ -84,9 +92,15 @@ class SynthConfig:
         self.out_dir = Path(self.out_dir)
         if self.max_clips is None and not any(h > 0 for h in self.hours.values()):
             raise ValueError(f"nothing to build: hours {self.hours} has no positive target and no max_clips")
-        bad = [e for e in self.engines if e not in ENGINES]
+        bad = [e for e in self.engines if e not in ALL_ENGINES]
         if bad:
-            raise ValueError(f"unknown engine(s) {bad}; choose from {', '.join(ENGINES)}")
+            raise ValueError(f"unknown engine(s) {bad}; choose from {', '.join(ALL_ENGINES)}")
+        unknown = [e for e in self.engine_weights if e not in ALL_ENGINES]
+        if unknown:
+            raise ValueError(f"engine weight for unknown engine(s) {unknown}; choose from {', '.join(ALL_ENGINES)}")
+        negative = {e: w for e, w in self.engine_weights.items() if not w >= 0}
+        if negative:
+            raise ValueError(f"engine weights must be >= 0: {negative}")
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -187,6 +201,11 @@ def render_job(job: dict, out_dir: str, cfg: dict) -> dict:
         speech_s, chars = len(audio) / SAMPLE_RATE, len(dedup_key(sentence["text"]))
         if speech_s < max(cfg["min_speech_s"], chars / 33):
             raise ValueError(f"the engine produced only {speech_s:.2f} s of speech for {chars} characters")
+        # Measured on the clean speech, so that instructions (speaking rate, pitch) can be built
+        # from what the clip sounds like rather than from the controls alone.
+        f0 = pitch_track(audio, SAMPLE_RATE)
+        measured = {"speech_s": round(speech_s, 3),
+                    "f0_median_hz": round(float(np.median(f0[f0 > 0])), 1) if (f0 > 0).any() else None}
         rng = job_rng(job["seed"], sentence["id"], job["rendition"], 1)
         audio = audio / (np.abs(audio).max() + 1e-9) * 0.9
         pad = rng.uniform(*cfg["pad_s"], size=2)
@@ -208,7 +227,7 @@ def render_job(job: dict, out_dir: str, cfg: dict) -> dict:
         return {"utterance": {
             "id": job["id"], "audio": str(rel), "text": sentence["text"], "language": sentence["language"],
             "duration": round(duration, 4), "speaker": voice.id, "source": sentence["source"],
-            "meta": {"engine": voice.engine, "voice": voice.name, "synth": job["params"],
+            "meta": {"engine": voice.engine, "voice": voice.name, "synth": job["params"], "measured": measured,
                      "augment": aug.steps, "text_raw": sentence["text_raw"], "rendition": job["rendition"],
                      "synthetic": True, "tier": "synthetic", "scores": scores},
         }}
@@ -302,7 +321,8 @@ def build(cfg: SynthConfig, on_progress: Callable[[_Progress], None] | None = No
     for lang in cfg.languages:
         by_lang[lang] = {e: [v for v in all_voices if v.engine == e and v.language == lang] for e in cfg.engines}
         if not any(by_lang[lang].values()):
-            raise RuntimeError(f"no installed voice speaks {lang!r}: install espeak-ng (and flite/festival for English)")
+            why = "; ".join(f"{e}: {r}" for e, r in engine_problems(cfg.engines, (lang,)).items())
+            raise RuntimeError(f"no installed voice of {', '.join(cfg.engines)} speaks {lang!r}" + (f" ({why})" if why else ""))
 
     streams = {lang: job_stream([s for s in sentences if s.language == lang], by_lang[lang], cfg)
                for lang in cfg.languages}

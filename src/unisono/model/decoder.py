@@ -1,4 +1,6 @@
-"""The LLM decoder: a transformers causal LM (Qwen3, Qwen3-MoE, Llama), built or loaded.
+"""The LLM decoder: a transformers causal LM (Qwen3, Qwen3-MoE, Llama, Qwen2, Gemma 3), built or loaded.
+
+A pretrained decoder comes from a source string (see unisono.model.pretrained and .sources).
 
 unisono uses the base model (`.model`, returning final normalised hidden states) and the
 output head (`.lm_head`) separately: the MTP branches need the hidden states, and logits are
@@ -13,11 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
+    Gemma3TextConfig,
     LlamaConfig,
     PretrainedConfig,
     PreTrainedModel,
+    Qwen2Config,
     Qwen3Config,
     Qwen3MoeConfig,
 )
@@ -28,6 +31,8 @@ FAMILIES: dict[str, type[PretrainedConfig]] = {
     "qwen3": Qwen3Config,
     "qwen3_moe": Qwen3MoeConfig,
     "llama": LlamaConfig,
+    "qwen2": Qwen2Config,
+    "gemma3_text": Gemma3TextConfig,
 }
 
 
@@ -53,19 +58,16 @@ def build_decoder(config: DecoderConfig, vocab_size: int) -> PreTrainedModel:
     return load_decoder(config.source, vocab_size)
 
 
-def load_decoder(path: str | Path, vocab_size: int) -> PreTrainedModel:
-    """A local transformers checkpoint, its vocabulary resized to `vocab_size`.
+def load_decoder(source: str | Path, vocab_size: int) -> PreTrainedModel:
+    """A pretrained decoder (any source string, or a local transformers directory), its vocabulary
+    resized to `vocab_size`.
 
     Resizing keeps the existing rows (the text tokens keep their embeddings); new rows
     (special and speech tokens) are initialised by transformers (mean of the old rows).
     """
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no transformers checkpoint at {path} (config.json missing); give a local directory")
-    hf = AutoConfig.from_pretrained(path, local_files_only=True)
-    if hf.model_type not in FAMILIES:
-        raise ValueError(f"{path}: decoder model_type {hf.model_type!r} is not one of {sorted(FAMILIES)}")
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation="sdpa", dtype=torch.float32)
+    from unisono.model.pretrained import load_base_decoder
+
+    model = load_base_decoder(str(source))
     if model.get_input_embeddings().num_embeddings < vocab_size:
         model.resize_token_embeddings(vocab_size)
     return model
@@ -73,15 +75,9 @@ def load_decoder(path: str | Path, vocab_size: int) -> PreTrainedModel:
 
 def decoder_config_from_hf(path: str | Path) -> DecoderConfig:
     """The DecoderConfig describing a local transformers checkpoint (used with `source`)."""
-    hf = AutoConfig.from_pretrained(path, local_files_only=True)
-    keep = {
-        "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-        "intermediate_size", "max_position_embeddings", "rope_theta", "rms_norm_eps", "tie_word_embeddings",
-        "num_experts", "num_experts_per_tok", "moe_intermediate_size", "decoder_sparse_step", "norm_topk_prob",
-        "mlp_only_layers", "hidden_act", "attention_bias", "mlp_bias",
-    }
-    fields = {k: v for k, v in hf.to_dict().items() if k in keep}
-    return DecoderConfig(family=hf.model_type, hf=fields, source=str(path))
+    from unisono.model.pretrained import decoder_config_from_source
+
+    return decoder_config_from_source(str(path))
 
 
 def router_aux_loss(router_logits: tuple[torch.Tensor, ...] | None, decoder: nn.Module, attention_mask: torch.Tensor | None) -> torch.Tensor | None:

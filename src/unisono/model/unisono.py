@@ -9,9 +9,11 @@
                                          └──────────► MTPHead ─► logits of x(t+2) .. x(t+1+H)
 
 A checkpoint is a directory: config.json (UnisonoConfig), model.safetensors, tokenizer.json
-+ vocab.json (the unified vocabulary), and speech/ (the speech-token detokenizer, when the
-vocabulary has speech tokens). A frozen encoder whose weights come from a named `source` is
-not stored again.
++ vocab.json (the unified vocabulary), and speech/ (the speech codec, when the vocabulary has
+speech tokens; loaded on first use by `Unisono.speech_codec`). Pretrained parts named by a
+source are not stored again: a frozen encoder with a `source`, and a decoder with a `source`,
+of which the checkpoint keeps only what training changed (adapters, tuned layers, the new
+vocabulary rows; see unisono.model.delta).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch import nn
 from unisono.model.adaptor import Adaptor
 from unisono.model.config import UnisonoConfig
 from unisono.model.decoder import build_decoder, router_aux_loss
+from unisono.model.delta import apply_stored_state, is_base_weight, stored_state
 from unisono.model.mtp import MTPHead, init_weights, mtp_loss
 from unisono.model.vocab import Vocab
 
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+SPEECH_DIR = "speech"
 
 
 @dataclass
@@ -64,23 +68,37 @@ class LossOutput:
 
 
 class Unisono(nn.Module):
-    def __init__(self, config: UnisonoConfig, vocab: Vocab, load_encoder_source: bool = True):
+    def __init__(self, config: UnisonoConfig, vocab: Vocab, load_encoder_source: bool = True, init_new_rows: bool = True):
+        """`init_new_rows`: initialise the vocabulary rows a pretrained decoder lacks from its own
+        rows (transformers' mean resizing); `load` skips it, the checkpoint holds them."""
         super().__init__()
         from unisono.model.encoder import AudioEncoder
 
         self.config, self.vocab = config, vocab
         self.quantized = False  # set by load(..., compute_type="int8")
+        self.adapters_merged = False  # set by merge_adapters(): the base weights then differ from the source's
+        self.checkpoint_dir: Path | None = None  # set by load(): where speech/ is read from
+        object.__setattr__(self, "_speech_codec", None)  # not a submodule: saved in speech/, not in the weights
         if config.vocab.n_speech_tokens != vocab.n_speech:
             raise ValueError(
                 f"config has {config.vocab.n_speech_tokens} speech tokens but the vocabulary {vocab.n_speech}"
             )
+        _check_layout(config, vocab)
         enc = config.encoder
         self.encoder = AudioEncoder(enc)
         if enc.source and load_encoder_source:
             self.encoder.load_source_weights(enc.source)
         dec_hf = config.decoder.hf
         self.adaptor = Adaptor(config.adaptor, enc.d_model, config.decoder.hidden_size)
-        self.decoder = build_decoder(config.decoder, vocab.size)
+        self.base_vocab_rows: int | None = None  # rows of a pretrained decoder's own vocabulary
+        if config.decoder.source:
+            self.decoder = self._pretrained_decoder(init_new_rows)
+        else:
+            self.decoder = build_decoder(config.decoder, vocab.size)
+        if config.decoder.lora is not None:
+            from unisono.model.adapters import add_lora
+
+            add_lora(self.decoder, config.decoder.lora)
         self.mtp = None
         if config.mtp is not None and config.mtp.n_branches > 0:
             self.mtp = MTPHead(
@@ -92,6 +110,27 @@ class Unisono(nn.Module):
                 eps=float(dec_hf.get("rms_norm_eps", 1e-6)),
             )
             init_weights(self.mtp)
+
+    def _pretrained_decoder(self, init_new_rows: bool):
+        """The decoder named by `config.decoder.source`, grown to the unified vocabulary."""
+        from unisono.model.pretrained import load_base_decoder
+
+        config, vocab = self.config.decoder, self.vocab
+        decoder = load_base_decoder(config.source)
+        rows = decoder.get_input_embeddings().num_embeddings
+        if vocab.special_offset < rows:
+            raise ValueError(
+                f"the vocabulary puts its special tokens at id {vocab.special_offset}, inside the {rows} rows of the "
+                f"base decoder {config.source}; set vocab.text_slots = {rows} (pretrained_config does)"
+            )
+        if decoder.config.hidden_size != config.hidden_size:
+            raise ValueError(
+                f"decoder.hf gives hidden_size {config.hidden_size} but {config.source} has {decoder.config.hidden_size}; "
+                "build the DecoderConfig with unisono.model.pretrained.decoder_config_from_source"
+            )
+        decoder.resize_token_embeddings(vocab.size, mean_resizing=init_new_rows)
+        self.base_vocab_rows = rows
+        return decoder
 
     # ---- properties ------------------------------------------------------------------------
     @property
@@ -105,6 +144,29 @@ class Unisono(nn.Module):
     @property
     def is_moe(self) -> bool:
         return self.config.decoder.family == "qwen3_moe"
+
+    @property
+    def speech_codec(self):
+        """The checkpoint's own speech codec (its speech/ folder), loaded on first use."""
+        if self._speech_codec is None:
+            from unisono.codec.codec import SpeechCodec
+
+            if self.checkpoint_dir is None:
+                raise ValueError("this model was not loaded from a checkpoint directory, so it has no speech/ codec; "
+                                 "load one with unisono.codec.codec.SpeechCodec.load(path)")
+            codec = SpeechCodec.load(self.checkpoint_dir / SPEECH_DIR, device=self.device)
+            _check_codec_fits(codec.config.tokenizer.codebook_size, self.vocab, self.checkpoint_dir / SPEECH_DIR)
+            object.__setattr__(self, "_speech_codec", codec)
+        return self._speech_codec
+
+    def merge_adapters(self) -> int:
+        """Fold the decoder's LoRA adapters into its weights (inference pays nothing for them);
+        the model can no longer be saved as a delta over its base. Returns the layers merged."""
+        from unisono.model.adapters import merge_lora
+
+        merged = merge_lora(self.decoder)
+        self.adapters_merged = self.adapters_merged or merged > 0
+        return merged
 
     # ---- audio -----------------------------------------------------------------------------
     def encode_audio(
@@ -269,12 +331,16 @@ class Unisono(nn.Module):
             state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
         if self.decoder.config.tie_word_embeddings:
             state.pop("decoder.lm_head.weight", None)  # shares storage with the input embeddings
+        if self.config.decoder.source:
+            if self.adapters_merged:
+                raise ValueError("the adapters were merged into the base weights; save the model before merge_adapters()")
+            state = stored_state(self, state)  # what training changed; the base stays in its source
         if dtype == "int8":
             state = quantize_state(state)
         else:
             state = {k: (v.to(dtype) if dtype and v.is_floating_point() else v) for k, v in state.items()}
         # the speech detokenizer and the model card placed beside the weights stay there
-        with replace_directory(directory, keep=("speech", "README.md")) as tmp:
+        with replace_directory(directory, keep=(SPEECH_DIR, "README.md")) as tmp:
             save_file({k: v.contiguous() for k, v in state.items()}, tmp / WEIGHTS_FILE, metadata={"format": "unisono"})
             (tmp / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
             self.vocab.save(tmp, self.config.vocab.tokenizer_file)
@@ -287,9 +353,12 @@ class Unisono(nn.Module):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         compute_type: str = "float32",
+        merge_adapters: bool = False,
     ) -> "Unisono":
         """Load a checkpoint directory. `compute_type="int8"` quantises every Linear layer for
-        CPU inference (see `unisono.model.quantize`)."""
+        CPU inference (see `unisono.model.quantize`). A decoder named by a source is read from
+        it (the user cache) and the checkpoint's changes applied; `merge_adapters` folds LoRA
+        adapters into the weights (int8 always does), for inference."""
         from unisono.model.quantize import COMPUTE_TYPES, dequantize_state, quantize_int8
 
         if compute_type not in COMPUTE_TYPES:
@@ -302,21 +371,31 @@ class Unisono(nn.Module):
                 f"(a checkpoint directory holds {CONFIG_FILE}, {WEIGHTS_FILE} and tokenizer.json)"
             )
         config = UnisonoConfig.from_dict(json.loads(config_path.read_text()))
-        vocab = Vocab.load(directory, config.vocab.tokenizer_file, config.vocab.n_speech_tokens)
+        vc = config.vocab
+        vocab = Vocab.load(directory, vc.tokenizer_file, vc.n_speech_tokens, layout=vc.layout,
+                           special_slots=vc.special_slots, text_slots=vc.text_slots)
+        _check_codec_config(directory / SPEECH_DIR, vocab)
         weights = directory / WEIGHTS_FILE
         if not weights.is_file():
             raise FileNotFoundError(f"{directory}: {WEIGHTS_FILE} is missing")
-        model = cls(config, vocab)
+        model = cls(config, vocab, init_new_rows=False)
         state = dequantize_state(load_file(weights))
+        if config.decoder.source:
+            state = apply_stored_state(model, state)  # the new vocabulary rows; the rest is the base's
         missing, unexpected = model.load_state_dict(state, strict=False)
         allowed_missing = {"decoder.lm_head.weight"} if model.decoder.config.tie_word_embeddings else set()
         if config.encoder.source and config.encoder.frozen:
             allowed_missing |= {k for k in missing if k.startswith("encoder.")}
+        if config.decoder.source:
+            allowed_missing |= {k for k in missing if is_base_weight(model, k)}
         bad = [k for k in missing if k not in allowed_missing]
         if bad or unexpected:
             raise ValueError(f"{weights} does not match its config: missing {bad[:5]}, unexpected {unexpected[:5]}")
         if model.decoder.config.tie_word_embeddings:
             model.decoder.tie_weights()
+        model.checkpoint_dir = directory
+        if merge_adapters or compute_type == "int8":
+            model.merge_adapters()
         model = model.to(device=device, dtype=dtype).eval()
         if compute_type == "int8":
             model.requires_grad_(False)
@@ -335,6 +414,41 @@ class Unisono(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
+def _check_layout(config: UnisonoConfig, vocab: Vocab) -> None:
+    """The vocabulary must be laid out as the config records it (the ids of its rows depend on it)."""
+    vc = config.vocab
+    found = (vocab.layout, vocab.special_slots if vocab.layout == 2 else None, vocab.text_slots)
+    wanted = (vc.layout, vc.special_slots if vc.layout == 2 else None, vc.text_slots or vocab.n_text)
+    if found != wanted:
+        raise ValueError(
+            f"the vocabulary is laid out as (layout, special_slots, text_slots) = {found} but the config says {wanted}; "
+            "build the Vocab from the config (unisono.model.unisono.build does)"
+        )
+
+
+def _check_codec_fits(codebook_size: int, vocab: Vocab, where: Path) -> None:
+    if codebook_size != vocab.n_speech:
+        raise ValueError(
+            f"the speech codec at {where} has {codebook_size} codes but the vocabulary {vocab.n_speech} speech tokens: "
+            "the codec does not belong to this model (re-export it with its own codec, or remap the speech rows "
+            "with `unisono train export --remap-speech`)"
+        )
+
+
+def _check_codec_config(speech_dir: Path, vocab: Vocab) -> None:
+    """Read the codec's codebook size from speech/config.json (no weights) and check it at load."""
+    config_file = speech_dir / "config.json"
+    if not config_file.is_file():
+        return
+    from unisono.codec.config import CodecConfig
+
+    try:
+        codec_config = CodecConfig.from_dict(json.loads(config_file.read_text()))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{config_file} is not a speech codec config: {e}") from None
+    _check_codec_fits(codec_config.tokenizer.codebook_size, vocab, speech_dir)
+
+
 @functools.lru_cache(maxsize=None)
 def _cache_keyword(decoder_class: type) -> str:
     """transformers 5 renamed the decoders' `past_key_values` argument to `cache` (the old name warns).
@@ -345,16 +459,24 @@ def _cache_keyword(decoder_class: type) -> str:
 
 
 def build(config: UnisonoConfig, texts_or_tokenizer: Any = None, **tokenizer_kwargs: Any) -> Unisono:
-    """A fresh model: `texts_or_tokenizer` is a tokenizers.Tokenizer or an iterable of texts to train one on."""
+    """A fresh model. Its text tokenizer: `texts_or_tokenizer` (a tokenizers.Tokenizer, or texts to
+    train a byte-level BPE on), else, for a decoder with a `source`, the source's own (and the
+    vocabulary keeps every row of the source's embedding as a text row)."""
     from tokenizers import Tokenizer
 
     from unisono.model.vocab import train_text_tokenizer
 
     if isinstance(texts_or_tokenizer, Tokenizer):
         tok = texts_or_tokenizer
+    elif texts_or_tokenizer is None and config.decoder.source:
+        from unisono.model.pretrained import base_tokenizer, base_vocab_size
+
+        tok = base_tokenizer(config.decoder.source)
+        if config.vocab.text_slots is None:
+            config.vocab.text_slots = base_vocab_size(config.decoder.source)
     else:
         tok = train_text_tokenizer(texts_or_tokenizer or [], **tokenizer_kwargs)
-    return Unisono(config, Vocab(tok, config.vocab.n_speech_tokens))
+    return Unisono(config, Vocab.from_config(tok, config.vocab))
 
 
 def default_model_path() -> Path:

@@ -3,8 +3,18 @@
 Token ids are laid out in three blocks, text first so that a text LLM's embeddings keep
 their ids when the vocabulary is expanded:
 
-    0 ............ n_text-1 | n_text ......... | speech_offset ............ | padding
-    text tokenizer          | special tokens   | <|s_0|> ... <|s_{N-1}|>    | (to a multiple of 64)
+    0 ........ n_text-1 ... | special_offset .................. | speech_offset ........... | padding
+    text tokenizer (and any | named special tokens, then        | <|s_0|> ... <|s_{N-1}|>  | (to a multiple
+    rows the base LLM has   | reserved slots (layout 2)         |                          |  of 64)
+    beyond its tokenizer)   |                                   |                          |
+
+Layout 2 (every new model) gives the special block a fixed size, `special_slots` (128), of
+which the named tokens take the first ids and the rest wait: appending a special token to
+SPECIAL_TOKENS takes the next free slot and moves no speech id, so a checkpoint's speech rows
+always mean the same codes. Layout 1 (checkpoints written before it, e.g. the first embedded
+`unisono-tiny`) has no reserved slots: its special block holds exactly the tokens it was saved
+with (vocab.json), and a token added since has no id in it (a clear error, never shifted ids).
+A checkpoint records its layout in config.json (`vocab.layout`) and vocab.json.
 
 The prompt format (ChatML-like, with role and task tokens instead of role words so that it
 does not depend on the text tokenizer):
@@ -33,9 +43,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence, Union
 
 from tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from unisono.model.config import VocabConfig
 
 ROLES = ("system", "user", "assistant")
 TASKS = ("asr", "tts", "s2tt", "chat", "continue", "caption", "text")
@@ -56,6 +69,11 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 )
 
 PAD_MULTIPLE = 64  # embedding tables padded to a multiple of 64 for efficient matmuls
+# Layout 2's special block: room for 109 more special tokens after today's 19 (tasks, languages,
+# paralinguistic tags) before a checkpoint would need a new layout.
+SPECIAL_SLOTS = 128
+# Layout 1's special block when vocab.json does not list it: the 19 tokens layout 1 ended with.
+LEGACY_SPECIAL_COUNT = 19
 
 
 def special(name: str) -> str:
@@ -104,15 +122,50 @@ class EncodedPrompt:
 class Vocab:
     """Text tokenizer + special tokens + speech tokens, with the prompt format."""
 
-    def __init__(self, tokenizer: Tokenizer, n_speech_tokens: int = 0):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        n_speech_tokens: int = 0,
+        *,
+        special_slots: int | None = SPECIAL_SLOTS,
+        text_slots: int | None = None,
+        special_tokens: Sequence[str] = SPECIAL_TOKENS,
+    ):
+        """`special_slots`: size of the special block (layout 2); None: exactly `special_tokens`
+        (layout 1). `text_slots`: rows before the special block (None: the tokenizer's size); a
+        base LLM whose embedding has more rows than its tokenizer has tokens keeps them all."""
         self.tokenizer = tokenizer
         self.n_text = tokenizer.get_vocab_size(with_added_tokens=True)
-        self.special_offset = self.n_text
-        self._special_ids = {name: self.special_offset + i for i, name in enumerate(SPECIAL_TOKENS)}
-        self.speech_offset = self.special_offset + len(SPECIAL_TOKENS)
+        if text_slots is not None and text_slots < self.n_text:
+            raise ValueError(f"text_slots {text_slots} is smaller than the tokenizer's {self.n_text} tokens")
+        self.text_slots = self.n_text if text_slots is None else text_slots
+        self.special_slots = special_slots
+        names = tuple(special_tokens)
+        if special_slots is not None:
+            if len(names) > special_slots:
+                raise ValueError(f"{len(names)} special tokens do not fit the {special_slots} reserved slots")
+            block = special_slots
+        else:
+            block = len(names)
+        self.special_tokens = names
+        self.special_offset = self.text_slots
+        self._special_ids = {name: self.special_offset + i for i, name in enumerate(names)}
+        self.speech_offset = self.special_offset + block
         self.n_speech = n_speech_tokens
         used = self.speech_offset + n_speech_tokens
         self.size = -(-used // PAD_MULTIPLE) * PAD_MULTIPLE  # (padded) embedding rows
+
+    @classmethod
+    def from_config(cls, tokenizer: Tokenizer, config: "VocabConfig") -> "Vocab":
+        """A new vocabulary laid out as `config` says (layout 2; layout 1 is only read from checkpoints)."""
+        if config.layout != 2:
+            raise ValueError(f"new vocabularies use layout 2 (reserved special slots); got layout {config.layout}")
+        return cls(tokenizer, config.n_speech_tokens, special_slots=config.special_slots, text_slots=config.text_slots)
+
+    @property
+    def layout(self) -> int:
+        """1: the special block is exactly the named tokens; 2: a fixed block of reserved slots."""
+        return 1 if self.special_slots is None else 2
 
     # ---- ids ---------------------------------------------------------------------------
     def id(self, name: str) -> int:
@@ -120,7 +173,12 @@ class Vocab:
         try:
             return self._special_ids[name]
         except KeyError:
-            raise KeyError(f"unknown special token {name!r}; known: {', '.join(SPECIAL_TOKENS)}") from None
+            if name in SPECIAL_TOKENS:
+                raise KeyError(
+                    f"special token {name!r} is newer than this vocabulary (layout 1, {len(self.special_tokens)} special "
+                    "tokens, no reserved slots); retrain from a layout-2 model to use it"
+                ) from None
+            raise KeyError(f"unknown special token {name!r}; known: {', '.join(self.special_tokens)}") from None
 
     @property
     def pad_id(self) -> int:
@@ -147,7 +205,8 @@ class Vocab:
 
     def with_speech_tokens(self, n_speech_tokens: int) -> "Vocab":
         """The vocabulary expanded with a block of speech tokens; text and special ids unchanged."""
-        return Vocab(self.tokenizer, n_speech_tokens)
+        return Vocab(self.tokenizer, n_speech_tokens, special_slots=self.special_slots, text_slots=self.text_slots,
+                     special_tokens=self.special_tokens)
 
     # ---- text --------------------------------------------------------------------------
     def encode_text(self, text: str) -> list[int]:
@@ -163,8 +222,8 @@ class Vocab:
     def token_str(self, token_id: int) -> str:
         if self.is_text(token_id):
             return self.tokenizer.id_to_token(token_id)
-        if self.special_offset <= token_id < self.speech_offset:
-            return special(SPECIAL_TOKENS[token_id - self.special_offset])
+        if self.special_offset <= token_id < self.special_offset + len(self.special_tokens):
+            return special(self.special_tokens[token_id - self.special_offset])
         if self.is_speech(token_id):
             return special(f"s_{token_id - self.speech_offset}")
         return special("unused")
@@ -213,23 +272,40 @@ class Vocab:
     def save(self, directory: str | Path, tokenizer_file: str = "tokenizer.json") -> None:
         directory = Path(directory)
         self.tokenizer.save(str(directory / tokenizer_file))
-        meta = {"special_tokens": list(SPECIAL_TOKENS), "n_text": self.n_text, "n_speech": self.n_speech}
+        meta = {"layout": self.layout, "special_tokens": list(self.special_tokens), "special_slots": self.special_slots,
+                "n_text": self.n_text, "text_slots": self.text_slots, "n_speech": self.n_speech}
         (directory / "vocab.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, directory: str | Path, tokenizer_file: str = "tokenizer.json", n_speech_tokens: int = 0) -> "Vocab":
+    def load(
+        cls,
+        directory: str | Path,
+        tokenizer_file: str = "tokenizer.json",
+        n_speech_tokens: int = 0,
+        *,
+        layout: int = 2,
+        special_slots: int | None = SPECIAL_SLOTS,
+        text_slots: int | None = None,
+    ) -> "Vocab":
+        """The vocabulary of a checkpoint directory, laid out as its config says (`VocabConfig`)."""
         directory = Path(directory)
         path = directory / tokenizer_file
         if not path.is_file():
             raise FileNotFoundError(f"text tokenizer not found at {path}; a checkpoint holds its tokenizer.json")
-        vocab = cls(Tokenizer.from_file(str(path)), n_speech_tokens)
         meta_path = directory / "vocab.json"
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            saved = tuple(meta.get("special_tokens", ()))
-            if saved != SPECIAL_TOKENS[: len(saved)]:
-                raise ValueError(f"{meta_path}: special tokens {saved} do not match this version's {SPECIAL_TOKENS}")
-        return vocab
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        saved = tuple(meta.get("special_tokens", SPECIAL_TOKENS[:LEGACY_SPECIAL_COUNT] if layout == 1 else ()))
+        if saved != SPECIAL_TOKENS[: len(saved)]:
+            raise ValueError(f"{meta_path}: special tokens {saved} do not match this version's {SPECIAL_TOKENS}")
+        if layout == 1:  # the block the checkpoint was trained with, however many tokens exist now
+            return cls(Tokenizer.from_file(str(path)), n_speech_tokens, special_slots=None, text_slots=text_slots,
+                       special_tokens=saved)
+        if layout != 2:
+            raise ValueError(f"{directory}: vocabulary layout {layout} is unknown to this version (it reads 1 and 2)")
+        if special_slots is None or special_slots < len(saved):
+            raise ValueError(f"{directory}: a layout-2 vocabulary needs special_slots >= {len(saved)}, got {special_slots}")
+        return cls(Tokenizer.from_file(str(path)), n_speech_tokens, special_slots=special_slots, text_slots=text_slots,
+                   special_tokens=SPECIAL_TOKENS[:special_slots])
 
 
 def train_text_tokenizer(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> Tokenizer:

