@@ -143,9 +143,10 @@ def process(
     out: str = typer.Option("corpus/processed", "--out", "-o", help="Output folder (created; an existing run there is resumed)."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (or Ray actors); each loads its own recognisers."),
     ray: str = typer.Option("", "--ray", help="Run on Ray Data: 'local' for a local instance, or a cluster address."),
-    asr: str = typer.Option("whisper,pocketsphinx", help="Short-form recognisers, comma-separated; the first is primary. "
-                            "Known: whisper[:beamN][:model=DIR], pocketsphinx, unisono:DIR, openai:URL[:model=NAME]."),
-    long_form_asr: str = typer.Option("whisper,pocketsphinx,whisper:beam5", help="The three recognisers fused by ROVER."),
+    asr: str = typer.Option("faster-whisper,pocketsphinx", help="Short-form recognisers, comma-separated; the first is primary. "
+                            "Known: faster-whisper[:beamN][:model=DIR], pocketsphinx, unisono[:DIR], openai:URL[:model=NAME] "
+                            "(the specs of `unisono eval asr --systems`)."),
+    long_form_asr: str = typer.Option("faster-whisper,pocketsphinx,faster-whisper:beam5", help="The three recognisers fused by ROVER."),
     long_form: str = typer.Option("auto", help="'auto' (recordings over 30 s), 'always' or 'never'."),
     max_disagreement: float = typer.Option(0.05, help="Long form: discard segments whose ROVER disagreement exceeds this."),
     refiner: str = typer.Option("rules", help="Long-form text refiner: 'rules' or 'openai:URL[:model=NAME]' (chat completions)."),
@@ -173,7 +174,7 @@ def process(
         detect_synthetic=not no_synthetic,
     )
     try:
-        from unisono.data.asr_backends import check_spec
+        from unisono.peers.recognizers import check_spec
 
         for spec in (*cfg.asr, *cfg.long_form_asr):
             check_spec(spec)
