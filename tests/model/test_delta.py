@@ -157,3 +157,20 @@ def test_special_tokens_inside_the_base_rows_are_refused(tiny_tokenizer, tmp_pat
     config.decoder = decoder_config_from_source(str(base_dir))
     with pytest.raises(ValueError, match=r"inside the 340 rows of the base decoder .*text_slots = 340"):
         Unisono(config, Vocab.from_config(tiny_tokenizer, config.vocab))
+
+
+def test_the_base_tokenizer_is_named_not_copied(tiny_tokenizer, tmp_path):
+    import json
+
+    base_dir, _ = _base_dir(tmp_path, tiny_tokenizer.get_vocab_size())
+    tiny_tokenizer.save(str(base_dir / "tokenizer.json"))  # the base ships its tokenizer
+    config = UnisonoConfig.from_name("unisono-test")
+    config.decoder = decoder_config_from_source(str(base_dir))
+    model = build(config)  # no texts: the source's tokenizer and all its rows
+    assert model.vocab.text_slots == model.base_vocab_rows == tiny_tokenizer.get_vocab_size()
+    model.save(tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt" / "tokenizer.json").exists()
+    assert json.loads((tmp_path / "ckpt" / "vocab.json").read_text())["tokenizer"] == str(base_dir)
+    again = Unisono.load(tmp_path / "ckpt")
+    assert again.vocab.encode_text("the quick brown fox") == tiny_tokenizer.encode("the quick brown fox").ids
+    assert again.vocab.speech_offset == model.vocab.speech_offset

@@ -161,6 +161,14 @@ def base_tokenizer(source: str) -> Any:
     return Tokenizer.from_file(str(path))
 
 
+def source_tokenizer(source: str) -> Any:
+    """The source's tokenizer, or None when it has none (a bare transformers checkpoint)."""
+    from tokenizers import Tokenizer
+
+    path = resolve_decoder(source).directory / "tokenizer.json"
+    return Tokenizer.from_file(str(path)) if path.is_file() else None
+
+
 def base_weights(source: str) -> list[Path]:
     """The safetensors files of a decoder source (for reading single tensors lazily)."""
     path = resolve_decoder(source).directory
@@ -235,4 +243,4 @@ def base_vocab_size(source: str) -> int:
 
 
 __all__ = ["ResolvedDecoder", "base_tokenizer", "base_vocab_size", "base_weights", "decoder_config_from_source",
-           "load_base_decoder", "pretrained_config", "resolve_decoder"]
+           "load_base_decoder", "pretrained_config", "resolve_decoder", "source_tokenizer"]

@@ -9,7 +9,8 @@
                                          └──────────► MTPHead ─► logits of x(t+2) .. x(t+1+H)
 
 A checkpoint is a directory: config.json (UnisonoConfig), model.safetensors, tokenizer.json
-+ vocab.json (the unified vocabulary), and speech/ (the speech codec, when the vocabulary has
++ vocab.json (the unified vocabulary; the tokenizer is named, not copied, when it is the
+pretrained decoder's own), and speech/ (the speech codec, when the vocabulary has
 speech tokens; loaded on first use by `Unisono.speech_codec`). Pretrained parts named by a
 source are not stored again: a frozen encoder with a `source`, and a decoder with a `source`,
 of which the checkpoint keeps only what training changed (adapters, tuned layers, the new
@@ -343,8 +344,16 @@ class Unisono(nn.Module):
         with replace_directory(directory, keep=(SPEECH_DIR, "README.md")) as tmp:
             save_file({k: v.contiguous() for k, v in state.items()}, tmp / WEIGHTS_FILE, metadata={"format": "unisono"})
             (tmp / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
-            self.vocab.save(tmp, self.config.vocab.tokenizer_file)
+            self.vocab.save(tmp, self.config.vocab.tokenizer_file, tokenizer_source=self._tokenizer_source())
         return Path(directory)
+
+    def _tokenizer_source(self) -> str | None:
+        """The decoder source whose tokenizer the vocabulary uses unchanged (then named, not copied)."""
+        from unisono.model.pretrained import source_tokenizer
+
+        source = self.config.decoder.source
+        base = source_tokenizer(source) if source else None
+        return source if base is not None and base.to_str() == self.vocab.tokenizer.to_str() else None
 
     @classmethod
     def load(
@@ -372,8 +381,13 @@ class Unisono(nn.Module):
             )
         config = UnisonoConfig.from_dict(json.loads(config_path.read_text()))
         vc = config.vocab
+        tokenizer = None
+        if config.decoder.source and not (directory / vc.tokenizer_file).is_file():
+            from unisono.model.pretrained import base_tokenizer
+
+            tokenizer = base_tokenizer(config.decoder.source)  # named by the checkpoint, not copied
         vocab = Vocab.load(directory, vc.tokenizer_file, vc.n_speech_tokens, layout=vc.layout,
-                           special_slots=vc.special_slots, text_slots=vc.text_slots)
+                           special_slots=vc.special_slots, text_slots=vc.text_slots, tokenizer=tokenizer)
         _check_codec_config(directory / SPEECH_DIR, vocab)
         weights = directory / WEIGHTS_FILE
         if not weights.is_file():

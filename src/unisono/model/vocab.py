@@ -269,11 +269,15 @@ class Vocab:
         return EncodedPrompt(ids=ids, audio_spans=spans, target_start=len(ids) if target_start is None else target_start)
 
     # ---- persistence ----------------------------------------------------------------------
-    def save(self, directory: str | Path, tokenizer_file: str = "tokenizer.json") -> None:
+    def save(self, directory: str | Path, tokenizer_file: str = "tokenizer.json", tokenizer_source: str | None = None) -> None:
+        """vocab.json and the text tokenizer; with `tokenizer_source` (the pretrained decoder whose
+        tokenizer this is) the tokenizer is named instead of copied."""
         directory = Path(directory)
-        self.tokenizer.save(str(directory / tokenizer_file))
+        if tokenizer_source is None:
+            self.tokenizer.save(str(directory / tokenizer_file))
         meta = {"layout": self.layout, "special_tokens": list(self.special_tokens), "special_slots": self.special_slots,
-                "n_text": self.n_text, "text_slots": self.text_slots, "n_speech": self.n_speech}
+                "n_text": self.n_text, "text_slots": self.text_slots, "n_speech": self.n_speech,
+                "tokenizer": tokenizer_source or tokenizer_file}
         (directory / "vocab.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -286,11 +290,15 @@ class Vocab:
         layout: int = 2,
         special_slots: int | None = SPECIAL_SLOTS,
         text_slots: int | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> "Vocab":
-        """The vocabulary of a checkpoint directory, laid out as its config says (`VocabConfig`)."""
+        """The vocabulary of a checkpoint directory, laid out as its config says (`VocabConfig`).
+        `tokenizer`: the text tokenizer when the checkpoint names it instead of holding it."""
         directory = Path(directory)
         path = directory / tokenizer_file
-        if not path.is_file():
+        if path.is_file():
+            tokenizer = Tokenizer.from_file(str(path))
+        elif tokenizer is None:
             raise FileNotFoundError(f"text tokenizer not found at {path}; a checkpoint holds its tokenizer.json")
         meta_path = directory / "vocab.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -298,13 +306,12 @@ class Vocab:
         if saved != SPECIAL_TOKENS[: len(saved)]:
             raise ValueError(f"{meta_path}: special tokens {saved} do not match this version's {SPECIAL_TOKENS}")
         if layout == 1:  # the block the checkpoint was trained with, however many tokens exist now
-            return cls(Tokenizer.from_file(str(path)), n_speech_tokens, special_slots=None, text_slots=text_slots,
-                       special_tokens=saved)
+            return cls(tokenizer, n_speech_tokens, special_slots=None, text_slots=text_slots, special_tokens=saved)
         if layout != 2:
             raise ValueError(f"{directory}: vocabulary layout {layout} is unknown to this version (it reads 1 and 2)")
         if special_slots is None or special_slots < len(saved):
             raise ValueError(f"{directory}: a layout-2 vocabulary needs special_slots >= {len(saved)}, got {special_slots}")
-        return cls(Tokenizer.from_file(str(path)), n_speech_tokens, special_slots=special_slots, text_slots=text_slots,
+        return cls(tokenizer, n_speech_tokens, special_slots=special_slots, text_slots=text_slots,
                    special_tokens=SPECIAL_TOKENS[:special_slots])
 
 
