@@ -11,7 +11,7 @@ from unisono.data.cli import app as data_app
 from unisono.eval.cli import app as eval_app
 from unisono.model.cli import app as convert_app
 from unisono.train.cli import app as train_app
-from unisono.train.codec_cli import app as codec_app
+from unisono.codec.cli import app as codec_app
 
 app = typer.Typer(
     help="unisono: one audio-language backbone for ASR, TTS and realtime dialogue.",

@@ -91,3 +91,71 @@ def check_generator_losses(disc, fake, real) -> None:
     assert real.grad is None and all(p.grad is None for p in disc.parameters())
     assert float(generator_loss(disc, real.detach(), real.detach())[1]) == 0.0
 
+
+
+# ---- the speech codec's training ------------------------------------------------------------------
+CODEC_D = 32  # the tiny encoder's width
+
+
+def tiny_tokenizer():
+    """A SpeechTokenizer on a tiny random 2-layer encoder (features of width CODEC_D)."""
+    import torch
+
+    from unisono.codec.config import TokenizerConfig
+    from unisono.codec.tokenizer import SpeechTokenizer
+    from unisono.model.config import EncoderConfig
+    from unisono.model.encoder import AudioEncoder
+
+    torch.manual_seed(0)
+    enc = AudioEncoder(EncoderConfig(d_model=CODEC_D, n_layers=2, n_heads=2, ffn_dim=64))
+    return SpeechTokenizer(TokenizerConfig(layer=2, codebook_size=8), encoder=enc, centroids=torch.zeros(8, CODEC_D))
+
+
+def codec_config():
+    """A tiny codec: 8 tokens of the tiny encoder's layer 2."""
+    from unisono.codec.config import CodecConfig, SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
+
+    c = CodecConfig(
+        speaker=SpeakerEncoderConfig(channels=16, n_layers=2, dim=8),
+        token2mel=Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64),
+        vocoder=VocoderConfig(dim=32, intermediate_dim=64, n_layers=2),
+    )
+    c.tokenizer.layer, c.tokenizer.codebook_size = 2, 8
+    return c
+
+
+def write_codec_manifest(folder: Path, n: int, engines=("espeak-ng", "flite"), seed: int = 0) -> Path:
+    """n tone clips of 1.0-1.45 s, three speakers, every fifth one augmented with noise."""
+    from unisono.audio.io import save_audio
+
+    rng = np.random.default_rng(seed)
+    (folder / "wav").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        seconds = 1.0 + 0.15 * (i % 4)
+        t = np.arange(int(seconds * 16000)) / 16000
+        wave = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) + 0.01 * rng.standard_normal(t.size)
+        save_audio(folder / "wav" / f"u{i}.wav", wave.astype(np.float32))
+        rows.append({"id": f"u{i}", "audio": f"wav/u{i}.wav", "text": f"sentence number {i}", "language": "en",
+                     "duration": seconds, "speaker": f"v{i % 3}",
+                     "meta": {"engine": engines[i % len(engines)], "augment": [{"kind": "noise"}] if i % 5 == 4 else []}})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "manifest.jsonl"
+
+
+def codec_prepare_config(manifest: Path):
+    from unisono.train.codec_data import PrepareConfig, SourceSpec
+
+    return PrepareConfig(sources=[SourceSpec(str(manifest), limit=None, languages=("en",))], layers=(1, 2),
+                         test_source=str(manifest), test_clips=3)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    """A folder holding synth/ (14 clips) and data/ (prepared from it with the tiny encoder)."""
+    from unisono.train.codec_data import prepare
+
+    root = tmp_path_factory.mktemp("codec")
+    manifest = write_codec_manifest(root / "synth", 14)
+    prepare(codec_prepare_config(manifest), root / "data", tokenizer_factory=tiny_tokenizer, block_seconds=3.0)
+    return root

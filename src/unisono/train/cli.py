@@ -5,6 +5,7 @@
     unisono train features MANIFEST... --out DIR [--encoder unisono-tiny]
     unisono train plot RUN... --out loss.png
     unisono train export RUN --out DIR [--dtype float16|int8]
+    unisono train codec prepare | fit-tokenizer | vocoder | token2mel | vocoder-gta | export | recogniser-texts
 
 Several processes: `torchrun --nproc_per_node N -m unisono.cli train STAGE ...` (FSDP2).
 """
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from unisono.train.codec_cli import app as codec_app
 
 app = typer.Typer(help="Train the backbone through the report's stages: align, pretrain, cooldown, sft-asr, mtp.", no_args_is_help=True)
 
@@ -80,6 +83,8 @@ def _register(stage: str) -> None:
 
 for _stage in STAGE_HELP:
     _register(_stage)
+
+app.add_typer(codec_app, name="codec")
 
 
 @app.command()

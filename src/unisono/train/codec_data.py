@@ -5,7 +5,6 @@
                             audio_offset (samples into audio.bin), tokens, feature_offset
       audio.bin             int16 PCM of every clip, 16 kHz, back to back
       features-L{n}.bin     float16 (tokens, D) pooled encoder features of layer n, back to back
-                            (D: the encoder's width, twice that with a frame difference)
       rejected.jsonl        clips that could not be read, with the reason
       test-en/manifest.jsonl + audio/   the held-out English set (texts never in the training clips)
       prepare.json          what was asked for (a resumed run must ask for the same)
@@ -48,7 +47,6 @@ class SourceSpec:
 class PrepareConfig:
     sources: list[SourceSpec] = field(default_factory=list)
     layers: tuple[int, ...] = (3, 4)  # encoder layers whose features are stored
-    frame_difference: float = 0.0  # TokenizerConfig.frame_difference of the stored features (> 0: twice as wide)
     test_source: str | None = None  # manifest the held-out English set is drawn from
     test_clips: int = 45
     exclude_texts: list[str] = field(default_factory=list)  # manifests (evaluation sets) whose texts never train
@@ -148,9 +146,12 @@ class CodecData:
         self.directory = Path(directory)
         index = self.directory / INDEX
         if not index.is_file():
-            raise FileNotFoundError(f"no codec training data at {self.directory} ({INDEX} missing); run `unisono codec prepare`")
+            raise FileNotFoundError(f"no codec training data at {self.directory} ({INDEX} missing); "
+                                    "run `unisono train codec prepare`")
         self.clips = [json.loads(line) for line in open(index) if line.strip()]
         self.config = json.loads((self.directory / "prepare.json").read_text())
+        if self.config.get("frame_difference"):
+            raise ValueError(f"{self.directory} stores [mean, difference] features, which no codec reads: prepare it again")
         self.audio = np.memmap(self.directory / AUDIO, dtype=np.int16, mode="r")
         self.layer = layer
         self.features = None
@@ -160,11 +161,6 @@ class CodecData:
                 raise FileNotFoundError(f"{path} is missing: features of layer {layer} were not prepared (layers {self.config['layers']})")
             self.dim = int(self.config["dim"])
             self.features = np.memmap(path, dtype=np.float16, mode="r").reshape(-1, self.dim)
-
-    @property
-    def frame_difference(self) -> float:
-        """How the stored features pool a token's encoder frames (TokenizerConfig.frame_difference)."""
-        return float(self.config.get("frame_difference", 0.0))
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -246,18 +242,15 @@ def prepare(
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = (tokenizer_factory() if tokenizer_factory
-                 else SpeechTokenizer(TokenizerConfig(frame_difference=config.frame_difference)))
-    if tokenizer.config.frame_difference != config.frame_difference:
-        raise ValueError(f"the tokenizer pools with frame_difference {tokenizer.config.frame_difference}, "
-                         f"the folder asks for {config.frame_difference}")
+    tokenizer = tokenizer_factory() if tokenizer_factory else SpeechTokenizer(TokenizerConfig())
     dim = tokenizer.feature_dim
     asked = config.to_dict() | {"dim": dim}
     saved = directory / "prepare.json"
     if saved.is_file():
         before = json.loads(saved.read_text())
-        before.setdefault("exclude_texts", [])  # folders prepared before the options existed
-        before.setdefault("frame_difference", 0.0)
+        before.setdefault("exclude_texts", [])  # folders prepared before the option existed
+        if not before.get("frame_difference", 1):  # nor does a folder of plain features that recorded it
+            del before["frame_difference"]
         if before != json.loads(json.dumps(asked)):
             raise ValueError(f"{directory} was prepared with other settings ({saved}); use a new folder or the same settings")
     else:

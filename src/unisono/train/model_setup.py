@@ -17,6 +17,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 
 from unisono.model.unisono import Unisono
@@ -71,8 +72,6 @@ def remap_speech_vocabulary(model: Unisono, old_tokens, new_tokens, n_speech_tok
     (`remap_token_embedding`), so it lies in the old rows' convex hull and its logit never exceeds the best old
     speech logit; text and special rows, and so every text logit, stay as they were. Returns the share of a new
     token's frames its commonest old token covers."""
-    from unisono.train.codec_codebook import remap_token_embedding
-
     old = model.vocab
     embed = model.decoder.get_input_embeddings().weight
     old_rows = embed[old.speech_offset: old.speech_offset + old.n_speech].float().clone()
@@ -111,3 +110,20 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             continue
         (decay if p.dim() >= 2 and "embed_tokens" not in name and "lm_head" not in name else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def remap_token_embedding(embedding: torch.Tensor, old_tokens: np.ndarray, new_tokens: np.ndarray,
+                          size: int) -> tuple[torch.Tensor, float]:
+    """(K_old, E) embeddings of the old tokens -> (size, E) of the new: each the mean over the frames the new
+    token takes of their old tokens' embeddings (the mean of all old embeddings for a token never seen), and
+    the share of a new token's frames its commonest old token covers (how alike the two codebooks are)."""
+    if len(old_tokens) != len(new_tokens):
+        raise ValueError(f"{len(old_tokens)} old tokens for {len(new_tokens)} new ones: tokenize the same frames")
+    old = torch.from_numpy(np.asarray(old_tokens, dtype=np.int64))
+    new = torch.from_numpy(np.asarray(new_tokens, dtype=np.int64))
+    sums = torch.zeros(size, embedding.shape[1]).index_add_(0, new, embedding[old].float())
+    counts = torch.bincount(new, minlength=size).float()
+    mapped = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], embedding.float().mean(0))
+    pairs = torch.bincount(new * len(embedding) + old, minlength=size * len(embedding)).reshape(size, len(embedding))
+    agreement = float(pairs.max(1).values.sum() / max(1, len(new)))
+    return mapped, agreement
