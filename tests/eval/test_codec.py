@@ -201,7 +201,7 @@ def test_cli_refuses_a_folder_without_a_codec(tmp_path):
 
 
 @pytest.mark.parametrize("option, spec, message", [
-    ("--check-recognizer", "pocketsfinx", "unknown system 'pocketsfinx'"),
+    ("--check-recognizer", "pocketsfinx", "unknown recogniser 'pocketsfinx'"),
     ("--recognizer", "faster-whisper:beam5:fallbak", "unknown option"),
 ])
 def test_cli_refuses_an_unknown_recogniser_before_loading_anything(tmp_path, option, spec, message):
@@ -226,7 +226,7 @@ def test_cli_scores_the_shipped_codec_on_a_real_clip_and_writes_every_table(tmp_
     from typer.testing import CliRunner
 
     from tests.conftest import EXAMPLE_WAV
-    from tests.model.test_speech_shipped import REFERENCE
+    from tests.codec.test_shipped import REFERENCE
     from unisono.cli import app
 
     (tmp_path / "m").mkdir()

@@ -290,7 +290,7 @@ def test_the_transcript_loss_reads_its_sources_texts_and_warns_of_texts_in_capit
         objective(transcript_job(prepared, tmp_path, transcript_from=[str(prepared / "data/test-en/manifest.jsonl")]))
     with pytest.raises(ValueError, match="transcript loss needs clips"):
         built(transcript_job(prepared, tmp_path, max_tokens=5), encoder=whisper_encoder)
-    with pytest.raises(ValueError, match="transcript_weight too"):
+    with pytest.raises(ValueError, match="--transcript-weight too"):
         job(prepared, tmp_path, "token2mel", voice_weight=1.0)
 
 

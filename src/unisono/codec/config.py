@@ -88,7 +88,7 @@ class Token2MelConfig:
     post_layers: int = 2
     # each of a token's `upsample` frames gets its own projection of the token's vector (sub-pixel
     # upsampling); otherwise one projection is repeated and only the post-net tells the frames apart.
-    # The words are in how the spectral envelope moves within a token (bench/codec_mel_oracle.py).
+    # The words are in how the spectral envelope moves within a token.
     phase_projection: bool = False
     dropout: float = 0.1
 

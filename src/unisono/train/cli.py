@@ -17,7 +17,8 @@ import typer
 
 from unisono.train.codec_cli import app as codec_app
 
-app = typer.Typer(help="Train the backbone through the report's stages: align, pretrain, cooldown, sft-asr, mtp.", no_args_is_help=True)
+app = typer.Typer(help="Train the backbone through the report's stages (align, pretrain, cooldown, sft-asr, mtp), and the speech codec.",
+                  no_args_is_help=True)
 
 STAGE_HELP = {
     "align": "Alignment: the adaptor alone learns to feed the frozen decoder (ASR data).",

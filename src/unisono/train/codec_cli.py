@@ -337,8 +337,9 @@ def recogniser_texts(
                                                           "`unisono eval codec` scores with."),
     threads: int = typer.Option(1, help="CPU threads."),
 ) -> None:
-    """The texts of a real-speech manifest as the recogniser writes them, where it hears them right, for
-    `token2mel --transcript-from`. Corpora of read speech are transcribed in their own conventions ("RUBOUT G M E F
+    """The texts of a real-speech manifest as the recogniser writes them, where it hears them right.
+
+    For `token2mel --transcript-from`. Corpora of read speech are transcribed in their own conventions ("RUBOUT G M E F
     THREE NINE"); the transcript loss would then ask the audio for a spelling, not for the words. A clip is kept, with
     the recogniser's own text, when that text equals the reference under the scoring normaliser (Whisper's English
     one: case, punctuation and spelt-out numbers do not count); clips it mishears are left out."""

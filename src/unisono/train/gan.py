@@ -1,5 +1,5 @@
-"""Least-squares GAN losses with feature matching (HiFi-GAN, Kong et al. 2020), shared by the mel
-discriminator of the token-to-mel training and the waveform discriminators of the vocoder's.
+"""Least-squares GAN losses with feature matching (HiFi-GAN, Kong et al. 2020): the adversarial term of
+the vocoder's fine-tune (`unisono.train.wave_discriminator`).
 
 A discriminator returns (scores, features): one score map or a list of them (one per sub-discriminator,
 each averaged on its own and the averages summed, as HiFi-GAN sums its sub-discriminators' losses), and

@@ -2,8 +2,8 @@
 
 A vocoder trained on mel and STFT-magnitude losses alone is free in its phase and in how it builds a
 voice's periodicity from the magnitudes, and it buzzes: copy synthesis of clean synthetic speech (the
-real mel voiced by the shipped vocoder) cost the recogniser 5.6 points of WER on test-en
-(bench/codec_mel_oracle.py `copy`), more than the whole budget of the issue's resynthesis bar.
+real mel voiced by the vocoder) cost the recogniser 5.6 points of WER on a held-out synthetic set,
+more than the whole budget of the resynthesis bar.
 Two families look at what those losses do not:
 
     multi-period    (HiFi-GAN, Kong et al. 2020)  the samples folded into rows of p (p = 2, 3, 5, 7, 11):
