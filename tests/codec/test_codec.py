@@ -1,5 +1,5 @@
-"""Speech codec parts: mel against librosa, iSTFT round trip, receptive fields, exact streaming
-(with and without the flow-matching refiner), batching, persistence, bad input."""
+"""Speech codec parts: mel against librosa, iSTFT round trip, receptive fields, exact streaming,
+batching, persistence, configs of earlier releases, bad input."""
 
 from __future__ import annotations
 
@@ -9,30 +9,28 @@ import numpy as np
 import pytest
 import torch
 
-from unisono.codec import CodecConfig, SpeechCodec
+from unisono.codec import CodecConfig, SpeechCodec, default_codec_path
 from unisono.codec.codec import soft_limit
-from unisono.codec.config import MelConfig, RefinerConfig, SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
+from unisono.codec.config import MelConfig, SpeakerEncoderConfig, Token2MelConfig, VocoderConfig
 from unisono.codec.mel import MelSpectrogram, mel_for_tokens, spectral_envelope
 from unisono.codec.streaming import WindowStream
 from unisono.codec.vocoder import ISTFT
 
 
-def small_config(refiner: bool = False, **t2m) -> CodecConfig:
+def small_config() -> CodecConfig:
     c = CodecConfig(
         speaker=SpeakerEncoderConfig(channels=16, n_layers=2, dim=8),
-        token2mel=Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64, **t2m),
+        token2mel=Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64),
         vocoder=VocoderConfig(dim=32, intermediate_dim=64, n_layers=3),
-        refiner=RefinerConfig(channels=16, dilations=(1, 2), steps=3) if refiner else None,
     )
     c.tokenizer.codebook_size = 50
     return c
 
 
-@pytest.fixture(scope="module", params=["plain", "refined", "phase"])
-def codec(request) -> SpeechCodec:
+@pytest.fixture(scope="module")
+def codec() -> SpeechCodec:
     torch.manual_seed(0)
-    config = small_config(refiner=request.param == "refined", phase_projection=request.param == "phase")
-    return SpeechCodec(config, centroids=torch.randn(50, 384)).eval()
+    return SpeechCodec(small_config(), centroids=torch.randn(50, 384)).eval()
 
 
 def test_mel_matches_librosa():
@@ -160,87 +158,9 @@ def test_streaming_detokenizer_equals_offline(codec, chunk):
 def test_first_audio_needs_only_the_first_chunk_and_the_lookahead(codec):
     stream = codec.detokenizer_stream(torch.randn(8), chunk_tokens=25, first_chunk_tokens=4)
     first_at = next(i for i in range(1, 40) if stream.push([i % 50]).size)
-    # token2mel waits for its look-ahead (the refiner adds none); the vocoder's fits inside the first chunk
+    # token2mel waits for its look-ahead; the vocoder's fits inside the first chunk
     assert first_at == 4 + codec.config.token2mel.receptive_field[1]
-    assert codec.mel_receptive_field[1] == codec.config.token2mel.receptive_field[1]
     assert codec.lookahead_tokens >= codec.config.token2mel.receptive_field[1]
-
-
-def test_refiner_reads_only_the_past_it_declares():
-    from unisono.codec.refiner import MelRefiner
-
-    torch.manual_seed(3)
-    config = RefinerConfig(channels=16, dilations=(1, 2), steps=3)
-    refiner = MelRefiner(config, 80, 8).eval()
-    mu, spk = torch.randn(1, 80, 120), torch.randn(1, 8)
-    base = refiner(mu, spk)
-    f = 100
-    later = mu.clone()
-    later[..., f + 1:] += 5.0  # the future of frame f changes: frames up to f do not
-    torch.testing.assert_close(refiner(later, spk)[..., : f + 1], base[..., : f + 1])
-    reach = config.receptive_frames
-    edge = mu.clone()
-    edge[..., f - reach] += 50.0  # just inside the declared past of frame f: it changes (a little: 3 x 2 taps away)
-    assert (refiner(edge, spk)[..., f] - base[..., f]).abs().max() > 0
-    older = mu.clone()
-    older[..., : f - reach] += 5.0  # beyond it: frame f is unchanged
-    torch.testing.assert_close(refiner(older, spk)[..., f], base[..., f])
-
-
-def test_refiner_noise_depends_on_the_absolute_frame_only():
-    from unisono.codec.refiner import MelRefiner
-
-    torch.manual_seed(4)
-    refiner = MelRefiner(RefinerConfig(channels=16, dilations=(1,), steps=2, temperature=1.0), 80, 8).eval()
-    mu, spk = torch.randn(1, 80, 60), torch.randn(1, 8)
-    whole = refiner(mu, spk)
-    torch.testing.assert_close(refiner(mu, spk), whole)  # deterministic
-    # a window starting at frame 20 (far enough past the reach of frame 40) gives frame 40 exactly
-    window = refiner(mu[..., 20:], spk, start_frame=20)
-    torch.testing.assert_close(window[..., 40 - 20:], whole[..., 40:])
-    shifted = refiner(mu[..., 20:], spk, start_frame=0)  # the wrong position draws other noise
-    assert not torch.allclose(shifted[..., 20:], whole[..., 40:])
-
-
-def test_a_deepened_token2mel_starts_as_the_same_function_and_can_learn():
-    from unisono.codec.token2mel import Token2Mel
-
-    torch.manual_seed(3)
-    shallow = Token2Mel(Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64), 50, 80, 8).eval()
-    deep = Token2Mel(Token2MelConfig(dim=32, n_layers=4, n_heads=2, ffn_dim=64, post_layers=3), 50, 80, 8).eval()
-    tok, spk, lengths = torch.randint(0, 50, (3, 40)), torch.randn(3, 8), torch.tensor([40, 25, 7])
-    with torch.no_grad():
-        assert not torch.allclose(deep(tok, spk, lengths), shallow(tok, spk, lengths))
-        assert deep.load_grown_from(shallow.state_dict()) == (2, 1)
-        torch.testing.assert_close(deep(tok, spk, lengths), shallow(tok, spk, lengths))
-    deep.train()
-    deep(tok, spk, lengths).square().mean().backward()  # the new blocks are not dead ends: their outputs learn
-    assert all(float(b.ffn[2].weight.grad.abs().sum()) > 0 for b in deep.blocks[2:])
-    assert float(deep.post[2].weight.grad.abs().sum()) > 0
-    assert deep.load_grown_from(deep.state_dict()) == (0, 0)  # as deep: a plain load
-    with pytest.raises(ValueError, match="more than this model's 2 and 2"):
-        shallow.load_grown_from(deep.state_dict())
-
-
-def test_a_phase_projection_starts_as_the_repeated_one_and_learns_each_frame_apart():
-    from unisono.codec.token2mel import Token2Mel
-
-    torch.manual_seed(5)
-    plain = Token2Mel(Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64), 50, 80, 8).eval()
-    phased = Token2Mel(Token2MelConfig(dim=32, n_layers=2, n_heads=2, ffn_dim=64, phase_projection=True), 50, 80, 8).eval()
-    tok, spk, lengths = torch.randint(0, 50, (3, 40)), torch.randn(3, 8), torch.tensor([40, 25, 7])
-    assert phased.to_post.weight.shape == (4 * 128, 32) and plain.to_post.weight.shape == (128, 32)
-    with torch.no_grad():
-        assert not torch.allclose(phased(tok, spk, lengths), plain(tok, spk, lengths))
-        assert phased.load_grown_from(plain.state_dict()) == (0, 0)
-        torch.testing.assert_close(phased(tok, spk, lengths), plain(tok, spk, lengths))
-    # a target that moves within each token: the four frames' projections get four different gradients
-    target = torch.arange(4.0).repeat(40)[None, None].expand(3, 80, -1)
-    (phased(tok, spk, lengths) - target).square().mean().backward()
-    grads = phased.to_post.weight.grad.view(4, 128, 32)
-    assert all(not torch.allclose(grads[0], grads[k]) for k in (1, 2, 3))
-    with pytest.raises(RuntimeError):  # a phase model is not a plain one
-        plain.load_grown_from(phased.state_dict())
 
 
 def test_batched_token2mel_equals_items_alone(codec):
@@ -274,14 +194,6 @@ def test_save_and_load_round_trip_in_float16(codec, tmp_path):
     assert all(p.stat().st_mode & 0o044 == 0o044 for p in path.iterdir())  # readable by all, like a model
 
 
-def test_a_trained_codebook_keeps_its_bias_through_save_and_load(codec, tmp_path):
-    biased = SpeechCodec(codec.config, centroids=codec.centroids, token_bias=torch.randn(50))
-    biased.load_state_dict(codec.state_dict() | {"token_bias": biased.token_bias}, strict=True)
-    loaded = SpeechCodec.load(biased.save(tmp_path / "speech"))
-    torch.testing.assert_close(loaded.token_bias, biased.token_bias.half().float())
-    assert SpeechCodec.load(codec.save(tmp_path / "plain")).token_bias is None  # a k-means codebook has none
-
-
 def test_load_of_a_folder_without_a_codec_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json and codec.safetensors"):
         SpeechCodec.load(tmp_path)
@@ -297,10 +209,51 @@ def test_bad_tokens_and_short_references_are_refused(codec):
 
 
 def test_config_round_trip_and_mismatched_rates():
-    for c in (small_config(), small_config(refiner=True)):
-        assert CodecConfig.from_dict(c.to_dict()) == c
-        assert CodecConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c  # the dilations come back as a tuple
+    c = small_config()
+    assert CodecConfig.from_dict(c.to_dict()) == c
+    assert CodecConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     with pytest.raises(ValueError, match="upsample"):
         CodecConfig(token2mel=Token2MelConfig(upsample=2))
     with pytest.raises(ValueError, match="unknown"):
         CodecConfig.from_dict({"nope": {}})
+    with pytest.raises(ValueError, match=r"unknown codec config key\(s\) \['vocoder.depth'\]"):
+        CodecConfig.from_dict(c.to_dict() | {"vocoder": c.to_dict()["vocoder"] | {"depth": 3}})
+
+
+def _saved_by_an_earlier_release(c: CodecConfig, frame_difference=0.0, phase_projection=False, refiner=None) -> dict:
+    d = c.to_dict()
+    d["tokenizer"]["frame_difference"] = frame_difference
+    d["token2mel"]["phase_projection"] = phase_projection
+    return d | {"refiner": refiner}
+
+
+def test_a_config_of_an_earlier_release_loads_when_its_retired_options_are_off():
+    c = small_config()
+    assert CodecConfig.from_dict(_saved_by_an_earlier_release(c)) == c
+    assert CodecConfig.from_dict(json.loads(json.dumps(_saved_by_an_earlier_release(c, frame_difference=0)))) == c
+    shipped = json.loads((default_codec_path() / "config.json").read_text())
+    assert not {"refiner"} & set(shipped) and "frame_difference" not in shipped["tokenizer"]
+    assert "phase_projection" not in shipped["token2mel"]
+
+
+@pytest.mark.parametrize("retired, key", [
+    ({"frame_difference": 1.5}, "tokenizer.frame_difference"),
+    ({"phase_projection": True}, "token2mel.phase_projection"),
+    ({"refiner": {"steps": 6}}, "refiner"),
+    ({"refiner": {}}, "refiner"),  # a refiner with every default is still a refiner
+    ({"frame_difference": None}, "tokenizer.frame_difference"),
+])
+def test_a_config_that_uses_a_retired_option_is_refused_in_one_line(retired, key):
+    with pytest.raises(ValueError, match=rf"^codec config {key} = .*this release no longer supports it") as e:
+        CodecConfig.from_dict(_saved_by_an_earlier_release(small_config(), **retired))
+    assert "\n" not in str(e.value)
+
+
+def test_a_folder_with_a_trained_codebook_bias_is_refused(codec, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = codec.save(tmp_path / "speech")
+    state = load_file(str(path / "codec.safetensors")) | {"token_bias": torch.zeros(50, dtype=torch.float16)}
+    save_file(state, str(path / "codec.safetensors"))
+    with pytest.raises(ValueError, match="token_bias.*no longer supports it"):
+        SpeechCodec.load(path)

@@ -94,3 +94,16 @@ def test_oversampled_sources_are_drawn_in_proportion_to_their_weight(prepared, t
         data.draw_weights([(str(prepared / "data/test-en/manifest.jsonl"), 2.0)])
     with pytest.raises(ValueError, match="positive"):
         data.draw_weights([(str(few), 0.0)])
+
+
+def test_a_folder_prepared_by_an_earlier_release_resumes_unless_it_stored_difference_features(prepared, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(prepared / "data", data_dir)
+    settings = json.loads((data_dir / "prepare.json").read_text())
+    (data_dir / "prepare.json").write_text(json.dumps(settings | {"frame_difference": 0.0}))  # how they recorded plain features
+    n = len(CodecData(data_dir, layer=2))
+    again = prepare(codec_prepare_config(prepared / "synth/manifest.jsonl"), data_dir, tokenizer_factory=tiny_tokenizer)
+    assert len(again) == n
+    (data_dir / "prepare.json").write_text(json.dumps(settings | {"frame_difference": 1.0}))
+    with pytest.raises(ValueError, match="frame_difference.*no longer supports"):
+        CodecData(data_dir, layer=2)

@@ -38,8 +38,6 @@ def read_codebook(path: str | Path) -> Codebook:
     path = Path(path)
     if (path / CONFIG_FILE).is_file():
         codec = SpeechCodec.load(path)
-        if codec.token_bias is not None:
-            raise ValueError(f"{path} scores its tokens with a bias (a trained codebook): only k-means codebooks are reused")
         return Codebook(codec.centroids.float(), codec.config.tokenizer.layer, codec.config)
     source = path / TOKENIZER_FILE
     if not source.is_file():

@@ -3,7 +3,7 @@ directory, the `speech/` folder of a unisono checkpoint.
 
     speech/
       config.json         CodecConfig
-      codec.safetensors   float16: centroids [, token_bias], speaker.*, token2mel.*, refiner.*, vocoder.*
+      codec.safetensors   float16: centroids, speaker.*, token2mel.*, vocoder.*
 
 The tokenizer's encoder is the frozen Whisper encoder named by `tokenizer.encoder_source`; its
 weights are not stored again, and it is only loaded when audio is tokenized (a TTS that only
@@ -29,7 +29,6 @@ from torch import nn
 
 from unisono.codec.config import CodecConfig
 from unisono.codec.mel import MelSpectrogram
-from unisono.codec.refiner import MelRefiner
 from unisono.codec.streaming import WindowStream
 from unisono.codec.token2mel import SpeakerEncoder, Token2Mel
 from unisono.codec.vocoder import Vocoder
@@ -40,17 +39,15 @@ REFERENCE_SECONDS = 6.0  # the speaker encoder hears at most this much of a refe
 
 
 class SpeechCodec(nn.Module):
-    def __init__(self, config: CodecConfig, centroids: torch.Tensor | None = None, token_bias: torch.Tensor | None = None):
+    def __init__(self, config: CodecConfig, centroids: torch.Tensor | None = None):
         super().__init__()
         self.config = config
         c = config
         self.mel = MelSpectrogram(c.mel)
         self.speaker = SpeakerEncoder(c.speaker, c.mel.n_mels)
         self.token2mel = Token2Mel(c.token2mel, c.tokenizer.codebook_size, c.mel.n_mels, c.speaker.dim)
-        self.refiner = MelRefiner(c.refiner, c.mel.n_mels, c.speaker.dim) if c.refiner else None
         self.vocoder = Vocoder(c.vocoder, c.mel)
         self.register_buffer("centroids", centroids if centroids is not None else torch.zeros(c.tokenizer.codebook_size, 0))
-        self.register_buffer("token_bias", token_bias)  # only a trained (not k-means) codebook has one
         self._tokenizer = None
 
     # -- tokenizer ---------------------------------------------------------------------------
@@ -62,9 +59,8 @@ class SpeechCodec(nn.Module):
 
         if self._tokenizer is None:
             if self.centroids.numel() == 0:
-                raise ValueError("this codec has no tokenizer codebook yet; fit one (unisono codec fit-tokenizer)")
-            bias = None if self.token_bias is None else self.token_bias.float()
-            tok = SpeechTokenizer(self.config.tokenizer, centroids=self.centroids.float(), bias=bias)
+                raise ValueError("this codec has no tokenizer codebook yet; fit one (unisono train codec fit-tokenizer)")
+            tok = SpeechTokenizer(self.config.tokenizer, centroids=self.centroids.float())
             object.__setattr__(self, "_tokenizer", tok)  # not a submodule: its encoder is not saved here
         return self._tokenizer
 
@@ -89,23 +85,7 @@ class SpeechCodec(nn.Module):
     def tokens_to_mel(self, tokens: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
         """(T,) tokens, (S,) voice -> (n_mels, 4T) log-mel."""
         tokens = self._check_tokens(tokens)
-        return self._mel(tokens[None].to(self.device), speaker[None].to(self.device))[0]
-
-    def _mel(self, tokens: torch.Tensor, speaker: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """(B, T) tokens whose first is token `start` of the clip -> (B, n_mels, 4T): the
-        token-to-mel estimate, refined when the codec has a refiner."""
-        mu = self.token2mel(tokens, speaker)
-        if self.refiner is None:
-            return mu
-        return self.refiner(mu, speaker, start_frame=start * self.config.token2mel.upsample)
-
-    @property
-    def mel_receptive_field(self) -> tuple[int, int]:
-        """(left, right) tokens a token's mel frames depend on: token-to-mel, then the causal refiner."""
-        left, right = self.config.token2mel.receptive_field
-        if self.refiner is not None:
-            left += -(-self.config.refiner.receptive_frames // self.config.token2mel.upsample)
-        return left, right
+        return self.token2mel(tokens[None].to(self.device), speaker[None].to(self.device))[0]
 
     @torch.no_grad()
     def mel_to_audio(self, mel: torch.Tensor) -> torch.Tensor:
@@ -150,7 +130,7 @@ class SpeechCodec(nn.Module):
     def lookahead_tokens(self) -> int:
         """Tokens the detokenizer must see after a token before that token's audio is final."""
         up = self.config.token2mel.upsample
-        return self.mel_receptive_field[1] + -(-self.vocoder.receptive_field[1] // up)
+        return self.config.token2mel.receptive_field[1] + -(-self.vocoder.receptive_field[1] // up)
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -173,7 +153,10 @@ class SpeechCodec(nn.Module):
             )
         config = CodecConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
         state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
-        codec = cls(config, centroids=state["centroids"], token_bias=state.get("token_bias"))
+        if "token_bias" in state:
+            raise ValueError(f"{directory} scores its tokens with a trained codebook's bias (token_bias): "
+                             "this release no longer supports it, only k-means codebooks")
+        codec = cls(config, centroids=state["centroids"])
         missing, unexpected = codec.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(f"{directory / WEIGHTS_FILE} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -181,8 +164,7 @@ class SpeechCodec(nn.Module):
 
     def num_parameters(self) -> dict[str, int]:
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        return {"speaker": count(self.speaker), "token2mel": count(self.token2mel),
-                "refiner": count(self.refiner) if self.refiner is not None else 0, "vocoder": count(self.vocoder),
+        return {"speaker": count(self.speaker), "token2mel": count(self.token2mel), "vocoder": count(self.vocoder),
                 "codebook": self.centroids.numel()}
 
 
@@ -197,10 +179,9 @@ class DetokenizerStream:
         self.codec = codec
         spk = speaker.to(codec.device)[None]
         up = codec.config.token2mel.upsample
-        left, right = codec.mel_receptive_field
+        left, right = codec.config.token2mel.receptive_field
         self.mel_stage = WindowStream(
-            lambda tok, start: codec._mel(tok, spk, start), left, right, up, chunk=chunk_tokens,
-            first_chunk=first_chunk_tokens, positional=True,
+            lambda tok: codec.token2mel(tok, spk), left, right, up, chunk=chunk_tokens, first_chunk=first_chunk_tokens
         )
         vleft, vright = codec.vocoder.receptive_field
         self.audio_stage = WindowStream(

@@ -13,6 +13,7 @@ exactly 640 T samples.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -39,10 +40,6 @@ class TokenizerConfig:
     # tokens vs 1.20 from layer-4 tokens (1.68 from no tokens). docs/codec/README.md.
     layer: int = 3
     pool: int = 2  # encoder frames (50 Hz) averaged into one token: 25 Hz
-    # > 0: a token's feature is [mean of its frames, frame_difference * (last frame - first frame)], so the
-    # codebook also sees how the sound moves within the token's 40 ms, which the mean drops (where the words
-    # are: docs/codec/README.md, "the envelope, within a token"). 0: the mean alone.
-    frame_difference: float = 0.0
     codebook_size: int = 1024
     # Streaming: the encoder is bidirectional, so a streamed token waits for `lookahead_tokens`
     # tokens of future audio and hears at most `context_tokens` tokens of the past.
@@ -52,10 +49,6 @@ class TokenizerConfig:
     @property
     def samples_per_token(self) -> int:
         return 320 * self.pool  # Whisper: 160 samples per mel frame, 2 mel frames per encoder frame
-
-    def feature_dim(self, d_model: int) -> int:
-        """Width of a token's feature (and of a centroid) for an encoder of width `d_model`."""
-        return 2 * d_model if self.frame_difference else d_model
 
     @property
     def token_rate(self) -> float:
@@ -86,10 +79,6 @@ class Token2MelConfig:
     post_dim: int = 128  # the post-net runs at 4x the token rate: narrower keeps it cheap
     post_kernel: int = 5  # post-net convolutions at the mel rate (asymmetric: mostly the past)
     post_layers: int = 2
-    # each of a token's `upsample` frames gets its own projection of the token's vector (sub-pixel
-    # upsampling); otherwise one projection is repeated and only the post-net tells the frames apart.
-    # The words are in how the spectral envelope moves within a token.
-    phase_projection: bool = False
     dropout: float = 0.1
 
     @property
@@ -100,29 +89,6 @@ class Token2MelConfig:
         left = 1 + self.n_layers * (self.attn_left + 2) + -(-post_left // self.upsample)
         right = 1 + self.n_layers * self.attn_right + -(-post_right // self.upsample)
         return left, right
-
-
-@dataclass
-class RefinerConfig:
-    """Flow-matching mel refiner (`unisono.codec.refiner`): causal dilated convolutions."""
-
-    channels: int = 192
-    dilations: tuple[int, ...] = (1, 2, 4, 1, 2, 4)
-    kernel: int = 5
-    ffn_mult: int = 3
-    time_dim: int = 64
-    prior_std: float = 1.0  # std of the prior around the token-to-mel estimate (training)
-    steps: int = 6  # Euler steps at inference
-    temperature: float = 1.0  # at inference the prior's noise is scaled by this (< 1: closer to the mode)
-    seed: int = 0  # of the positional noise
-
-    def __post_init__(self) -> None:
-        self.dilations = tuple(self.dilations)  # JSON gives a list
-
-    @property
-    def receptive_frames(self) -> int:
-        """Past mel frames an output frame depends on (every step re-reads the whole past)."""
-        return self.steps * sum((self.kernel - 1) * d for d in self.dilations)
 
 
 @dataclass
@@ -150,7 +116,6 @@ class CodecConfig:
     speaker: SpeakerEncoderConfig = field(default_factory=SpeakerEncoderConfig)
     token2mel: Token2MelConfig = field(default_factory=Token2MelConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
-    refiner: RefinerConfig | None = None  # None: the token-to-mel estimate goes to the vocoder as is
 
     def __post_init__(self) -> None:
         spt = self.tokenizer.samples_per_token
@@ -165,10 +130,34 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CodecConfig":
-        parts = {f.name: f.type for f in fields(cls)}
         kinds = {"mel": MelConfig, "tokenizer": TokenizerConfig, "speaker": SpeakerEncoderConfig,
-                 "token2mel": Token2MelConfig, "vocoder": VocoderConfig, "refiner": RefinerConfig}
-        unknown = set(d) - set(parts)
+                 "token2mel": Token2MelConfig, "vocoder": VocoderConfig}
+        d = _without_retired(d)
+        unknown = set(d) - set(kinds)
         if unknown:
-            raise ValueError(f"unknown codec config section(s) {sorted(unknown)}; expected {sorted(parts)}")
-        return cls(**{k: None if v is None else kinds[k](**v) for k, v in d.items()})
+            raise ValueError(f"unknown codec config section(s) {sorted(unknown)}; expected {sorted(kinds)}")
+        for k, v in d.items():
+            if extra := set(v) - {f.name for f in fields(kinds[k])}:
+                raise ValueError(f"unknown codec config key(s) {sorted(f'{k}.{e}' for e in extra)}")
+        return cls(**{k: kinds[k](**v) for k, v in d.items()})
+
+
+# Options earlier releases had and this one does not (the flow-matching mel refiner, the codebook's
+# [mean, difference] features, the token-to-mel model's per-frame projection). A codec folder saved
+# before still names them; with the value that meant "off" it is the same codec, any other value is not.
+RETIRED = {"refiner": None, "tokenizer.frame_difference": 0.0, "token2mel.phase_projection": False}
+
+
+def _without_retired(d: dict[str, Any]) -> dict[str, Any]:
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    for key, off in RETIRED.items():
+        *section, name = key.split(".")
+        holder = d.get(section[0]) if section else d
+        if not isinstance(holder, dict) or name not in holder:
+            continue
+        value = holder.pop(name)
+        neutral = value is None if off is None else value is not None and value == off
+        if not neutral:
+            raise ValueError(f"codec config {key} = {json.dumps(value)}: this release no longer supports it "
+                             f"(a codec saved with {key} = {json.dumps(off)} still loads)")
+    return d

@@ -3,8 +3,7 @@
 If output step t of `fn` depends only on inputs t - left .. t + right, then running `fn` on the
 window [t0 - left, t1 + right) and keeping outputs t0 .. t1 gives exactly the offline output
 there: every intermediate value those outputs need lies inside the window. `WindowStream`
-recomputes such windows as inputs arrive (with `positional=True` it also tells `fn` where its
-window starts, for models that draw position-dependent noise). It costs (left + chunk + right) / chunk times the
+recomputes such windows as inputs arrive. It costs (left + chunk + right) / chunk times the
 offline work, and it holds no model state, so any model with a bounded receptive field and no
 absolute positions streams with it unchanged.
 
@@ -22,19 +21,17 @@ import torch
 class WindowStream:
     def __init__(
         self,
-        fn: Callable[..., torch.Tensor],  # (..., T) -> (..., ratio * T); fn(x, start) if positional
+        fn: Callable[[torch.Tensor], torch.Tensor],  # (..., T) -> (..., ratio * T)
         left: int,
         right: int,
         ratio: int,
         chunk: int = 1,  # outputs are produced once this many new input steps are ready
         first_chunk: int | None = None,  # a smaller first chunk for a faster first output
-        positional: bool = False,
     ):
         if left < 0 or right < 0 or ratio < 1 or chunk < 1:
             raise ValueError(f"left {left}, right {right} must be >= 0; ratio {ratio}, chunk {chunk} >= 1")
         self.fn, self.left, self.right, self.ratio = fn, left, right, ratio
         self.chunk, self.first_chunk = chunk, first_chunk or chunk
-        self.positional = positional
         self.buffer: torch.Tensor | None = None  # inputs [offset, total)
         self.offset = self.total = self.emitted = 0
 
@@ -55,7 +52,7 @@ class WindowStream:
         start = max(0, self.emitted - self.left)
         end = min(self.total, ready + self.right)
         window = self.buffer[..., start - self.offset:end - self.offset]
-        y = self.fn(window, start) if self.positional else self.fn(window)
+        y = self.fn(window)
         out = y[..., (self.emitted - start) * self.ratio:(ready - start) * self.ratio]
         self.emitted = ready
         drop = max(0, self.emitted - self.left) - self.offset  # inputs no later window reaches

@@ -5,7 +5,6 @@
     reference mel ─► SpeakerEncoder ─► (B, S) ─────────┐
                                                         ▼
       linear, repeat x4 (B, 4T, P) + speaker ─► post-net (asymmetric convs) ─► linear ─► mel (B, n_mels, 4T)
-      [or, with `phase_projection`, one linear per frame of the token: (B, T, 4P) ─► (B, 4T, P)]
 
 Each position attends to `attn_left` tokens before it and `attn_right` after it, and the
 convolutions are short, so an output frame depends on a fixed window of tokens
@@ -98,7 +97,7 @@ class Token2Mel(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = nn.LayerNorm(d)
         p = config.post_dim
-        self.to_post = nn.Linear(d, p * (config.upsample if config.phase_projection else 1))
+        self.to_post = nn.Linear(d, p)
         self.speaker_post = nn.Linear(speaker_dim, p)
         self.post = nn.ModuleList(nn.Conv1d(p, p, config.post_kernel) for _ in range(config.post_layers))
         self.out = nn.Linear(p, n_mels)
@@ -130,8 +129,7 @@ class Token2Mel(nn.Module):
         for block in self.blocks:
             x = block(x, allowed, mask)
         up = self.config.upsample
-        x = self.to_post(self.norm(x)) * mask  # (B, T, P), or (B, T, up*P): frame k of a token is x[..., kP:(k+1)P]
-        x = x.reshape(B, up * T, -1) if self.config.phase_projection else x.repeat_interleave(up, dim=1)
+        x = (self.to_post(self.norm(x)) * mask).repeat_interleave(up, dim=1)  # (B, up*T, P)
         x = x + self.speaker_post(speaker)[:, None, :]  # (B, up*T, P)
         fmask = mask.repeat_interleave(up, dim=1).transpose(1, 2)  # (B, 1, up*T)
         h = x.transpose(1, 2)  # (B, P, up*T)
@@ -140,32 +138,3 @@ class Token2Mel(nn.Module):
             h = h + F.gelu(conv(F.pad(h * fmask, (k - 2, 1))))  # mostly the past, one frame ahead
         return self.out(h.transpose(1, 2)).transpose(1, 2)  # (B, n_mels, up*T)
 
-    def load_grown_from(self, state: dict[str, torch.Tensor]) -> tuple[int, int]:
-        """Load the weights of a model like this one but smaller, grown to this one's shape: with fewer
-        blocks and/or post-net layers (or as many: a plain load), and with or without a phase projection.
-        What it lacks is appended as identities: the new blocks' attention, convolution and FFN outputs
-        and the new post-net convolutions start at zero, so the deeper model starts as the same function
-        and training adds depth. A model without a phase projection loads into one with it as the same
-        function too: its one projection serves every frame.
-        Returns (blocks, post-net layers) added."""
-        up, p = self.config.upsample, self.config.post_dim
-        if self.config.phase_projection and state["to_post.weight"].shape[0] == p and up > 1:
-            state = state | {"to_post.weight": state["to_post.weight"].repeat(up, 1), "to_post.bias": state["to_post.bias"].repeat(up)}
-        def count(prefix: str) -> int:
-            return 1 + max((int(k.split(".")[1]) for k in state if k.startswith(prefix + ".")), default=-1)
-
-        n_blocks, n_post = count("blocks"), count("post")
-        if n_blocks > len(self.blocks) or n_post > len(self.post):
-            raise ValueError(f"the weights hold {n_blocks} blocks and {n_post} post-net layers, more than this model's "
-                             f"{len(self.blocks)} and {len(self.post)}")
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        new = lambda k, prefix, n: k.startswith(prefix + ".") and int(k.split(".")[1]) >= n  # noqa: E731
-        stray = [k for k in missing if not (new(k, "blocks", n_blocks) or new(k, "post", n_post))]
-        if unexpected or stray:
-            raise ValueError(f"not a token-to-mel model of this shape: unexpected {unexpected[:3]}, missing {stray[:3]}")
-        with torch.no_grad():
-            outputs = [m for b in self.blocks[n_blocks:] for m in (b.attn.out, b.conv, b.ffn[2])] + list(self.post[n_post:])
-            for out in outputs:
-                out.weight.zero_()
-                out.bias.zero_()
-        return len(self.blocks) - n_blocks, len(self.post) - n_post

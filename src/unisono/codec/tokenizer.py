@@ -2,13 +2,8 @@
 
     audio (16 kHz) ─► Whisper log-mel ─► frozen encoder up to layer L (B, T50, 384)
           ─► mean of each 2 frames (B, T25, 384) ─► nearest of K centroids (k-means) ─► (B, T25)
-             [frame_difference > 0: (B, T25, 768), the mean and the weighted difference of the 2 frames]
 
-or, for a codebook trained so that the encoder's own decoder can read the words back from the tokens
-(`unisono codec train-tokenizer`), the best of K linear scores `f · w_k + b_k` (a projection to a
-small space and the nearest unit code there, folded into one matrix and one bias).
-
-One codebook, 25 tokens per second, deterministic (best score, ties to the lower index).
+One codebook, 25 tokens per second, deterministic (nearest centroid, ties to the lower index).
 A token k covers samples [640 k, 640 (k + 1)); a clip of N samples has ceil(N / 640) tokens
 (the encoder pads its last frames). Clips longer than the encoder's 30 s window are cut into
 30 s windows, which hold exactly 750 tokens each.
@@ -55,26 +50,15 @@ def encoder_layers(encoder: nn.Module, mel: torch.Tensor, mel_lengths: torch.Ten
     return captured, frame_lengths
 
 
-def pool_frames(frames: torch.Tensor, frame_difference: float = 0.0) -> torch.Tensor:
-    """(T, pool, D) encoder frames of each token -> (T, D) their mean, or with `frame_difference` > 0
-    (T, 2D) [mean, frame_difference * (last - first)]: the codebook then also sees the movement within the token."""
-    mean = frames.mean(1)
-    if not frame_difference:
-        return mean
-    return torch.cat([mean, frame_difference * (frames[:, -1] - frames[:, 0])], dim=-1)
-
-
-def quantize(features: torch.Tensor, centroids: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """(..., D) -> (...) argmax_k f · c_k + b_k; without a bias b_k = -|c_k|^2 / 2, so the nearest centroid
-    (argmax of -|f - c_k|^2 / 2 + |f|^2 / 2)."""
+def quantize(features: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """(..., D) -> (...) the nearest centroid: argmax_k f · c_k - |c_k|^2 / 2 (= argmax of -|f - c_k|^2 / 2 + |f|^2 / 2,
+    one matrix product instead of a distance matrix)."""
     c = centroids.float()
-    b = -0.5 * (c * c).sum(-1) if bias is None else bias.float()
-    return (features.float() @ c.T + b).argmax(-1)
+    return (features.float() @ c.T - 0.5 * (c * c).sum(-1)).argmax(-1)
 
 
 class SpeechTokenizer(nn.Module):
-    def __init__(self, config: TokenizerConfig, encoder: "nn.Module | None" = None, centroids: torch.Tensor | None = None,
-                 bias: torch.Tensor | None = None):
+    def __init__(self, config: TokenizerConfig, encoder: "nn.Module | None" = None, centroids: torch.Tensor | None = None):
         super().__init__()
         from unisono.model.encoder import AudioEncoder
 
@@ -85,20 +69,15 @@ class SpeechTokenizer(nn.Module):
         encoder.freeze()
         if not 1 <= config.layer <= encoder.config.n_layers:
             raise ValueError(f"tokenizer layer {config.layer} is not one of the encoder's layers 1..{encoder.config.n_layers}")
-        if config.frame_difference and config.pool < 2:
-            raise ValueError("frame_difference needs at least 2 encoder frames per token (pool >= 2)")
         self.encoder = encoder
-        d = config.feature_dim(encoder.config.d_model)
+        d = encoder.config.d_model
         self.register_buffer("centroids", centroids if centroids is not None else torch.zeros(config.codebook_size, d))
         if self.centroids.shape != (config.codebook_size, d):
             raise ValueError(f"centroids of shape {tuple(self.centroids.shape)}; expected ({config.codebook_size}, {d})")
-        if bias is not None and bias.shape != (config.codebook_size,):
-            raise ValueError(f"a token bias of shape {tuple(bias.shape)}; expected ({config.codebook_size},)")
-        self.register_buffer("bias", bias)  # None: k-means centroids, scored by distance
 
     @property
     def feature_dim(self) -> int:
-        return self.config.feature_dim(self.encoder.config.d_model)
+        return self.encoder.config.d_model
 
     @staticmethod
     def n_tokens(n_samples: int, samples_per_token: int = 640) -> int:
@@ -157,16 +136,15 @@ class SpeechTokenizer(nn.Module):
                 f = captured[layer][i, :n_frames].float()
                 if f.shape[0] < n_tok * p:  # the encoder drops a partial last mel frame: repeat the last frame
                     f = torch.cat([f, f[-1:].expand(n_tok * p - f.shape[0], -1)])
-                item[layer] = pool_frames(f[: n_tok * p].reshape(n_tok, p, -1), self.config.frame_difference)
+                item[layer] = f[: n_tok * p].reshape(n_tok, p, -1).mean(1)
             result.append(item)
         return result
 
     # -- tokens ----------------------------------------------------------------------------
 
     def quantize(self, features: torch.Tensor) -> torch.Tensor:
-        """(..., D) -> (...) token: the nearest centroid (squared Euclidean distance), or the best linear
-        score when the codebook has a bias."""
-        return quantize(features, self.centroids, self.bias)
+        """(..., D) -> (...) token: the nearest centroid (squared Euclidean distance)."""
+        return quantize(features, self.centroids)
 
     @torch.no_grad()
     def encode(self, audio: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:

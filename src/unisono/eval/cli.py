@@ -312,9 +312,7 @@ def codec(
     parts += (["--report", str(report)] if report else []) + (["--plot", str(plot)] if plot else [])
     if report:
         info = {"path": str(path), "codebook": c.config.tokenizer.codebook_size, "layer": c.config.tokenizer.layer,
-                "lookahead_tokens": c.lookahead_tokens, "parameters": c.num_parameters(),
-                "refiner": None if c.config.refiner is None else {"steps": c.config.refiner.steps,
-                                                                   "temperature": c.config.refiner.temperature}}
+                "lookahead_tokens": c.lookahead_tokens, "parameters": c.num_parameters()}
         err.print(f"report: {write_report(results, report, _command_line(parts), info)}")
     if plot and examples:
         err.print(f"plot: {plot_spectrograms(examples, plot, c)}")

@@ -149,9 +149,7 @@ class CodecData:
             raise FileNotFoundError(f"no codec training data at {self.directory} ({INDEX} missing); "
                                     "run `unisono train codec prepare`")
         self.clips = [json.loads(line) for line in open(index) if line.strip()]
-        self.config = json.loads((self.directory / "prepare.json").read_text())
-        if self.config.get("frame_difference"):
-            raise ValueError(f"{self.directory} stores [mean, difference] features, which no codec reads: prepare it again")
+        self.config = read_settings(self.directory / "prepare.json")
         self.audio = np.memmap(self.directory / AUDIO, dtype=np.int16, mode="r")
         self.layer = layer
         self.features = None
@@ -207,6 +205,16 @@ class CodecData:
         return held
 
 
+def read_settings(path: Path) -> dict:
+    """A folder's prepare.json. Folders prepared by earlier releases record `frame_difference`, an option
+    this release no longer has: 0 (plain mean features, what every codec reads) is dropped, any other value refused."""
+    settings = json.loads(path.read_text())
+    if settings.pop("frame_difference", 0.0) != 0.0:
+        raise ValueError(f"{path.parent} holds [mean, difference] features (frame_difference): this release no longer "
+                         "supports them; prepare the folder again")
+    return settings
+
+
 def _truncate_to_index(directory: Path, clips: list[dict], layers: Sequence[int], dim: int) -> None:
     """Cut the binary files back to what the index accounts for (a killed run may have written more)."""
     samples = sum(c["samples"] for c in clips)
@@ -247,10 +255,8 @@ def prepare(
     asked = config.to_dict() | {"dim": dim}
     saved = directory / "prepare.json"
     if saved.is_file():
-        before = json.loads(saved.read_text())
+        before = read_settings(saved)
         before.setdefault("exclude_texts", [])  # folders prepared before the option existed
-        if not before.get("frame_difference", 1):  # nor does a folder of plain features that recorded it
-            del before["frame_difference"]
         if before != json.loads(json.dumps(asked)):
             raise ValueError(f"{directory} was prepared with other settings ({saved}); use a new folder or the same settings")
     else:

@@ -660,7 +660,6 @@ def export_codec(run: str | Path, out: str | Path, codec: CodecConfig, vocoder: 
     from unisono.codec.codec import SpeechCodec
 
     run = Path(run)
-    codec = dataclasses.replace(codec, refiner=None)
     result = SpeechCodec(codec, centroids=read_codebook(run).centroids)
     t2m = read_modules(job_dir(run, "token2mel"))
     if t2m is None:
