@@ -7,6 +7,12 @@
                   norms, biases and embeddings do not decay, the task mix's micro-batch stream
                   (`unisono.train.data`), the main / MTP / CTC losses, the router coefficient
       ─► RUN/model: a unisono checkpoint directory whose meta records the stage
+
+On a pretrained base (`model.init: pretrained`) RUN/init and RUN/model store only what is not the
+base's (unisono.model.delta), and a resume checkpoint only the parameters some phase trains (the
+rest is RUN/init's): the LoRA adapters and the adaptor are a few MB where the whole SmolLM2-135M is
+540. The vocabulary tables train on their new rows only ("new_rows"), so they and their AdamW
+moments are stored from the base's row count on (the base rows' moments are exactly zero).
 """
 
 from __future__ import annotations
@@ -62,7 +68,24 @@ class BackboneObjective(Objective):
 
         self.corpus  # noqa: B018
         self.base = Unisono.load(run / "init")
+        if self.base.base_vocab_rows is not None and self.config.run.precision == "bf16":
+            self._frozen_to_bf16(self.base)
         return self.base
+
+    def _frozen_to_bf16(self, model) -> None:
+        """Under bf16, the frozen base and encoder are held in bf16: autocast would cast every frozen
+        weight again at every matmul (it caches only casts of weights that train), which on a CPU
+        costs more than the matmul. What some phase trains stays float32."""
+        from unisono.model.delta import is_base_weight
+        from unisono.train.model_setup import NEW_ROWS, trained_names
+
+        keep = set(trained_names(model, self.config.phases))
+        if any(NEW_ROWS in p.trainable for p in self.config.phases):
+            keep |= {"decoder." + name for _, name, _ in _tables(model)}
+        for name, p in model.named_parameters():
+            frozen_encoder = name.startswith("encoder.") and model.config.encoder.frozen
+            if name not in keep and (frozen_encoder or is_base_weight(model, name)):
+                p.data = p.data.to(torch.bfloat16)
 
     def shard_units(self, model) -> list[torch.nn.Module]:
         return list(model.decoder.model.layers)
@@ -71,6 +94,38 @@ class BackboneObjective(Objective):
         from unisono.train.model_setup import set_trainable
 
         return set_trainable(model, phase.trainable, encoder_frozen=model.config.encoder.frozen)
+
+    def checkpoint_state(self, model, model_state, optim_state):
+        if model.base_vocab_rows is None:
+            return model_state, optim_state
+        from unisono.train.model_setup import NEW_ROWS, trained_names
+
+        keep = set(trained_names(model, self.config.phases))
+        out = {k: v for k, v in model_state.items() if k in keep}
+        if any(NEW_ROWS in p.trainable for p in self.config.phases):
+            for key, name, _ in _tables(model):
+                out[key] = model_state["decoder." + name][model.base_vocab_rows:].clone()
+        if optim_state is not None:
+            optim_state = _map_table_moments(model, optim_state, lambda t: t[model.base_vocab_rows:].clone())
+        return out, optim_state
+
+    def restore_state(self, model, model_state, optim_state):
+        if model.base_vocab_rows is None:
+            return model_state, optim_state, True
+        model_state = dict(model_state)
+        current = model.state_dict()
+        for key, name, _ in _tables(model):
+            rows = model_state.pop(key, None)
+            if rows is not None:
+                table = current["decoder." + name].clone()
+                table[model.base_vocab_rows:] = rows
+                model_state["decoder." + name] = table
+        if optim_state is not None:
+            def pad(t):
+                return torch.cat([t.new_zeros((model.base_vocab_rows, *t.shape[1:])), t])
+
+            optim_state = _map_table_moments(model, optim_state, pad)
+        return model_state, optim_state, False
 
     def param_groups(self, model, weight_decay: float) -> list[dict]:
         from unisono.train.model_setup import param_groups
@@ -114,3 +169,21 @@ class BackboneObjective(Objective):
         base.config.meta["stages"] = stages
         base.save(run / "model")
         return run / "model"
+
+
+def _tables(model):
+    from unisono.model.delta import _vocabulary_tables
+
+    return _vocabulary_tables(model)
+
+
+def _map_table_moments(model, optim_state: dict, fn) -> dict:
+    """AdamW's moments of the vocabulary tables passed through `fn` (the other entries as they are)."""
+    names = {"decoder." + n for n, p in model.decoder.named_parameters(remove_duplicate=False)
+             if any(p is t for _, _, t in _tables(model))}
+    state = {}
+    for key, entry in optim_state["state"].items():
+        if key in names:
+            entry = {k: (fn(v) if isinstance(v, torch.Tensor) and v.dim() == 2 else v) for k, v in entry.items()}
+        state[key] = entry
+    return {**optim_state, "state": state}

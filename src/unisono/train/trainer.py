@@ -117,6 +117,19 @@ class Objective:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore `extra_state` from a checkpoint."""
 
+    def checkpoint_state(self, model: torch.nn.Module, model_state: dict[str, torch.Tensor],
+                         optim_state: dict | None) -> tuple[dict[str, torch.Tensor], dict | None]:
+        """What of the full model and optimizer state a resume checkpoint holds (default: all). An
+        objective whose `build` gives the same starting weights in every process and every resume
+        may leave out what never trains."""
+        return model_state, optim_state
+
+    def restore_state(self, model: torch.nn.Module, model_state: dict[str, torch.Tensor],
+                      optim_state: dict | None) -> tuple[dict[str, torch.Tensor], dict | None, bool]:
+        """The inverse of `checkpoint_state`: the states to load, and whether the model state is complete
+        (False: what it leaves out keeps the weights `build` gave)."""
+        return model_state, optim_state, True
+
     def export(self, model_state: dict[str, torch.Tensor], run: Path, processes: int) -> Path:
         """Write the result from the trained state (first process only); returns where."""
         raise NotImplementedError
@@ -228,11 +241,13 @@ class Trainer:
     def _load_state(self, path: Path, optimizer: torch.optim.Optimizer | None, scheduler: Any) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
-        opts = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(self.model, ckpt.load_tensors(path, "model.pt"), options=opts)
         saved = ckpt.load_tensors(path, "optim.pt")
+        model_state, optim_state, complete = self.objective.restore_state(
+            self.model, ckpt.load_tensors(path, "model.pt"), saved["optimizer"] if optimizer is not None else None)
+        opts = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.model, model_state, options=StateDictOptions(full_state_dict=True, strict=complete))
         if optimizer is not None:
-            set_optimizer_state_dict(self.model, optimizer, saved["optimizer"], options=opts)
+            set_optimizer_state_dict(self.model, optimizer, optim_state, options=opts)
             scheduler.load_state_dict(saved["scheduler"])
         if saved.get("objective"):
             self.objective.load_extra_state(saved["objective"])
@@ -240,7 +255,7 @@ class Trainer:
         ckpt.set_rng_state(states[self.rank] if self.rank < len(states) else states[0])
 
     def _save_checkpoint(self, step: int, state: dict, optimizer, scheduler) -> None:
-        model_state, optim_state = self._full_state(optimizer)
+        model_state, optim_state = self.objective.checkpoint_state(self.model, *self._full_state(optimizer))
         rng = ckpt.rng_state()
         rngs = [None] * self.world if self.distributed else [rng]
         if self.distributed:
