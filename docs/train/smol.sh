@@ -18,6 +18,7 @@ SFT_STEPS=${SFT_STEPS:-1000}
 MTP_STEPS=${MTP_STEPS:-300}
 JOINT_STEPS=${JOINT_STEPS:-50}
 MAX_TOKENS=${MAX_TOKENS:-1200}
+CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-50}
 EXTRA=${EXTRA:-}            # more --set KEY=VALUE for every stage (e.g. "--set run.device=cuda")
 CONFIGS=$(python -c "from unisono.train.config import CONFIG_DIR; print(CONFIG_DIR)")
 
@@ -25,7 +26,7 @@ CONFIGS=$(python -c "from unisono.train.config import CONFIG_DIR; print(CONFIG_D
 # the fly (SpecAugment on the mel, and the neural corpus may still be growing).
 TRAIN="[$REAL/an4_train, $REAL/speechocean762_train, $NEURAL]"
 COMMON=(--threads "$THREADS" --resume --set "data.train=$TRAIN" --set "data.max_tokens=$MAX_TOKENS"
-        --set run.checkpoint_every=50 $EXTRA)
+        --set run.checkpoint_every=$CHECKPOINT_EVERY $EXTRA)
 
 stage() {  # stage NAME CONFIG [ARGS...]: run it unless its model is written
   local name=$1 config=$2; shift 2

@@ -156,6 +156,11 @@ def test_killed_run_resumes_identically_and_exports_a_delta_checkpoint(setup):
     full = sum(v.numel() for v in trained.state_dict().values())
     assert sum(v.numel() for v in saved.values()) < 0.5 * full
     moments = ckpt.load_tensors(last, "optim.pt")["optimizer"]["state"]
+    # the model at the last checkpoint (how a run still training is evaluated) is the exported one
+    from unisono.train.backbone import model_at_checkpoint
+
+    at = model_at_checkpoint(reference).state_dict()
+    assert all(torch.equal(at[k], v) for k, v in loaded.state_dict().items())
     table_moments = [e for k, e in moments.items() if k in ("decoder.model.embed_tokens.weight", "decoder.lm_head.weight")]
     assert len(table_moments) == 1
     assert table_moments[0]["exp_avg"].shape == (table.shape[0] - rows, table.shape[1])

@@ -187,3 +187,25 @@ def _map_table_moments(model, optim_state: dict, fn) -> dict:
             entry = {k: (fn(v) if isinstance(v, torch.Tensor) and v.dim() == 2 else v) for k, v in entry.items()}
         state[key] = entry
     return {**optim_state, "state": state}
+
+
+def model_at_checkpoint(run: str | Path, checkpoint: str | Path | None = None):
+    """The model of a backbone run at one of its resume checkpoints (default: the latest), e.g. to
+    evaluate a run that is still training: RUN/init with the checkpoint's trained parameters."""
+    import yaml
+
+    from unisono.model.unisono import Unisono
+    from unisono.train import checkpoint as ckpt
+
+    run = Path(run)
+    found = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(run)
+    if found is None:
+        raise FileNotFoundError(f"{run} holds no checkpoint yet")
+    objective = BackboneObjective(StageConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text())))
+    model = Unisono.load(run / "init")
+    state, _, complete = objective.restore_state(model, ckpt.load_tensors(found, "model.pt"), None)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or (complete and [k for k in missing if not k.startswith("encoder.")]):
+        raise ValueError(f"{found} does not fit {run / 'init'}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.config.meta["checkpoint"] = {"run": str(run), "step": ckpt.read_state(found)["step"]}
+    return model
