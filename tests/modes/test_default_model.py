@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from unisono.eval.normalize import make_scoring
 from unisono.model.unisono import Unisono, default_model_path
@@ -67,3 +68,10 @@ def test_mtp_is_greedy_in_fewer_passes(model, real_speech_dir, subset):
     # verified decoding keeps only what greedy decoding would produce
     assert [t.text for t in fast] == [t.text for t in greedy]
     assert sum(t.stats.passes for t in fast) < sum(t.stats.passes for t in greedy)
+
+
+def test_load_without_a_path_is_the_embedded_default(model):
+    default = Unisono.load()
+    assert default.config.name == model.config.name == "unisono-tiny"
+    for (name, a), (_, b) in zip(default.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -358,13 +358,13 @@ class Unisono(nn.Module):
     @classmethod
     def load(
         cls,
-        directory: str | Path,
+        directory: str | Path | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         compute_type: str = "float32",
         merge_adapters: bool = False,
     ) -> "Unisono":
-        """Load a checkpoint directory. `compute_type="int8"` quantises every Linear layer for
+        """Load a checkpoint directory (None: the embedded default model). `compute_type="int8"` quantises every Linear layer for
         CPU inference (see `unisono.model.quantize`). A decoder named by a source is read from
         it (the user cache) and the checkpoint's changes applied; `merge_adapters` folds LoRA
         adapters into the weights (int8 always does), for inference."""
@@ -372,7 +372,7 @@ class Unisono(nn.Module):
 
         if compute_type not in COMPUTE_TYPES:
             raise ValueError(f"compute_type must be one of {', '.join(COMPUTE_TYPES)}, got {compute_type!r}")
-        directory = Path(directory)
+        directory = default_model_path() if directory is None else Path(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
             raise FileNotFoundError(
