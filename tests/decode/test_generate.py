@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import make_tiny_model
@@ -135,3 +135,41 @@ def test_the_model_default_draft_count_is_used_when_none_is_asked(tiny_tokenizer
     out = run(again, prompts, mtp=True)
     assert out.stats.n_branches == 2 and out.tokens == greedy.tokens
     assert run(again, prompts, mtp=True, n_drafts=4).stats.n_branches == 4  # the caller's choice wins
+
+
+@pytest.fixture(scope="module")
+def qwen64(tiny_tokenizer):
+    return make_tiny_model(tiny_tokenizer, "qwen3", seed=11).double()
+
+
+RAGGED_PROMPTS = st.lists(st.lists(st.integers(0, 299), min_size=1, max_size=100), min_size=2, max_size=6)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompts=RAGGED_PROMPTS, words=st.lists(st.integers(0, 299), min_size=1, max_size=3, unique=True),
+       max_new=st.sampled_from([8, 32, 64]), n_drafts=st.sampled_from([1, 3, 5]), row=st.integers(0, 5))
+# a batch in which finished rows once ran past the proposer's buffers (RuntimeError: index out of bounds)
+@example(prompts=[[299, 215, 76, 233, 60, 128], [238, 80, 77, 213, 0], [251, 128, 62, 38], [97, 0], [0, 0, 0, 0, 209]],
+         words=[0, 233], max_new=8, n_drafts=1, row=0)
+def test_mtp_equals_greedy_on_ragged_batches_with_long_prompts(qwen64, prompts, words, max_new, n_drafts, row):
+    """Rows of very different prompt lengths that finish at different passes, with drafts often accepted.
+
+    A handful of allowed tokens makes the random MTP branches guess right often and lets rows reach
+    the stop token at different times: finished rows sit in the batch while the others decode on,
+    as a long file's segments do when they are batched."""
+    model = qwen64
+    assert model.vocab.n_text > 299
+    allowed = torch.zeros(model.vocab.size, dtype=torch.bool)
+    allowed[words] = True
+    allowed[model.vocab.end_id] = True
+    emb, mask = left_pad(model, prompts)
+
+    def decode(mtp: bool, rows=slice(None)):
+        cfg = GenerationConfig(max_new_tokens=max_new, mtp=mtp, n_drafts=n_drafts, stop_ids=(model.vocab.end_id,))
+        return generate(model, emb[rows], mask[rows], cfg, allowed=allowed)
+
+    greedy, fast = decode(False), decode(True)
+    assert fast.tokens == greedy.tokens and fast.stopped == greedy.stopped
+    assert fast.stats.passes <= greedy.stats.passes
+    row = row % len(prompts)  # a row decodes alike alone and among others
+    assert decode(True, [row]).tokens[0] == greedy.tokens[row]

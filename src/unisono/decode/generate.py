@@ -121,6 +121,7 @@ def generate(
 
     # ---- decode --------------------------------------------------------------------------
     while active.any():
+        decoding = active.clone()  # rows this pass decodes for; a finished row stays where it stopped
         drafts = proposer.propose(n, pending, active, allowed) if proposer else pending.new_zeros(B, 0)
         feed = torch.cat([pending[:, None], drafts], dim=1)  # (B, 1+K)
         T = feed.shape[1]
@@ -157,7 +158,10 @@ def generate(
             elif len(out[b]) + 1 >= config.max_new_tokens:  # the pending token fills the budget: no pass needed
                 out[b].append(int(next_pending[b]))
                 active[b] = False
-        n = n + 1 + accepted  # rows that stopped no longer read n
+        # Only rows that decoded in this pass move on. A finished row is still fed (the batch stays
+        # rectangular) and its meaningless "accepted" drafts must not advance it: its position would
+        # run past the prompt + max_new_tokens that the proposer's buffers are sized for.
+        n = n + (1 + accepted) * decoding
         pending = next_pending
 
     for b, s in enumerate(row_stats):

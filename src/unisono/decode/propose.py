@@ -75,7 +75,8 @@ class MTPProposer:
         """Drafts d_1..d_K for every row, (B, K)."""
         B = n.shape[0]
         rows = torch.arange(B, device=n.device)
-        _scatter(self.embeds, n[:, None], self.embed_tokens(pending[:, None]), active[:, None])
+        # finished rows are clamped like every other index here: their writes are masked out anyway
+        _scatter(self.embeds, n[:, None].clamp(0, self.P - 1), self.embed_tokens(pending[:, None]), active[:, None])
         drafts = []
         for h in range(1, self.K + 1):
             branch, cache = self.head.branches[h - 1], self.caches[h - 1]
