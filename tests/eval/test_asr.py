@@ -120,7 +120,7 @@ def test_evaluate_scores_times_and_survives_bad_input(toy_set):
     assert failed.error == "server said no" and failed.hypothesis == ""  # scored as nothing recognised
     assert failed.counts == count_errors(scoring.normalize("one two three"), "", "word")
     # "one two three" normalises to the single word "123": references hold 2 + 1 + 1 words
-    assert r.failures == 1 and r.counts.deletions == 1 and r.counts.reference_length == 4
+    assert r.failures == 1 + 2 and r.counts.deletions == 1 and r.counts.reference_length == 4  # + the 2 unreadable
     assert r.rate == pytest.approx(1 / 4)
     assert r.audio_seconds == pytest.approx(3.0) and len(r.repeat_seconds) == 2
     assert r.rtf > 0 and math.isfinite(r.rtf) and r.unreadable.keys() == {"u3", "u4"}
@@ -158,10 +158,26 @@ def test_a_crashing_system_loses_one_clip_not_the_run(toy_set):
 
     r = evaluate(Crashy({16000: "hello world", 8000: "123"}), load_clips(load_set(toy_set)), make_scoring("en"), SpeedConfig(repeats=1, warmup=0))
     assert [u.error for u in r.utterances] == [None, "RuntimeError: index out of range", None]
-    assert r.failures == 1 and r.counts.deletions == 1 and r.counts.hits == 3
+    assert r.failures == 1 + 2 and r.counts.deletions == 1 and r.counts.hits == 3
 
 
 def test_a_set_without_readable_audio_has_no_rate(tmp_path):
     broken = write_set(tmp_path / "broken", [{"bytes": b"RIFF....", "text": "x"}])
     r = evaluate(Scripted({}), load_clips(load_set(broken)), make_scoring("en"), SpeedConfig(repeats=1))
     assert r.clips == 0 and math.isnan(r.rate) and list(r.unreadable) == ["u0"]
+
+
+def test_a_null_reference_is_refused_not_scored_as_empty(tmp_path):
+    folder = write_set(tmp_path / "nulls", [{"samples": 16000, "text": "hello"}, {"samples": 16000, "text": None}])
+    with pytest.raises(ManifestError, match=r"manifest.jsonl:2: .*'u1'.* null"):
+        load_set(folder)
+
+
+def test_clips_whose_audio_is_missing_count_as_failures(toy_set):
+    loaded = load_clips(load_set(toy_set))  # u3 is not audio, u4 has no file
+    r = evaluate(Scripted({16000: "hello world", 24000: "1465", 8000: "one two three"}), loaded, make_scoring("en"),
+                 SpeedConfig(repeats=1, warmup=0))
+    assert all(u.error is None for u in r.utterances)  # the system itself never failed
+    assert r.failures == 2 and sorted(r.unreadable) == ["u3", "u4"]
+    back = RunResult.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert back.failures == 2

@@ -73,6 +73,8 @@ class Utterance:
         meta = dict(d.get("meta") or {})
         # Extra top-level keys (e.g. text_raw) are metadata too.
         meta.update({k: v for k, v in d.items() if k not in CORE_FIELDS and k != "meta"})
+        if not isinstance(d["text"], str):  # null would be read as the text "None"
+            raise ManifestError(f"text of {d['id']!r} is {json.dumps(d['text'])}, not a string")
         try:
             duration = float(d["duration"])
         except (TypeError, ValueError):

@@ -104,7 +104,9 @@ class RunResult:
 
     @property
     def failures(self) -> int:
-        return sum(u.error is not None for u in self.utterances)
+        """Clips that were not scored as the system heard them: the system failed on them (scored
+        as an empty hypothesis), or their audio is missing or unreadable (left out of the rate)."""
+        return sum(u.error is not None for u in self.utterances) + len(self.unreadable)
 
     def stats(self):
         from unisono.decode.stats import DecodeStats
