@@ -136,3 +136,44 @@ def test_over_long_is_refused_from_the_header(tmp_path):
 def test_integer_arrays_are_scaled():
     out = prepare(np.array([0, 16383, -32767], np.int16), 16000)
     np.testing.assert_allclose(out, [0.0, 0.5, -1.0], atol=1e-4)
+
+
+def test_a_pipe_is_read_not_taken_for_an_empty_file(tmp_path, example_wav, speech):
+    # what `cat x.wav | unisono transcribe /dev/stdin` hands over: a path with no size
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(example_wav.read_bytes()), daemon=True)
+    writer.start()
+    try:
+        out = load_audio(fifo)
+    finally:
+        writer.join(timeout=5)
+        if writer.is_alive():  # the pipe was never read: drain it so that the writer ends
+            fifo.read_bytes()
+            writer.join(timeout=5)
+    np.testing.assert_allclose(out, speech, atol=1e-4)
+
+
+def test_only_paths_bytes_and_file_objects_are_audio_sources():
+    for wrong in (0, 3, 2.5, None, ["a.wav"]):
+        with pytest.raises(TypeError, match="path, bytes or a binary file object"):
+            load_audio(wrong)  # an int once opened a file descriptor
+
+
+def test_cancelling_channels_warn_and_keep_the_signal(tmp_path, speech):
+    from unisono.audio.io import AudioWarning
+
+    path = tmp_path / "phase.wav"
+    sf.write(path, np.stack([speech, -speech], axis=1), 16000, subtype="FLOAT")  # right = left, inverted
+    with pytest.warns(AudioWarning, match="cancel"):
+        out = load_audio(path)
+    np.testing.assert_allclose(np.abs(out), np.abs(speech), atol=1e-6)  # one channel, not their silent mean
+    sf.write(path, np.stack([speech, 0.5 * speech], axis=1), 16000, subtype="FLOAT")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AudioWarning)  # channels that add up are mixed, silently
+        np.testing.assert_allclose(load_audio(path), 0.75 * speech, atol=1e-6)

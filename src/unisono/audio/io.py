@@ -8,11 +8,17 @@ soundfile/numpy exception:
     InvalidAudioError   NaN or inf samples, or an array of the wrong shape
     SilentAudioError    only digital silence (when the caller asks for speech)
     AudioTooLongError   longer than the caller's limit
+
+A source that is neither a path, bytes nor a binary file object raises TypeError. Audio that
+can be used but is likely not what the caller meant warns with `AudioWarning` (channels that
+cancel when mixed to mono).
 """
 
 from __future__ import annotations
 
 import io
+import stat
+import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -23,6 +29,8 @@ import soxr
 SAMPLE_RATE = 16000
 # Peak below which a clip counts as digital silence (-90 dBFS: below 16-bit dither).
 SILENCE_PEAK = 10 ** (-90 / 20)
+# A mono mix this far (dB) below the loudest channel means the channels cancel (one is inverted).
+CANCEL_DB = 20.0
 
 AudioSource = Union[str, Path, bytes, bytearray, BinaryIO]
 
@@ -51,6 +59,10 @@ class AudioTooLongError(AudioError):
     pass
 
 
+class AudioWarning(UserWarning):
+    """Audio that is used, but probably not as the caller meant (cancelling channels, a very quiet recording)."""
+
+
 def _describe(source: AudioSource) -> str:
     if isinstance(source, (str, Path)):
         return str(source)
@@ -69,6 +81,9 @@ def load_audio(
     Channels are averaged; the rate is converted with soxr (VHQ). `max_duration_s` is checked
     on the header before the samples are decoded, so a huge file costs nothing to refuse.
     """
+    if not isinstance(source, (str, Path, bytes, bytearray)) and not hasattr(source, "read"):
+        # soundfile would take an int for a file descriptor and open it
+        raise TypeError(f"an audio source is a path, bytes or a binary file object, not {type(source).__name__}")
     name = _describe(source)
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -76,9 +91,17 @@ def load_audio(
             raise FileNotFoundError(f"no such audio file: {path}")
         if path.is_dir():
             raise IsADirectoryError(f"{path} is a directory, not an audio file")
-        if path.stat().st_size == 0:
+        if not stat.S_ISREG(path.stat().st_mode):
+            # a pipe or a device (/dev/stdin): no size, no seeking; read what it gives
+            with open(path, "rb") as f:
+                source = f.read()
+            if not source:
+                raise EmptyAudioError(f"{name}: nothing came through (0 bytes)")
+            handle: object = io.BytesIO(source)
+        elif path.stat().st_size == 0:
             raise EmptyAudioError(f"{name}: the file is empty (0 bytes)")
-        handle: object = str(path)
+        else:
+            handle = str(path)
     elif isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
             raise EmptyAudioError(f"{name}: no bytes")
@@ -99,8 +122,33 @@ def load_audio(
         raise CorruptAudioError(f"{name}: not a readable audio file ({e})") from None
     if data.shape[0] == 0:
         raise EmptyAudioError(f"{name}: the file holds no audio samples")
-    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    audio = mix_to_mono(data, name)
     return prepare(audio, rate, sample_rate, allow_silent=allow_silent, name=name)
+
+
+def mix_to_mono(data: np.ndarray, name: str = "audio") -> np.ndarray:
+    """(frames, channels) -> (frames,): the channels' mean, unless they cancel.
+
+    A stereo file whose channels are opposite (one wired in reverse polarity) mixes to near
+    silence, which would be transcribed as nothing. Then the loudest channel is kept instead,
+    with an `AudioWarning`.
+    """
+    if data.shape[1] == 1:
+        return data[:, 0]
+    mix = data.mean(axis=1)
+    channel_rms = np.sqrt(np.mean(np.square(data, dtype=np.float64), axis=0))  # (channels,)
+    loudest = int(channel_rms.argmax())
+    mix_rms = float(np.sqrt(np.mean(np.square(mix, dtype=np.float64))))
+    if channel_rms[loudest] > SILENCE_PEAK and mix_rms < channel_rms[loudest] * 10 ** (-CANCEL_DB / 20):
+        drop = 20 * np.log10(channel_rms[loudest] / max(mix_rms, 1e-12))
+        warnings.warn(
+            f"{name}: the {data.shape[1]} channels cancel when mixed to mono ({drop:.0f} dB quieter than channel "
+            f"{loudest + 1}, one is likely inverted); using channel {loudest + 1} alone",
+            AudioWarning,
+            stacklevel=3,
+        )
+        return np.ascontiguousarray(data[:, loudest])
+    return mix
 
 
 def prepare(
@@ -113,14 +161,16 @@ def prepare(
 ) -> np.ndarray:
     """Check and resample an in-memory signal: (samples,) or (samples, channels) at `rate`."""
     audio = np.asarray(audio)
+    if np.issubdtype(audio.dtype, np.integer):  # PCM: full scale is the type's largest value
+        audio = audio.astype(np.float32) / np.iinfo(audio.dtype).max
     if audio.ndim == 2:
-        audio = audio.mean(axis=1)
+        if audio.shape[0] == 0:
+            raise EmptyAudioError(f"{name}: no samples")
+        audio = mix_to_mono(audio, name)
     if audio.ndim != 1:
         raise InvalidAudioError(f"{name}: expected (samples,) or (samples, channels), got shape {audio.shape}")
     if audio.size == 0:
         raise EmptyAudioError(f"{name}: no samples")
-    if np.issubdtype(audio.dtype, np.integer):
-        audio = audio.astype(np.float32) / np.iinfo(audio.dtype).max
     audio = audio.astype(np.float32, copy=False)
     if not np.isfinite(audio).all():
         raise InvalidAudioError(f"{name}: holds NaN or infinite samples")
@@ -153,11 +203,13 @@ __all__ = [
     "SAMPLE_RATE",
     "AudioError",
     "AudioTooLongError",
+    "AudioWarning",
     "CorruptAudioError",
     "EmptyAudioError",
     "InvalidAudioError",
     "SilentAudioError",
     "load_audio",
+    "mix_to_mono",
     "prepare",
     "save_audio",
 ]
