@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tests.conftest import make_tiny_model
 
-from unisono.audio.io import EmptyAudioError, InvalidAudioError, load_audio
+from unisono.audio.io import AudioWarning, EmptyAudioError, InvalidAudioError, load_audio
 from unisono.modes.asr import FORMATS, MAX_SEGMENT_S, split_long
 
 
@@ -90,3 +90,67 @@ def test_bad_arrays_are_refused(model):
         model.transcribe(np.full(1600, np.nan, np.float32))
     with pytest.raises(InvalidAudioError, match="1-D"):
         model.transcribe(np.zeros((2, 1600), np.float32))
+
+
+# ---- defects found by trying the project as a new user -----------------------------------------
+def test_an_int_is_refused_not_opened_as_a_file_descriptor(model):
+    for wrong in (0, 2, [1, "x"]):
+        with pytest.raises(TypeError, match="path, bytes, a binary file object or a 16 kHz float array"):
+            model.transcribe(wrong)
+
+
+def test_bad_options_are_refused_in_words(model, clips):
+    for kwargs, match in [({"batch_size": 0}, "batch_size"), ({"batch_size": -1}, "batch_size"),
+                          ({"n_drafts": 0}, "n_drafts"), ({"n_drafts": 99}, "n_drafts"), ({"max_new_tokens": 0}, "max_new_tokens")]:
+        with pytest.raises(ValueError, match=match):
+            model.transcribe(clips[0], **kwargs)
+
+
+def test_a_short_clip_is_decoded_around_its_speech_only(model, real_speech_dir):
+    """A clip under 30 s that is mostly silence: the silence is not decoded (a model reads words into it)."""
+    speech = load_audio(real_speech_dir / "ljspeech_lj001" / "wav" / "LJ001-0002.wav")  # 1.9 s
+    clip = np.concatenate([np.zeros(16000 * 20, np.float32), speech, np.zeros(16000 * 5, np.float32)])
+    t = model.transcribe(clip, max_new_tokens=12)
+    (seg,) = t.segments
+    assert 19.0 <= seg.start <= 20.0 and 21.9 <= seg.end <= 22.9  # the speech, with half a second of margin
+    excerpt = clip[int(seg.start * 16000) : int(seg.end * 16000)]
+    assert t.text == model.transcribe(excerpt, max_new_tokens=12).text
+    assert t.duration == pytest.approx(len(clip) / 16000)
+
+
+def test_quiet_speech_is_raised_and_warned(model, clips):
+    from unisono.audio.level import adjust_level
+
+    speech = load_audio(clips[0])
+    quiet = (speech / np.abs(speech).max() * 10 ** (-70 / 20)).astype(np.float32)  # silero-vad hears nothing at -70 dBFS
+    with pytest.warns(AudioWarning, match="quiet"):
+        t = model.transcribe(quiet, max_new_tokens=12)
+    assert any("quiet" in w and "-70 dBFS" in w for w in t.warnings)
+    assert t.segments and t.stats.passes > 0  # decoded, not dropped as silence
+    assert t.text == model.transcribe(adjust_level(quiet).audio, max_new_tokens=12).text
+    assert "quiet" in json.loads(FORMATS["json"](t))["warnings"][0]
+
+
+def test_silence_gets_an_empty_transcript_and_a_warning(model):
+    with pytest.warns(AudioWarning, match="silent"):
+        t = model.transcribe(np.zeros(16000 * 3, np.float32), max_new_tokens=4)
+    assert t.text == "" and t.stats.passes == 0 and any("silent" in w for w in t.warnings)
+    noise = (0.01 * np.random.default_rng(0).standard_normal(48000)).astype(np.float32)
+    with pytest.warns(AudioWarning, match="no speech"):
+        t = model.transcribe(noise, max_new_tokens=4)
+    assert t.text == "" and any("no speech" in w for w in t.warnings)
+
+
+@pytest.mark.slow
+def test_a_long_file_of_real_clips_decodes_with_mtp(real_speech_dir):
+    """LJ001-0024..0031 joined end to end (58 s). The embedded model loops on one of its segments up to
+    the token limit while the segments batched with it finish early: MTP decoding crashed there
+    (RuntimeError: index out of bounds in decode/propose.py) where greedy decoding did not."""
+    from unisono.model.unisono import Unisono, default_model_path
+
+    model = Unisono.load(default_model_path())
+    wav = real_speech_dir / "ljspeech_lj001" / "wav"
+    long = np.concatenate([load_audio(wav / f"LJ001-{i:04d}.wav") for i in range(24, 32)])
+    t = model.transcribe(long, batch_size=8)
+    assert len(t.segments) >= 2 and all(s.text for s in t.segments)
+    assert t.stats.tokens_per_pass > 1.0  # drafts were accepted

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,3 +76,13 @@ def test_load_without_a_path_is_the_embedded_default(model):
     assert default.config.name == model.config.name == "unisono-tiny"
     for (name, a), (_, b) in zip(default.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_int16_arrays_are_read_as_pcm(model, real_speech_dir):
+    from unisono.audio.io import load_audio
+
+    base = real_speech_dir / "an4_test"
+    speech = load_audio(base / _rows(base, 1)[0]["audio"])
+    pcm = (speech * 32767).round().astype(np.int16)
+    as_int, as_float = model.transcribe(pcm, language="en"), model.transcribe(pcm.astype(np.float32) / 32767, language="en")
+    assert as_int.text == as_float.text and as_int.text  # once read as floats of +-32767: other words
