@@ -65,3 +65,120 @@ def test_version():
 
     r = run("version")
     assert r.returncode == 0 and r.stdout.strip() == __version__
+
+
+# ---- transcribe, in process (fast; lets a test break the model on purpose) --------------------
+def invoke(*args: str, input: bytes | None = None):
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    return CliRunner().invoke(app, list(args), input=input)
+
+
+@pytest.fixture(scope="module")
+def two_clips(real_speech_dir, tmp_path_factory) -> list[Path]:
+    """Two real clips under the same name in different folders and formats (a/x.flac, b/x.wav)."""
+    import soundfile as sf
+
+    base = tmp_path_factory.mktemp("clips")
+    out = []
+    for folder, name, fmt in [("a", "LJ001-0002", "flac"), ("b", "LJ001-0007", "wav")]:
+        audio, rate = sf.read(real_speech_dir / "ljspeech_lj001" / "wav" / f"{name}.wav", dtype="float32")
+        (base / folder).mkdir()
+        sf.write(base / folder / f"x.{fmt}", audio, rate)
+        out.append(base / folder / f"x.{fmt}")
+    return out
+
+
+def test_json_for_several_files_is_one_json_array(checkpoint, two_clips):
+    r = invoke("transcribe", *map(str, two_clips), "--model", str(checkpoint), "--format", "json")
+    assert r.exit_code == 0, r.output
+    docs = json.loads(r.stdout)  # was two objects glued together: }{
+    assert [d["source"] for d in docs] == [str(p) for p in two_clips]
+    one = invoke("transcribe", str(two_clips[0]), "--model", str(checkpoint), "--format", "json")
+    assert json.loads(one.stdout) == docs[0]  # one file: the object itself
+
+
+@pytest.mark.parametrize("fmt", ["srt", "vtt"])
+def test_subtitles_for_several_files_name_their_file(checkpoint, two_clips, fmt):
+    r = invoke("transcribe", *map(str, two_clips), "--model", str(checkpoint), "--format", fmt)
+    assert r.exit_code == 0, r.output
+    headers = [line for line in r.stdout.splitlines() if line.startswith("==> ")]
+    assert headers == [f"==> {p} <==" for p in two_clips]
+    alone = invoke("transcribe", str(two_clips[1]), "--model", str(checkpoint), "--format", fmt).stdout
+    assert r.stdout.split(f"==> {two_clips[1]} <==\n")[1].strip() == alone.strip()
+
+
+def test_outputs_of_files_with_the_same_name_do_not_overwrite_each_other(checkpoint, two_clips, tmp_path):
+    r = invoke("transcribe", *map(str, two_clips), "--model", str(checkpoint), "-o", str(tmp_path / "out"))
+    assert r.exit_code == 0, r.output
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.txt"))
+    assert written == ["a/x.flac.txt", "b/x.wav.txt"]
+    for p in two_clips:
+        alone = invoke("transcribe", str(p), "--model", str(checkpoint)).stdout
+        assert (tmp_path / "out" / p.parent.name / f"{p.name}.txt").read_text() == alone
+    r = invoke("transcribe", str(two_clips[0]), "--model", str(checkpoint), "-o", str(tmp_path / "single"))
+    assert (tmp_path / "single" / "x.txt").is_file()  # a name used once keeps the plain form
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["--batch-size", "0"], "--batch-size"), (["--batch-size", "-1"], "--batch-size"),
+    (["--threads", "-3"], "--threads"), (["--drafts", "99"], "--drafts"), (["-o", "FILE"], "--output-dir"),
+])
+def test_bad_numbers_and_paths_are_one_line_errors(checkpoint, example_wav, tmp_path, args, hint):
+    (tmp_path / "FILE").write_text("not a folder")
+    args = [str(tmp_path / a) if a == "FILE" else a for a in args]
+    r = run("transcribe", str(example_wav), "--model", str(checkpoint), *args)
+    assert r.returncode == 2 and hint in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "Error" in r.stderr and len(r.stderr) < 2000
+
+
+def test_stdin_is_read_from_dash(checkpoint, example_wav):
+    from_file = invoke("transcribe", str(example_wav), "--model", str(checkpoint))
+    piped = invoke("transcribe", "-", "--model", str(checkpoint), input=example_wav.read_bytes())
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout == from_file.stdout and piped.stdout.strip()
+
+
+def test_a_zero_byte_file_is_refused_before_the_model_loads(tmp_path, monkeypatch, checkpoint):
+    from unisono.cli import _default_checkpoint
+    from unisono.model.unisono import Unisono, default_model_path
+
+    assert _default_checkpoint() == default_model_path()  # found without importing the model code
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded for a file that cannot be transcribed")
+
+    monkeypatch.setattr(Unisono, "load", no_loading)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    r = invoke("transcribe", str(tmp_path / "empty.wav"), "--model", str(checkpoint))
+    assert r.exit_code == 1 and "empty.wav" in r.stderr and "empty" in r.stderr
+
+
+def test_stats_ends_with_a_total(checkpoint, two_clips):
+    r = invoke("transcribe", *map(str, two_clips), "--model", str(checkpoint), "--stats")
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stderr.splitlines() if "decoder passes" in line]
+    assert len(lines) == 3 and lines[-1].startswith("total")
+    per_file = [int(line.split(" tokens")[0].split()[-1]) for line in lines[:2]]
+    assert int(lines[-1].split(" tokens")[0].split()[-1]) == sum(per_file)
+
+
+def test_a_crash_in_one_file_does_not_stop_the_others(checkpoint, two_clips, monkeypatch):
+    from unisono.model.unisono import Unisono
+
+    real = Unisono.transcribe
+    calls = []
+
+    def first_one_breaks(self, audio, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("index 767 is out of bounds for dimension 1 with size 767")
+        return real(self, audio, **kwargs)
+
+    monkeypatch.setattr(Unisono, "transcribe", first_one_breaks)
+    r = invoke("transcribe", *map(str, two_clips), "--model", str(checkpoint))
+    assert r.exit_code == 1
+    assert str(two_clips[0]) in r.stderr and "index 767" in r.stderr
+    assert r.stdout.startswith(f"{two_clips[1]}: ")  # the next file is still transcribed

@@ -25,10 +25,14 @@ app.add_typer(convert_app, name="convert")
 app.add_typer(codec_app, name="codec")
 
 
-def _resolve_model(model: Path | None) -> Path:
-    from unisono.model.unisono import default_model_path
+def _default_checkpoint() -> Path:
+    """unisono.model.unisono.default_model_path(), without importing the model code (transformers
+    takes seconds to import: a command that refuses its input should not wait for it)."""
+    return Path(__file__).resolve().parent / "assets" / "unisono-tiny"
 
-    path = model or default_model_path()
+
+def _resolve_model(model: Path | None) -> Path:
+    path = model or _default_checkpoint()
     if not (path / "config.json").is_file():
         hint = "pass --model DIR (a unisono checkpoint directory)" if model else (
             f"the embedded default model is missing at {path}; pass --model DIR (a unisono checkpoint directory)"
@@ -37,69 +41,181 @@ def _resolve_model(model: Path | None) -> Path:
     return path
 
 
+def _mtp_branches(checkpoint: Path) -> int:
+    """The checkpoint's MTP branches, read from its config.json without loading the weights."""
+    import json
+
+    try:
+        mtp = json.loads((checkpoint / "config.json").read_text()).get("mtp") or {}
+        return int(mtp.get("n_branches") or 0)
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        raise typer.BadParameter(f"{checkpoint / 'config.json'} is not a readable unisono config ({e})", param_hint="--model") from None
+
+
+STDIN = "-"
+
+
+def _output_names(files: list[Path], suffix: str) -> list[Path]:
+    """Where `-o DIR` writes each file's transcript, relative to DIR: <stem>.<format>. Inputs whose
+    stems clash (a/x.flac and b/x.wav) keep their folders, relative to the folder all of them are
+    in, and their full names instead: a/x.flac.<format>, b/x.wav.<format>. Standard input is
+    "stdin"."""
+    import os
+    from collections import Counter
+
+    stems = ["stdin" if str(f) == STDIN else f.stem for f in files]
+    uses = Counter(stems)
+    clashing = [f for f, s in zip(files, stems) if uses[s] > 1 and str(f) != STDIN]
+    common = Path(os.path.commonpath([str(f.resolve().parent) for f in clashing])) if clashing else None
+    names = []
+    for f, stem in zip(files, stems):
+        if uses[stem] > 1 and str(f) != STDIN:
+            names.append(f.resolve().relative_to(common).with_name(f"{f.name}.{suffix}"))
+        else:
+            names.append(Path(f"{stem}.{suffix}"))
+    targets: dict[Path, Path] = {}
+    for f, name in zip(files, names):  # the same file given twice may write its transcript twice
+        if targets.setdefault(name, f) != f and targets[name].resolve() != f.resolve():
+            raise typer.BadParameter(f"{targets[name]} and {f} would both be written to {name}; rename one", param_hint="--output-dir")
+    return names
+
+
 @app.command()
 def transcribe(
-    files: list[Path] = typer.Argument(..., help="Audio files (any format soundfile reads, any rate, any channels).", show_default=False),
+    files: list[Path] = typer.Argument(..., help="Audio files (any format soundfile reads, any rate, any channels); - reads one from standard input.", show_default=False),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint directory (default: the embedded unisono-tiny)."),
     mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Verified multi-token decoding (same output as greedy, fewer passes)."),
-    drafts: Optional[int] = typer.Option(None, "--drafts", min=1, help="MTP drafts per pass (default: the model's choice)."),
-    output_format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt or vtt."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write FILE.<format> here instead of printing."),
+    drafts: Optional[int] = typer.Option(None, "--drafts", min=1, help="MTP drafts per pass, at most the model's branches (default: the model's choice)."),
+    output_format: str = typer.Option("txt", "--format", "-f", help="txt, json, srt or vtt. Several files on stdout: txt lines start with the file's name, json is one array, srt/vtt have a '==> FILE <==' line before each file."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write <name>.<format> here instead of printing (names that clash keep their folders: a/x.flac.txt)."),
     language: Optional[str] = typer.Option(None, "--language", "-l", help="Language hint: en or zh (default: the model decides)."),
-    batch_size: int = typer.Option(8, help="Segments decoded together."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: torch's choice)."),
+    batch_size: int = typer.Option(8, min=1, help="Segments decoded together."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice)."),
     compute_type: str = typer.Option("float32", "--compute-type", help="float32, or int8 (CPU: quantised Linear layers, faster)."),
-    stats: bool = typer.Option(False, "--stats", help="Print decoder passes and MTP acceptance to stderr."),
+    stats: bool = typer.Option(False, "--stats", help="Print decoder passes and MTP acceptance to stderr, per file and in total."),
 ) -> None:
-    """Transcribe audio files. Files over 30 s are split into utterances with silero-vad."""
+    """Transcribe audio files. Speech is found with silero-vad; files over 30 s are split into utterances."""
     import sys
+    import warnings
 
     import torch
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from unisono.audio.io import AudioError, load_audio
-    from unisono.model.unisono import Unisono
+    from unisono.audio.io import AudioError, AudioWarning, EmptyAudioError, load_audio
+    from unisono.decode.stats import DecodeStats
     from unisono.modes.asr import FORMATS
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message, whatever the width
+    # ---- every cheap check first: the model takes seconds to load ---------------------------
     if output_format not in FORMATS:
         raise typer.BadParameter(f"{output_format!r}; choose one of {', '.join(FORMATS)}", param_hint="--format")
     if language not in (None, "en", "zh"):
         raise typer.BadParameter(f"{language!r}; choose en or zh", param_hint="--language")
-    if threads:
-        torch.set_num_threads(threads)
     if compute_type not in ("float32", "int8"):
         raise typer.BadParameter(f"{compute_type!r}; choose float32 or int8", param_hint="--compute-type")
-    m = Unisono.load(_resolve_model(model), compute_type=compute_type)
-    failed = 0
+    if sum(str(f) == STDIN for f in files) > 1:
+        raise typer.BadParameter("- (standard input) can be read only once", param_hint="FILES")
+    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
+        raise typer.BadParameter(f"{output_dir} is a file, not a folder", param_hint="--output-dir")
+    checkpoint = _resolve_model(model)
+    branches = _mtp_branches(checkpoint)
+    if drafts is not None and drafts > branches:
+        raise typer.BadParameter(
+            f"{drafts}: the model has {branches} MTP branches, so at most {branches} drafts" if branches
+            else f"{drafts}: the model has no MTP head; leave out --drafts", param_hint="--drafts")
+    names = _output_names(files, output_format) if output_dir else []
+    if output_dir is not None:
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise typer.BadParameter(f"cannot make {output_dir}: {e.strerror or e}", param_hint="--output-dir") from None
+    if threads:
+        torch.set_num_threads(threads)
+
+    several = len(files) > 1
+    loaded = None  # the model, loaded when the first readable file needs it
+    failed, written = 0, 0
+    total = DecodeStats()
+
+    def say(kind: str, path: Path, message: str) -> None:
+        colour = "red" if kind == "error" else "yellow"
+        err.print(f"[{colour}]{kind}[/{colour}] {escape(str(path))}: {escape(message)}")
+
+    def emit(path: Path, index: int, text: str) -> None:
+        nonlocal written
+        if output_dir:
+            target = output_dir / names[index]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        elif several and output_format == "txt":
+            sys.stdout.write(f"{path}: {text}")
+        elif several and output_format == "json":  # one JSON array: "[" before the first, "," between
+            sys.stdout.write(("[\n" if written == 0 else ",\n") + text.rstrip("\n"))
+        elif several:
+            sys.stdout.write(f"==> {path} <==\n{text}" + ("" if text.endswith("\n") or not text else "\n") + "\n")
+        else:
+            sys.stdout.write(text)
+        sys.stdout.flush()
+        written += 1
+
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
-                  TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
-        for path in files:
+                  TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AudioWarning)
+        for index, path in enumerate(files):
+            caught.clear()
             try:
-                audio = load_audio(path)
+                if str(path) == STDIN:
+                    stdin = typer.get_binary_stream("stdin")
+                    if stdin.isatty():
+                        raise AudioError("standard input is a terminal: pipe audio into it (cat talk.wav | unisono transcribe -)")
+                    data = stdin.read()
+                    if not data:
+                        raise EmptyAudioError("nothing came through standard input (0 bytes)")
+                    audio = load_audio(data)
+                else:
+                    audio = load_audio(path)
             except (AudioError, OSError) as e:
-                err.print(f"[red]error[/red] {path}: {e}")
+                msg = str(e)
+                say("error", path, msg.removeprefix(f"{path}: ").removeprefix("<bytes>: "))
                 failed += 1
                 continue
+            load_notes = [str(w.message).removeprefix(f"{path}: ") for w in caught if issubclass(w.category, AudioWarning)]
+            if loaded is None:
+                from unisono.model.unisono import Unisono
+
+                try:
+                    loaded = Unisono.load(checkpoint, compute_type=compute_type)
+                except (OSError, ValueError) as e:  # a checkpoint with missing or mismatched files
+                    raise typer.BadParameter(f"cannot load {checkpoint}: {e}", param_hint="--model") from None
             task = bar.add_task(path.name, total=len(audio) / 16000)
-            t = m.transcribe(audio, mtp=mtp, n_drafts=drafts, language=language, batch_size=batch_size,
-                             progress=lambda s, task=task: bar.advance(task, s))
+            try:
+                t = loaded.transcribe(audio, mtp=mtp, n_drafts=drafts, language=language, batch_size=batch_size,
+                                      progress=lambda s, task=task: bar.advance(task, s))
+            except Exception as e:  # noqa: BLE001 - one file that breaks decoding must not lose the others
+                say("error", path, f"transcription failed ({type(e).__name__}: {e})")
+                failed += 1
+                continue
+            finally:
+                bar.remove_task(task)
             t.source = str(path)
-            bar.remove_task(task)
-            text = FORMATS[output_format](t)
-            if output_dir:
-                output_dir.mkdir(parents=True, exist_ok=True)
-                (output_dir / f"{path.stem}.{output_format}").write_text(text, encoding="utf-8")
-            elif len(files) > 1 and output_format == "txt":
-                sys.stdout.write(f"{path}: {text}")
-            else:
-                sys.stdout.write(text)
+            t.warnings = load_notes + t.warnings
+            for note in t.warnings:
+                say("warning", path, note)
+            emit(path, index, FORMATS[output_format](t))
             if stats:
                 s = t.stats
-                err.print(f"{path.name}: {s.tokens} tokens in {s.passes} decoder passes "
+                total = total.merge(s)
+                err.print(f"{escape(path.name)}: {s.tokens} tokens in {s.passes} decoder passes "
                           f"({s.tokens_per_pass:.2f} per pass); acceptance by position "
                           f"{[round(r, 2) for r in s.acceptance_rate]}")
+    if several and output_format == "json" and not output_dir:
+        sys.stdout.write("[]\n" if written == 0 else "\n]\n")
+    if stats and several:
+        err.print(f"total: {total.tokens} tokens in {total.passes} decoder passes ({total.tokens_per_pass:.2f} per pass) "
+                  f"over {written} file(s); acceptance by position {[round(r, 2) for r in total.acceptance_rate]}")
     if failed:
         raise typer.Exit(code=1)
 
