@@ -31,6 +31,8 @@ folder. Batches are drawn from the data folder as a pure function of (seed, micr
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import dataclasses
 import itertools
 import math
@@ -207,8 +209,9 @@ class CodecObjective(Objective):
         self.mel = MelSpectrogram(codec.mel)
         self.draw_weights = self.data.draw_weights(cfg.oversample) if cfg.oversample else None
 
+    @abstractmethod
     def modules(self) -> dict[str, nn.Module]:
-        raise NotImplementedError
+        ...
 
     def default_start(self) -> Path | None:
         """Where a new run starts from without init_from (None: fresh weights)."""
@@ -245,8 +248,9 @@ class CodecObjective(Objective):
     def stream(self, model, phase_index: int, phase: PhaseConfig, seed: int) -> CodecStream:
         return CodecStream(self.draw, seed)
 
+    @abstractmethod
     def draw(self, rng: np.random.Generator) -> CodecBatch:
-        raise NotImplementedError
+        ...
 
     def export(self, model_state: dict[str, torch.Tensor], run: Path, processes: int) -> Path:
         from safetensors.torch import save_file

@@ -25,6 +25,8 @@ tb/ (TensorBoard scalars), checkpoints/, model/ (the result), and what the objec
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import contextlib
 import json
 import logging
@@ -64,7 +66,7 @@ class Stream(Protocol):
         """Running counts logged with every step (e.g. clips that failed to load)."""
 
 
-class Objective:
+class Objective(ABC):
     """What a run trains: its model, its data, its loss and its result. The defaults suit a model
     whose parameters all decay and whose phases name trainable parameters by fnmatch patterns."""
 
@@ -75,10 +77,10 @@ class Objective:
         """Once, in the first process, before any process builds: write what every process must
         start from identically (e.g. RUN/init)."""
 
+    @abstractmethod
     def build(self, run: Path, device: torch.device) -> torch.nn.Module:
         """The model whose parameters train (and that the checkpoint holds), on the CPU; the same in
         every process. Helpers the loss needs (frozen models) may go to `device` here."""
-        raise NotImplementedError
 
     def shard_units(self, model: torch.nn.Module) -> list[torch.nn.Module]:
         """Submodules sharded on their own under FSDP2 (then the whole model is)."""
@@ -98,17 +100,18 @@ class Objective:
     def param_groups(self, model: torch.nn.Module, weight_decay: float) -> list[dict]:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
+    @abstractmethod
     def stream(self, model: torch.nn.Module, phase_index: int, phase: PhaseConfig, seed: int) -> Stream:
-        raise NotImplementedError
+        ...
 
     def begin_step(self, model: torch.nn.Module, phase: PhaseConfig, phase_step: int) -> dict[str, float]:
         """Called before each optimizer step's micro-batches; returns figures logged once with the step."""
         return {}
 
+    @abstractmethod
     def loss(self, model: torch.nn.Module, batch: Any, phase: PhaseConfig) -> tuple[torch.Tensor, dict[str, float]]:
         """One micro-batch's loss and the figures to log (a pure function of the model and the batch,
         the global RNG aside)."""
-        raise NotImplementedError
 
     def extra_state(self) -> dict[str, Any]:
         """What else a checkpoint must hold for an exact resume (state that trains beside the model)."""
@@ -130,9 +133,9 @@ class Objective:
         (False: what it leaves out keeps the weights `build` gave)."""
         return model_state, optim_state, True
 
+    @abstractmethod
     def export(self, model_state: dict[str, torch.Tensor], run: Path, processes: int) -> Path:
         """Write the result from the trained state (first process only); returns where."""
-        raise NotImplementedError
 
 
 def lr_factor(step: int, phase: PhaseConfig) -> float:
