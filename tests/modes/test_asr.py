@@ -154,3 +154,29 @@ def test_a_long_file_of_real_clips_decodes_with_mtp(real_speech_dir):
     t = model.transcribe(long, batch_size=8)
     assert len(t.segments) >= 2 and all(s.text for s in t.segments)
     assert t.stats.tokens_per_pass > 1.0  # drafts were accepted
+
+
+def test_scheduled_transcripts_equal_batched_and_deltas_add_up(model, clips, example_wav):
+    from unisono.decode.scheduler import Scheduler
+
+    a = load_audio(example_wav)
+    long = np.concatenate([a, np.zeros(16000, np.float32)] * 4)  # several pieces, with timestamps
+    inputs = [*clips, long]
+    batched = model.transcribe(inputs, max_new_tokens=12)
+    deltas: dict[int, list[str]] = {}
+    with Scheduler(model) as scheduler:
+        scheduled = model.transcribe(inputs, max_new_tokens=12, scheduler=scheduler,
+                                     on_delta=lambda i, d: deltas.setdefault(i, []).append(d))
+        assert scheduler.running == 0
+    assert [t.text for t in scheduled] == [t.text for t in batched]
+    assert [[(s.start, s.end, s.text) for s in t.segments] for t in scheduled] == \
+        [[(s.start, s.end, s.text) for s in t.segments] for t in batched]
+    for i, t in enumerate(scheduled):
+        assert "".join(deltas.get(i, [])) == t.text
+    assert len(deltas[len(inputs) - 1]) > 1  # streamed in pieces, not once at the end
+    assert sum(t.stats.passes for t in scheduled) > 0
+
+
+def test_on_delta_without_a_scheduler_is_refused(model, clips):
+    with pytest.raises(ValueError, match="scheduler"):
+        model.transcribe(clips[0], on_delta=lambda i, d: None)

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 
 from unisono.decode.generate import GenerationConfig, generate
+from unisono.decode.sampling import SamplingConfig
 from unisono.decode.stats import DecodeStats
 from unisono.model.vocab import Audio, Special, Turn
 
 if TYPE_CHECKING:
+    from unisono.decode.scheduler import Scheduler
     from unisono.model.unisono import Unisono
 
 SAMPLE_RATE = 16000
@@ -69,6 +71,7 @@ class ASROptions:
     batch_size: int = 8
     max_new_tokens: int | None = None  # None: from the segment's duration
     vad_threshold: float = 0.5
+    temperature: float = 0.0  # 0: greedy (MTP-verified); above 0: sampled, without MTP
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -77,6 +80,8 @@ class ASROptions:
             raise ValueError(f"n_drafts must be at least 1 (or None: the model's choice), got {self.n_drafts}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1 (or None: from the duration), got {self.max_new_tokens}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
         if self.language not in (None, "en", "zh"):
             raise ValueError(f"language must be en, zh or None, got {self.language!r}")
 
@@ -102,13 +107,27 @@ def _max_tokens(duration_s: float) -> int:
 
 
 @torch.no_grad()
-def transcribe_segments(model: "Unisono", clips: Sequence[np.ndarray], options: ASROptions) -> tuple[list[str], list[DecodeStats]]:
-    """Texts of clips no longer than 30 s each, batched; returned in input order."""
+def transcribe_segments(
+    model: "Unisono",
+    clips: Sequence[np.ndarray],
+    options: ASROptions,
+    scheduler: "Scheduler | None" = None,
+    on_delta: Callable[[int, str], None] | None = None,
+) -> tuple[list[str], list[DecodeStats]]:
+    """Texts of clips no longer than 30 s each, returned in input order.
+
+    Without a scheduler the clips are decoded as one batch by `generate`. With one (a running
+    `decode.scheduler.Scheduler`), each clip is a request of its own, decoded beside whatever
+    else the scheduler runs; `on_delta(i, text)` then receives clip i's text as it grows, clip
+    after clip. Both give the same texts (greedy decoding, same prompts)."""
     from unisono.audio.features import batch_log_mel
 
     mel, mel_lengths = batch_log_mel(list(clips), n_mels=model.config.encoder.n_mels)
     feats, lengths = model.encode_audio(mel.to(model.device), mel_lengths.to(model.device))
     prompts = [model.vocab.encode_prompt(asr_prompt(int(n), options.language)) for n in lengths]
+    longest = max(len(c) for c in clips) / SAMPLE_RATE
+    if scheduler is not None:
+        return _decode_scheduled(model, prompts, feats, lengths, clips, options, scheduler, on_delta)
     L = max(len(p.ids) for p in prompts)
     ids = torch.full((len(prompts), L), model.vocab.pad_id, device=model.device)
     mask = torch.zeros(len(prompts), L, dtype=torch.bool, device=model.device)
@@ -116,15 +135,57 @@ def transcribe_segments(model: "Unisono", clips: Sequence[np.ndarray], options: 
         ids[b, L - len(p.ids) :] = torch.tensor(p.ids, device=model.device)
         mask[b, L - len(p.ids) :] = True
     embeds = model.embed_prompt(ids, feats, lengths)
-    longest = max(len(c) for c in clips) / SAMPLE_RATE
     config = GenerationConfig(
         max_new_tokens=options.max_new_tokens or _max_tokens(longest),
         mtp=options.mtp,
         n_drafts=options.n_drafts,
+        sampling=SamplingConfig(temperature=options.temperature),
         stop_ids=(model.vocab.end_id,),
     )
     out = generate(model, embeds, mask, config, allowed=text_tokens_mask(model))
     return [model.vocab.decode_text(t) for t in out.tokens], out.row_stats
+
+
+def _decode_scheduled(model, prompts, feats, lengths, clips, options, scheduler, on_delta):
+    from unisono.decode.session import SessionConfig
+
+    allowed = text_tokens_mask(model)
+    requests = []
+    for b, p in enumerate(prompts):
+        ids = torch.tensor([p.ids], device=model.device)
+        embeds = model.embed_prompt(ids, feats[b : b + 1], lengths[b : b + 1])[0]
+        config = SessionConfig(
+            max_new_tokens=options.max_new_tokens or _max_tokens(len(clips[b]) / SAMPLE_RATE),
+            stop_ids=(model.vocab.end_id,),
+            allowed=allowed,
+            sampling=SamplingConfig(temperature=options.temperature),
+            mtp=options.mtp,
+            n_drafts=options.n_drafts,
+        )
+        requests.append(scheduler.submit(embeds, config))
+    texts = []
+    try:
+        for b, request in enumerate(requests):
+            text, tokens = "", []
+            for token in request.tokens():
+                tokens.append(token)
+                if on_delta is None:
+                    continue
+                grown = model.vocab.decode_text(tokens)
+                # a token may end inside a multi-byte character: wait for the rest of it
+                if grown.startswith(text) and not grown.endswith("\ufffd") and len(grown) > len(text):
+                    on_delta(b, grown[len(text):])
+                    text = grown
+            if request.error:
+                raise RuntimeError(f"decoding failed: {request.error}")
+            final = model.vocab.decode_text(request.output)
+            if on_delta is not None and final.startswith(text) and len(final) > len(text):
+                on_delta(b, final[len(text):])
+            texts.append(final)
+    finally:  # a caller that stops early (an error, a client gone) leaves no work behind
+        for request in requests:
+            request.cancel()
+    return texts, [r.session.stats for r in requests]
 
 
 def split_long(audio: np.ndarray, threshold: float = 0.5) -> list[tuple[float, float]]:
@@ -158,7 +219,10 @@ def transcribe(
     language: str | None = None,
     batch_size: int = 8,
     max_new_tokens: int | None = None,
+    temperature: float = 0.0,
     progress: Callable[[int], None] | None = None,
+    scheduler: "Scheduler | None" = None,
+    on_delta: Callable[[int, str], None] | None = None,
 ) -> Transcript | list[Transcript]:
     """Transcribe a file path, bytes, a binary file object, a 16 kHz mono array (float in [-1, 1],
     or integer PCM), or a list of them.
@@ -169,11 +233,19 @@ def transcribe(
     know about an input (silence, no speech heard, quiet input, channels that cancel) is listed in
     `Transcript.warnings` and issued as an `AudioWarning`. `progress` is called with the number
     of seconds of audio finished after each batch.
+
+    With a `scheduler` (a running `decode.scheduler.Scheduler` on this model), every piece is a
+    request of its own, decoded beside the scheduler's other work: a server's way. The pieces
+    are then taken in time order, and `on_delta(i, text)` receives input i's transcript as it
+    grows (the same text, piece by piece, that its Transcript.text ends up holding).
     """
     from unisono.audio.io import AudioWarning
     from unisono.audio.level import adjust_level
 
-    options = ASROptions(mtp=mtp, n_drafts=n_drafts, language=language, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    options = ASROptions(mtp=mtp, n_drafts=n_drafts, language=language, batch_size=batch_size,
+                         max_new_tokens=max_new_tokens, temperature=temperature)
+    if on_delta is not None and scheduler is None:
+        raise ValueError("on_delta needs a scheduler: text is streamed only when pieces decode as requests")
     if model.mtp is not None and n_drafts is not None and n_drafts > model.mtp.n_branches:
         raise ValueError(f"n_drafts must be in 1..{model.mtp.n_branches} (the model's MTP branches), got {n_drafts}")
     single = not isinstance(audio, (list, tuple))
@@ -194,13 +266,34 @@ def transcribe(
         if not silent[i] and not spans:
             notes[i].append("silero-vad heard no speech: the transcript is empty")
         pieces += [(i, s, e) for s, e in spans]
-    order = sorted(range(len(pieces)), key=lambda j: pieces[j][2] - pieces[j][1], reverse=True)
+    order = list(range(len(pieces)))
+    if scheduler is None:  # a fixed batch pads least when its pieces have similar lengths
+        order.sort(key=lambda j: pieces[j][2] - pieces[j][1], reverse=True)
     texts: dict[int, str] = {}
     stats = [DecodeStats() for _ in arrays]
+    streamed = [""] * len(arrays)  # input i's transcript as on_delta has given it so far
+
+    def piece_delta(chunk: list[int]) -> Callable[[int, str], None] | None:
+        if on_delta is None:
+            return None
+
+        def delta(b: int, piece_text: str) -> None:
+            # the transcript so far is joined exactly as Transcript.text will be, so the deltas
+            # of an input add up to its final text
+            j = chunk[b]
+            i = pieces[j][0]
+            texts[j] = texts.get(j, "") + piece_text
+            done = [texts.get(m, "") for m, (fi, _, _) in enumerate(pieces) if fi == i and m <= j]
+            now = " ".join(t for t in done if t).strip()
+            if now.startswith(streamed[i]) and len(now) > len(streamed[i]):
+                on_delta(i, now[len(streamed[i]):])
+                streamed[i] = now
+        return delta
+
     for k in range(0, len(order), options.batch_size):
         chunk = order[k : k + options.batch_size]
         clips = [arrays[pieces[j][0]][int(pieces[j][1] * SAMPLE_RATE) : int(pieces[j][2] * SAMPLE_RATE)] for j in chunk]
-        batch_texts, batch_stats = transcribe_segments(model, clips, options)
+        batch_texts, batch_stats = transcribe_segments(model, clips, options, scheduler, piece_delta(chunk))
         texts.update(zip(chunk, batch_texts))
         for j, s in zip(chunk, batch_stats):
             stats[pieces[j][0]] = stats[pieces[j][0]].merge(s)
