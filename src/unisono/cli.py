@@ -12,6 +12,7 @@ from unisono.eval.cli import app as eval_app
 from unisono.model.cli import app as convert_app
 from unisono.train.cli import app as train_app
 from unisono.codec.cli import app as codec_app
+from unisono.serve.cli import serve
 
 app = typer.Typer(
     help="unisono: one audio-language backbone for ASR, TTS and realtime dialogue.",
@@ -23,6 +24,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(convert_app, name="convert")
 app.add_typer(codec_app, name="codec")
+app.command("serve")(serve)
 
 
 def _default_checkpoint() -> Path:

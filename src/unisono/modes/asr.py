@@ -22,6 +22,7 @@ import torch
 from unisono.decode.generate import GenerationConfig, generate
 from unisono.decode.sampling import SamplingConfig
 from unisono.decode.stats import DecodeStats
+from unisono.decode.text_stream import TextStream
 from unisono.model.vocab import Audio, Special, Turn
 
 if TYPE_CHECKING:
@@ -166,22 +167,17 @@ def _decode_scheduled(model, prompts, feats, lengths, clips, options, scheduler,
     texts = []
     try:
         for b, request in enumerate(requests):
-            text, tokens = "", []
+            stream = TextStream(model.vocab)
             for token in request.tokens():
-                tokens.append(token)
-                if on_delta is None:
-                    continue
-                grown = model.vocab.decode_text(tokens)
-                # a token may end inside a multi-byte character: wait for the rest of it
-                if grown.startswith(text) and not grown.endswith("\ufffd") and len(grown) > len(text):
-                    on_delta(b, grown[len(text):])
-                    text = grown
+                delta = stream.push(token)
+                if delta and on_delta is not None:
+                    on_delta(b, delta)
             if request.error:
                 raise RuntimeError(f"decoding failed: {request.error}")
-            final = model.vocab.decode_text(request.output)
-            if on_delta is not None and final.startswith(text) and len(final) > len(text):
-                on_delta(b, final[len(text):])
-            texts.append(final)
+            delta = stream.finish()
+            if delta and on_delta is not None:
+                on_delta(b, delta)
+            texts.append(model.vocab.decode_text(request.output))
     finally:  # a caller that stops early (an error, a client gone) leaves no work behind
         for request in requests:
             request.cancel()

@@ -1,0 +1,71 @@
+"""The OpenAI-compatible server: one model, every request through its engine.
+
+    GET  /health, /metrics, /v1/models
+    POST /v1/audio/transcriptions   (json, text, srt, vtt, verbose_json; stream=true: SSE deltas)
+    POST /v1/audio/translations     (400 unless the model translates)
+    POST /v1/audio/speech           (400 until the model speaks)
+    POST /v1/chat/completions       (text and input_audio in, text out; stream=true: SSE chunks)
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+
+from unisono.serve import audio_api, chat_api
+from unisono.serve.config import ServerConfig
+from unisono.serve.engine import Engine
+from unisono.serve.errors import install_handlers
+from unisono.serve.guard import Gate, Guard
+from unisono.serve.metrics import Metrics
+
+
+def create_app(engine: Engine, config: ServerConfig | None = None, close_engine: bool = True) -> FastAPI:
+    config = config or ServerConfig()
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        if close_engine:
+            engine.close()
+
+    app = FastAPI(title="unisono", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.engine, app.state.config = engine, config
+    app.state.metrics = Metrics(lambda: engine.active_sessions)
+    install_handlers(app)
+    app.include_router(audio_api.router)
+    app.include_router(chat_api.router)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": engine.name, "active_sessions": engine.active_sessions}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [_model_card(engine, created)]}
+
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str, request: Request) -> JSONResponse:
+        audio_api.check_model(request, model_id)
+        return JSONResponse(_model_card(engine, created))
+
+    app.add_middleware(Guard, config=config, gate=Gate(config), metrics=app.state.metrics)
+    if config.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
+    return app
+
+
+def _model_card(engine: Engine, created: int) -> dict:
+    abilities = [name for name, able in (("transcription", engine.can_transcribe), ("chat", True),
+                                         ("speech", engine.can_speak), ("translation", engine.can_translate)) if able]
+    return {"id": engine.name, "object": "model", "created": created, "owned_by": "unisono", "capabilities": abilities}

@@ -1,0 +1,180 @@
+"""/v1/chat/completions: text and input_audio content in, the model's text reply out (streamed
+as chat.completion.chunk events with stream=true)."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from unisono.audio.io import AudioError
+from unisono.decode.sampling import SamplingConfig
+from unisono.decode.session import LENGTH
+from unisono.decode.stats import DecodeStats
+from unisono.decode.text_stream import TextStream
+from unisono.serve import sse
+from unisono.serve.audio_api import check_model, finish
+from unisono.serve.engine import ChatTurn
+from unisono.serve.errors import APIError
+from unisono.serve.work import Gone, Stream
+
+router = APIRouter()
+
+
+@dataclass
+class Reply:
+    text: str
+    finish_reason: str  # stop | length
+    prompt_tokens: int
+    completion_tokens: int
+    stats: DecodeStats
+
+
+def parse_messages(messages: Any, engine, max_audio_s: float) -> list[ChatTurn]:
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "messages must be a non-empty list", "messages")
+    turns = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise APIError(400, f"{where} must be an object with role and content", where)
+        role = {"developer": "system"}.get(m.get("role"), m.get("role"))
+        if role not in ("system", "user", "assistant"):
+            raise APIError(400, f"{where}.role must be system, developer, user or assistant, got {m.get('role')!r}",
+                           f"{where}.role")
+        content = m.get("content")
+        if isinstance(content, str):
+            turns.append(ChatTurn(role, [content]))
+            continue
+        if not isinstance(content, list):
+            raise APIError(400, f"{where}.content must be a string or a list of content parts", f"{where}.content")
+        parts: list = []
+        for j, part in enumerate(content):
+            at = f"{where}.content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
+                parts.append(_audio_part(part["input_audio"], at, engine, max_audio_s))
+            else:
+                raise APIError(400, f"{at} must be {{type: text, text}} or {{type: input_audio, input_audio: "
+                               "{data, format}}}", at)
+        turns.append(ChatTurn(role, parts))
+    if turns[-1].role == "assistant":
+        raise APIError(400, "the last message is the assistant's: there is nothing to reply to", "messages")
+    return turns
+
+
+def _audio_part(audio: dict, at: str, engine, max_audio_s: float):
+    try:
+        data = base64.b64decode(audio.get("data") or "", validate=True)
+    except (ValueError, TypeError):
+        raise APIError(400, f"{at}.input_audio.data is not base64", f"{at}.input_audio.data") from None
+    if not data:
+        raise APIError(400, f"{at}.input_audio.data is empty", f"{at}.input_audio.data")
+    try:
+        return engine.read_audio(data, max_audio_s)
+    except AudioError as e:
+        raise APIError(400, f"{at}.input_audio: {e}", f"{at}.input_audio") from None
+
+
+def _options(body: dict, max_tokens_limit: int) -> tuple[int, SamplingConfig]:
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens")) or min(256, max_tokens_limit)
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= max_tokens_limit:
+        raise APIError(400, f"max_tokens must be an integer in 1..{max_tokens_limit}, got {max_tokens!r}", "max_tokens")
+    if body.get("n", 1) != 1:
+        raise APIError(400, "n must be 1: one reply per request", "n")
+    if body.get("stop"):
+        raise APIError(400, "stop sequences are not supported: the reply ends at the model's end of turn", "stop")
+    modalities = body.get("modalities") or ["text"]
+    if "audio" in modalities:
+        raise APIError(400, "audio output is not available: this model has no TTS mode yet (ask for modalities "
+                       "['text'])", "modalities", "unsupported_modality")
+    try:
+        temperature = float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0)
+        top_p = float(body.get("top_p") if body.get("top_p") is not None else 1.0)
+        seed = body.get("seed")
+        sampling = SamplingConfig(temperature=temperature, top_p=top_p, seed=int(seed) if seed is not None else None)
+    except (TypeError, ValueError) as e:
+        raise APIError(400, f"sampling settings: {e}", "temperature") from None
+    if temperature > 2:
+        raise APIError(400, f"temperature must be in [0, 2], got {temperature}", "temperature")
+    return max_tokens, sampling
+
+
+def _reply(engine, turns: list[ChatTurn], max_tokens: int, sampling: SamplingConfig, emit) -> Reply:
+    """Runs in a worker thread: queue the reply, hand its text over as it grows."""
+    request, n_prompt = engine.start_chat(turns, max_tokens=max_tokens, sampling=sampling)
+    text = TextStream(engine.model.vocab)
+    try:
+        for token in request.tokens():
+            delta = text.push(token)
+            if delta:
+                emit(delta)
+        if request.error:
+            raise RuntimeError(request.error)
+        rest = text.finish()
+        if rest:
+            emit(rest)
+    except Gone:
+        raise
+    finally:
+        request.cancel()
+    return Reply(text.text, "length" if request.finish_reason == LENGTH else "stop", n_prompt,
+                 len(request.output), request.session.stats)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise APIError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the body must be a JSON object")
+    check_model(request, body.get("model"))
+    engine, config, metrics = request.app.state.engine, request.app.state.config, request.app.state.metrics
+    max_tokens, sampling = _options(body, config.max_tokens)
+    import asyncio
+
+    turns = await asyncio.to_thread(parse_messages, body.get("messages"), engine, config.max_audio_s)
+    work = Stream().start(lambda emit: _reply(engine, turns, max_tokens, sampling, emit))
+    reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    head = {"id": reply_id, "created": created, "model": engine.name}
+
+    if body.get("stream"):
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        async def chunks():
+            chunk = {**head, "object": "chat.completion.chunk"}
+            yield sse.event({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                   "finish_reason": None}]})
+            try:
+                async for delta in work:
+                    yield sse.event({**chunk, "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": None}]})
+            except Exception as e:
+                yield sse.event({"error": {"message": f"the reply failed: {e}", "type": "server_error"}})
+                return
+            r: Reply = work.result
+            metrics.decoded("chat", r.stats)
+            yield sse.event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": r.finish_reason}]})
+            if include_usage:
+                yield sse.event({**chunk, "choices": [], "usage": _usage(r)})
+            yield sse.DONE
+        return sse.response(chunks())
+
+    r = await finish(request, work)
+    metrics.decoded("chat", r.stats)
+    return JSONResponse({**head, "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason}],
+        "usage": _usage(r)})
+
+
+def _usage(r: Reply) -> dict:
+    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+            "total_tokens": r.prompt_tokens + r.completion_tokens}

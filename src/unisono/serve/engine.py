@@ -1,0 +1,95 @@
+"""The model a server holds, and the one scheduler every request decodes through.
+
+Request handlers run the engine's blocking calls in worker threads: audio is read and encoded
+there, and the decoder work joins the scheduler's batch, so many clients share each decoder
+pass (continuous batching) while the event loop stays free."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+import torch
+
+from unisono.audio.io import SAMPLE_RATE, load_audio
+from unisono.decode.sampling import SamplingConfig
+from unisono.decode.scheduler import Request, Scheduler, SchedulerConfig
+from unisono.decode.session import SessionConfig
+from unisono.modes.asr import MAX_SEGMENT_S, Transcript, text_tokens_mask
+from unisono.model.vocab import Audio, Turn
+
+ChatPart = Union[str, np.ndarray]  # text, or 16 kHz mono audio
+
+
+@dataclass
+class ChatTurn:
+    role: str  # system, user, assistant
+    parts: list[ChatPart]
+
+
+class Engine:
+    def __init__(self, model: Any, name: str, scheduler: SchedulerConfig | None = None):
+        self.model, self.name = model, name
+        self.scheduler = Scheduler(model, scheduler).start()
+        self._text_mask = text_tokens_mask(model)
+
+    def close(self) -> None:
+        self.scheduler.close()
+
+    # ---- what this model can do (the modes plug in here as they land) -------------------------
+    @property
+    def can_transcribe(self) -> bool:
+        return True
+
+    @property
+    def can_speak(self) -> bool:
+        return callable(getattr(self.model, "speak", None))
+
+    @property
+    def can_translate(self) -> bool:
+        return False  # no speech-to-English translation task in the vocabulary yet
+
+    @property
+    def active_sessions(self) -> int:
+        return self.scheduler.running + self.scheduler.waiting
+
+    # ---- blocking work, called from worker threads ----------------------------------------------
+    def read_audio(self, data: bytes, max_audio_s: float) -> np.ndarray:
+        """16 kHz mono samples of an uploaded file (AudioError subclasses for bad input)."""
+        return load_audio(data, SAMPLE_RATE, max_duration_s=max_audio_s)
+
+    def transcribe(self, audio: np.ndarray, *, language: str | None = None, temperature: float = 0.0,
+                   on_delta: Callable[[str], None] | None = None) -> Transcript:
+        return self.model.transcribe(
+            audio, language=language, temperature=temperature, scheduler=self.scheduler,
+            on_delta=(lambda i, delta: on_delta(delta)) if on_delta is not None else None,
+        )
+
+    @torch.no_grad()
+    def start_chat(self, turns: Sequence[ChatTurn], *, max_tokens: int, sampling: SamplingConfig) -> tuple[Request, int]:
+        """Queue a chat reply (text) to `turns`: the request its tokens come from, and the prompt's length."""
+        clips = [p for t in turns for p in t.parts if isinstance(p, np.ndarray)]
+        for clip in clips:
+            if len(clip) > MAX_SEGMENT_S * SAMPLE_RATE:
+                raise ValueError(f"an input_audio part is {len(clip) / SAMPLE_RATE:.1f} s long; a chat turn takes "
+                                 f"at most {MAX_SEGMENT_S:.0f} s of audio (transcribe longer audio instead)")
+            if len(clip) == 0:
+                raise ValueError("an input_audio part holds no samples")
+        feats = lengths = None
+        n_positions: list[int] = []
+        if clips:
+            from unisono.audio.features import batch_log_mel
+
+            mel, mel_lengths = batch_log_mel(clips, n_mels=self.model.config.encoder.n_mels)
+            feats, lengths = self.model.encode_audio(mel.to(self.model.device), mel_lengths.to(self.model.device))
+            n_positions = [int(n) for n in lengths]
+        positions = iter(n_positions)
+        prompt_turns = [Turn(t.role, [Audio(next(positions)) if isinstance(p, np.ndarray) else p for p in t.parts])
+                        for t in turns]
+        prompt = self.model.vocab.encode_prompt(prompt_turns)
+        ids = torch.tensor([prompt.ids], device=self.model.device)
+        embeds = self.model.embed_prompt(ids, feats, lengths)[0]
+        config = SessionConfig(max_new_tokens=max_tokens, stop_ids=(self.model.vocab.end_id,),
+                               sampling=sampling, allowed=self._text_mask)
+        return self.scheduler.submit(embeds, config), len(prompt.ids)
