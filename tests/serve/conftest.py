@@ -7,11 +7,35 @@ import time
 from dataclasses import dataclass
 
 import pytest
+import torch
 from tests.conftest import make_tiny_model
 
+from unisono.decode.session import Session, SessionConfig
+from unisono.modes.asr import text_tokens_mask
+from unisono.model.vocab import Audio, Turn
 from unisono.serve.config import ServerConfig
 
 KEY = "sk-unisono-test"
+
+
+def greedy_reply(model, turns, max_tokens, audio=None):
+    """The reply decoded alone, in-process: the reference for the server's answer."""
+    feats = lengths = None
+    if audio is not None:
+        from unisono.audio.features import batch_log_mel
+
+        mel, mel_lengths = batch_log_mel([audio], n_mels=model.config.encoder.n_mels)
+        feats, lengths = model.encode_audio(mel, mel_lengths)
+        turns = [Turn(t.role, [Audio(int(lengths[0])) if p is None else p for p in t.parts]) for t in turns]
+    prompt = model.vocab.encode_prompt(turns)
+    with torch.no_grad():
+        embeds = model.embed_prompt(torch.tensor([prompt.ids]), feats, lengths)[0]
+        session = Session(model, SessionConfig(max_new_tokens=max_tokens, stop_ids=(model.vocab.end_id,),
+                                               allowed=text_tokens_mask(model)))
+        session.prefill(embeds)
+        tokens = list(session.tokens())
+    return model.vocab.decode_text(tokens), len(prompt.ids), len(tokens)
+
 
 
 @dataclass

@@ -10,13 +10,11 @@ import httpx2 as httpx  # the HTTP client the openai package is built on
 import numpy as np
 import openai
 import pytest
-import torch
-from tests.serve.conftest import KEY
+from tests.serve.conftest import KEY, greedy_reply
 
 from unisono.audio.io import load_audio
-from unisono.decode.session import Session, SessionConfig
-from unisono.modes.asr import text_tokens_mask, to_srt, to_vtt
-from unisono.model.vocab import Audio, Turn
+from unisono.modes.asr import to_srt, to_vtt
+from unisono.model.vocab import Turn
 
 
 @pytest.fixture(scope="module")
@@ -63,28 +61,9 @@ def test_streamed_transcription_adds_up_to_the_text(client, wav, reference):
     assert "".join(deltas) == reference.text and len(deltas) > 1
 
 
-def _greedy_reply(model, turns, max_tokens, audio=None):
-    """The reply decoded alone, in-process: the reference for the server's answer."""
-    feats = lengths = None
-    if audio is not None:
-        from unisono.audio.features import batch_log_mel
-
-        mel, mel_lengths = batch_log_mel([audio], n_mels=model.config.encoder.n_mels)
-        feats, lengths = model.encode_audio(mel, mel_lengths)
-        turns = [Turn(t.role, [Audio(int(lengths[0])) if p is None else p for p in t.parts]) for t in turns]
-    prompt = model.vocab.encode_prompt(turns)
-    with torch.no_grad():
-        embeds = model.embed_prompt(torch.tensor([prompt.ids]), feats, lengths)[0]
-        session = Session(model, SessionConfig(max_new_tokens=max_tokens, stop_ids=(model.vocab.end_id,),
-                                               allowed=text_tokens_mask(model)))
-        session.prefill(embeds)
-        tokens = list(session.tokens())
-    return model.vocab.decode_text(tokens), len(prompt.ids), len(tokens)
-
-
 def test_chat_text_and_audio_match_the_model(client, serve_model, wav):
     messages = [{"role": "system", "content": "You are brief."}, {"role": "user", "content": "Hello there"}]
-    text, n_prompt, n_out = _greedy_reply(serve_model, [Turn("system", ["You are brief."]), Turn("user", ["Hello there"])], 24)
+    text, n_prompt, n_out = greedy_reply(serve_model, [Turn("system", ["You are brief."]), Turn("user", ["Hello there"])], 24)
     reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=24, temperature=0)
     assert reply.choices[0].message.content == text
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (n_prompt, n_out)
@@ -99,7 +78,7 @@ def test_chat_text_and_audio_match_the_model(client, serve_model, wav):
     data = base64.b64encode(wav.read_bytes()).decode()
     spoken = [{"role": "user", "content": [{"type": "text", "text": "Answer this:"},
                                            {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}]}]
-    expected, n_prompt, _ = _greedy_reply(serve_model, [Turn("user", ["Answer this:", None])], 16, audio=audio)
+    expected, n_prompt, _ = greedy_reply(serve_model, [Turn("user", ["Answer this:", None])], 16, audio=audio)
     reply = client.chat.completions.create(model="tiny", messages=spoken, max_tokens=16, temperature=0)
     assert reply.choices[0].message.content == expected
     assert reply.usage.prompt_tokens == n_prompt

@@ -96,3 +96,42 @@ def speech_segments(
 
 
 __all__ = ["Span", "VADConfig", "merge_regions", "speech_regions", "speech_segments"]
+
+
+class StreamingVAD:
+    """silero-vad on audio that arrives in pieces (a live microphone): where speech starts and
+    where it stops, in samples since the stream began.
+
+    Each stream owns its model instance: silero-vad keeps recurrent state between windows, so
+    two streams must never share one."""
+
+    WINDOW = 512  # samples at 16 kHz (32 ms): silero-vad's window
+
+    def __init__(self, threshold: float = 0.5, min_silence_ms: int = 500, speech_pad_ms: int = 30):
+        from silero_vad import VADIterator, load_silero_vad
+
+        self._iterator = VADIterator(load_silero_vad(onnx=True), threshold=threshold, sampling_rate=SAMPLE_RATE,
+                                     min_silence_duration_ms=min_silence_ms, speech_pad_ms=speech_pad_ms)
+        self._rest = np.zeros(0, np.float32)
+        self.speaking = False
+
+    def feed(self, audio: np.ndarray) -> list[tuple[str, int]]:
+        """16 kHz float samples in; ("start" | "end", sample) for each change they complete."""
+        audio = np.concatenate([self._rest, np.asarray(audio, np.float32)])
+        n = len(audio) // self.WINDOW * self.WINDOW
+        self._rest = audio[n:]
+        events = []
+        for i in range(0, n, self.WINDOW):
+            change = self._iterator(torch.from_numpy(audio[i : i + self.WINDOW]))
+            if change and "start" in change:
+                self.speaking = True
+                events.append(("start", int(change["start"])))
+            elif change and "end" in change:
+                self.speaking = False
+                events.append(("end", int(change["end"])))
+        return events
+
+    def reset(self) -> None:
+        self._iterator.reset_states()
+        self._rest = np.zeros(0, np.float32)
+        self.speaking = False

@@ -5,6 +5,7 @@
     POST /v1/audio/translations     (400 unless the model translates)
     POST /v1/audio/speech           (400 until the model speaks)
     POST /v1/chat/completions       (text and input_audio in, text out; stream=true: SSE chunks)
+    WS   /v1/realtime               (the OpenAI Realtime protocol, server VAD, barge-in)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
@@ -22,6 +23,7 @@ from unisono.serve.engine import Engine
 from unisono.serve.errors import install_handlers
 from unisono.serve.guard import Gate, Guard
 from unisono.serve.metrics import Metrics
+from unisono.serve.realtime import serve_realtime
 
 
 def create_app(engine: Engine, config: ServerConfig | None = None, close_engine: bool = True) -> FastAPI:
@@ -37,6 +39,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None, close_engine:
     app = FastAPI(title="unisono", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.config = engine, config
     app.state.metrics = Metrics(lambda: engine.active_sessions)
+    app.state.gate = Gate(config)
     install_handlers(app)
     app.include_router(audio_api.router)
     app.include_router(chat_api.router)
@@ -58,7 +61,11 @@ def create_app(engine: Engine, config: ServerConfig | None = None, close_engine:
         audio_api.check_model(request, model_id)
         return JSONResponse(_model_card(engine, created))
 
-    app.add_middleware(Guard, config=config, gate=Gate(config), metrics=app.state.metrics)
+    @app.websocket("/v1/realtime")
+    async def realtime(websocket: WebSocket) -> None:
+        await serve_realtime(websocket, engine, config, app.state.gate)
+
+    app.add_middleware(Guard, config=config, gate=app.state.gate, metrics=app.state.metrics)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["*"],
                            allow_headers=["*"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,25 +13,13 @@ from fastapi.responses import JSONResponse, Response
 
 from unisono.audio.io import AudioError
 from unisono.decode.sampling import SamplingConfig
-from unisono.decode.session import LENGTH
-from unisono.decode.stats import DecodeStats
-from unisono.decode.text_stream import TextStream
 from unisono.serve import sse
 from unisono.serve.audio_api import check_model, finish
-from unisono.serve.engine import ChatTurn
+from unisono.serve.engine import ChatTurn, Reply
 from unisono.serve.errors import APIError
-from unisono.serve.work import Gone, Stream
+from unisono.serve.work import Stream
 
 router = APIRouter()
-
-
-@dataclass
-class Reply:
-    text: str
-    finish_reason: str  # stop | length
-    prompt_tokens: int
-    completion_tokens: int
-    stats: DecodeStats
 
 
 def parse_messages(messages: Any, engine, max_audio_s: float) -> list[ChatTurn]:
@@ -107,28 +94,6 @@ def _options(body: dict, max_tokens_limit: int) -> tuple[int, SamplingConfig]:
     return max_tokens, sampling
 
 
-def _reply(engine, turns: list[ChatTurn], max_tokens: int, sampling: SamplingConfig, emit) -> Reply:
-    """Runs in a worker thread: queue the reply, hand its text over as it grows."""
-    request, n_prompt = engine.start_chat(turns, max_tokens=max_tokens, sampling=sampling)
-    text = TextStream(engine.model.vocab)
-    try:
-        for token in request.tokens():
-            delta = text.push(token)
-            if delta:
-                emit(delta)
-        if request.error:
-            raise RuntimeError(request.error)
-        rest = text.finish()
-        if rest:
-            emit(rest)
-    except Gone:
-        raise
-    finally:
-        request.cancel()
-    return Reply(text.text, "length" if request.finish_reason == LENGTH else "stop", n_prompt,
-                 len(request.output), request.session.stats)
-
-
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     try:
@@ -143,7 +108,7 @@ async def chat_completions(request: Request) -> Response:
     import asyncio
 
     turns = await asyncio.to_thread(parse_messages, body.get("messages"), engine, config.max_audio_s)
-    work = Stream().start(lambda emit: _reply(engine, turns, max_tokens, sampling, emit))
+    work = Stream().start(lambda emit: engine.reply(turns, max_tokens=max_tokens, sampling=sampling, emit=emit))
     reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     head = {"id": reply_id, "created": created, "model": engine.name}
 

@@ -15,11 +15,22 @@ import torch
 from unisono.audio.io import SAMPLE_RATE, load_audio
 from unisono.decode.sampling import SamplingConfig
 from unisono.decode.scheduler import Request, Scheduler, SchedulerConfig
-from unisono.decode.session import SessionConfig
+from unisono.decode.session import LENGTH, SessionConfig
+from unisono.decode.stats import DecodeStats
+from unisono.decode.text_stream import TextStream
 from unisono.modes.asr import MAX_SEGMENT_S, Transcript, text_tokens_mask
 from unisono.model.vocab import Audio, Turn
 
 ChatPart = Union[str, np.ndarray]  # text, or 16 kHz mono audio
+
+
+@dataclass
+class Reply:
+    text: str
+    finish_reason: str  # stop | length
+    prompt_tokens: int
+    completion_tokens: int
+    stats: DecodeStats
 
 
 @dataclass
@@ -93,3 +104,24 @@ class Engine:
         config = SessionConfig(max_new_tokens=max_tokens, stop_ids=(self.model.vocab.end_id,),
                                sampling=sampling, allowed=self._text_mask)
         return self.scheduler.submit(embeds, config), len(prompt.ids)
+
+    def reply(self, turns: Sequence[ChatTurn], *, max_tokens: int, sampling: SamplingConfig,
+              emit: Callable[[str], None]) -> Reply:
+        """The model's text reply to `turns`, handed to `emit` as it grows (blocking: call it from a
+        worker thread). An exception from `emit` (the reader is gone) cancels the decoding."""
+        request, n_prompt = self.start_chat(turns, max_tokens=max_tokens, sampling=sampling)
+        text = TextStream(self.model.vocab)
+        try:
+            for token in request.tokens():
+                delta = text.push(token)
+                if delta:
+                    emit(delta)
+            if request.error:
+                raise RuntimeError(request.error)
+            rest = text.finish()
+            if rest:
+                emit(rest)
+        finally:
+            request.cancel()
+        return Reply(text.text, "length" if request.finish_reason == LENGTH else "stop", n_prompt,
+                     len(request.output), request.session.stats)

@@ -1,0 +1,228 @@
+"""/v1/realtime with the official openai client and with raw websockets: event order, ids,
+VAD turns, cancel, barge-in, clear, bad events, dropped clients."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import numpy as np
+import openai
+import pytest
+import soxr
+from tests.serve.conftest import KEY, greedy_reply
+from websockets.sync.client import connect
+
+from unisono.audio.io import load_audio
+from unisono.model.vocab import Turn
+
+
+def pcm24(audio16: np.ndarray) -> bytes:
+    return (np.clip(soxr.resample(audio16, 16000, 24000), -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def speech(example_wav) -> np.ndarray:
+    return load_audio(example_wav)
+
+
+def _ws(server, **headers):
+    url = server.v1.replace("http://", "ws://") + "/realtime?model=tiny"
+    return connect(url, additional_headers={"Authorization": f"Bearer {KEY}", **headers}, open_timeout=30)
+
+
+def _until(ws, wanted: str, seen: list, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        event = json.loads(ws.recv(timeout=max(0.1, deadline - time.time())))
+        seen.append(event)
+        if event["type"] == wanted:
+            return event
+    raise AssertionError(f"no {wanted} in {[e['type'] for e in seen]}")
+
+
+def test_openai_client_manual_turn_matches_the_model(server, serve_model, speech):
+    client = openai.OpenAI(base_url=server.v1, api_key=KEY, max_retries=0)
+    pcm = pcm24(speech)
+    with client.realtime.connect(model="tiny") as conn:
+        first = conn.recv()
+        assert first.type == "session.created" and first.session.model == "tiny"
+        conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "instructions": "Be brief.",
+                                     "audio": {"input": {"turn_detection": None}}})
+        assert conn.recv().type == "session.updated"
+        for i in range(0, len(pcm), 9600):  # 200 ms appends
+            conn.input_audio_buffer.append(audio=b64(pcm[i : i + 9600]))
+        conn.input_audio_buffer.commit()
+        events = []
+        for event in conn:
+            events.append(event)
+            if event.type == "conversation.item.input_audio_transcription.completed":
+                break
+        conn.response.create()
+        for event in conn:
+            events.append(event)
+            if event.type == "response.done":
+                break
+    kinds = [e.type for e in events]
+    assert kinds[:3] == ["input_audio_buffer.committed", "conversation.item.added", "conversation.item.done"]
+    heard = soxr.resample(np.frombuffer(pcm, "<i2").astype(np.float32) / 32768, 24000, 16000)
+    transcript = next(e for e in events if e.type.endswith("transcription.completed")).transcript
+    assert transcript == serve_model.transcribe(heard).text
+    assert "".join(e.delta for e in events if e.type.endswith("transcription.delta")) == transcript
+    order = ["response.created", "response.output_item.added", "response.content_part.added",
+             "response.output_text.done", "response.content_part.done", "response.output_item.done", "response.done"]
+    assert [k for k in kinds if k in order] == order
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    expected = greedy_reply(serve_model, [Turn("system", ["Be brief."]), Turn("user", [transcript])], server.app.state.config.max_tokens)[0]
+    assert text == expected
+    done = events[-1].response
+    assert done.status in ("completed", "incomplete") and done.output[0].content[0].text == text
+
+
+def test_server_vad_commits_and_answers_by_itself(server, speech):
+    silence = np.zeros(24000 * 2, "<i2").tobytes()
+    pcm = np.zeros(24000 // 2, "<i2").tobytes() + pcm24(speech) + silence
+    seen: list = []
+    with _ws(server) as ws:
+        _until(ws, "session.created", seen)
+        ws.send(json.dumps({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {
+            "type": "server_vad", "silence_duration_ms": 800}}}}}))
+        for i in range(0, len(pcm), 4800):  # 100 ms appends, as a microphone sends them
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(pcm[i : i + 4800])}))
+        _until(ws, "response.done", seen)
+    kinds = [e["type"] for e in seen]
+    for a, b in [("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped"),
+                 ("input_audio_buffer.speech_stopped", "input_audio_buffer.committed"),
+                 ("input_audio_buffer.committed", "conversation.item.input_audio_transcription.completed"),
+                 ("conversation.item.input_audio_transcription.completed", "response.created")]:
+        assert kinds.index(a) < kinds.index(b), (a, b, kinds)
+    started = next(e for e in seen if e["type"] == "input_audio_buffer.speech_started")
+    stopped = next(e for e in seen if e["type"] == "input_audio_buffer.speech_stopped")
+    assert 300 <= started["audio_start_ms"] <= 800  # the speech begins after 500 ms of silence
+    assert stopped["audio_end_ms"] - started["audio_start_ms"] == pytest.approx(len(speech) / 16, abs=1200)
+    assert started["item_id"] == stopped["item_id"]
+    ids = [e["event_id"] for e in seen]
+    assert len(set(ids)) == len(ids)
+
+
+def test_bad_events_get_errors_and_the_session_goes_on(server):
+    seen: list = []
+    with _ws(server) as ws:
+        _until(ws, "session.created", seen)
+        cases = [
+            ("{not json", "invalid_json"),
+            (json.dumps({"type": "no.such.event", "event_id": "e1"}), "unknown_event_type"),
+            (json.dumps([1, 2]), "invalid_event"),
+            (json.dumps({"type": "input_audio_buffer.append", "audio": "***"}), "invalid_audio"),
+            (json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (12 * 2**20)}), "audio_too_large"),
+            (json.dumps({"type": "input_audio_buffer.commit"}), "input_audio_buffer_commit_empty"),
+            (json.dumps({"type": "response.cancel"}), "response_cancel_not_active"),
+            (json.dumps({"type": "session.update", "session": {"output_modalities": ["audio"]}}), "invalid_value"),
+            (json.dumps({"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}}),
+             "invalid_value"),
+            (json.dumps({"type": "conversation.item.delete", "item_id": "nope"}), "item_not_found"),
+        ]
+        for raw, code in cases:
+            ws.send(raw)
+            error = _until(ws, "error", seen)
+            assert error["error"]["code"] == code, (raw[:60], error)
+            assert "Traceback" not in error["error"]["message"]
+        ws.send(json.dumps({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}}))
+        _until(ws, "session.updated", seen)
+        ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(b"\x00\x01" * 4800)}))
+        ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+        _until(ws, "input_audio_buffer.cleared", seen)
+        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))  # cleared: nothing to commit
+        assert _until(ws, "error", seen)["error"]["code"] == "input_audio_buffer_commit_empty"
+    assert seen[0]["type"] == "session.created"
+    error = next(e for e in seen if e["type"] == "error" and e["error"]["code"] == "unknown_event_type")
+    assert error["error"]["event_id"] == "e1"
+
+
+@pytest.fixture(scope="module")
+def long_server(serve_model):
+    """A server whose replies may run long enough to be interrupted."""
+    from tests.serve.conftest import start_server
+
+    from unisono.serve.config import ServerConfig
+
+    running, server, thread = start_server(serve_model, ServerConfig(api_keys=(KEY,), max_tokens=1500), name="tiny")
+    yield running
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+STORY = [Turn("user", ["Tell me a story"])]
+
+
+def test_cancel_and_barge_in_end_the_response(long_server, serve_model, speech):
+    # the precondition: left alone, this reply runs to the length limit (hundreds of decoder passes)
+    assert greedy_reply(serve_model, STORY, 1500)[2] > 1000
+    seen: list = []
+    ask = {"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                        "content": [{"type": "input_text", "text": "Tell me a story"}]}}
+    with _ws(long_server) as ws:
+        _until(ws, "session.created", seen)
+        ws.send(json.dumps({"type": "session.update", "session": {"max_output_tokens": 1500}}))
+        _until(ws, "session.updated", seen)
+        ws.send(json.dumps(ask))
+        _until(ws, "conversation.item.added", seen)
+        ws.send(json.dumps({"type": "response.create"}))
+        _until(ws, "response.output_text.delta", seen)
+        ws.send(json.dumps({"type": "response.cancel"}))
+        done = _until(ws, "response.done", seen)
+        assert done["response"]["status"] == "cancelled"
+        assert long_server.engine.active_sessions == 0
+        # barge-in: speech while a response runs cancels it
+        ws.send(json.dumps({"type": "response.create"}))
+        _until(ws, "response.output_text.delta", seen)
+        pcm = pcm24(speech)
+        for i in range(0, len(pcm), 4800):
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(pcm[i : i + 4800])}))
+        done = _until(ws, "response.done", seen)
+        assert done["response"]["status"] == "cancelled"
+        kinds = [e["type"] for e in seen]
+        assert kinds.index("input_audio_buffer.speech_started") < len(kinds) - 1  # speech first, then the cancel
+        text = done["response"]["output"][0]["content"][0]["text"]
+        assert text and len(text) < len(greedy_reply(serve_model, STORY, 1500)[0])  # cut off where it stood
+
+
+def test_beta_clients_get_beta_names(server):
+    seen: list = []
+    with _ws(server, **{"OpenAI-Beta": "realtime=v1"}) as ws:
+        created = _until(ws, "session.created", seen)
+        assert created["session"]["modalities"] == ["text"] and created["session"]["input_audio_format"] == "pcm16"
+        ws.send(json.dumps({"type": "session.update", "session": {"turn_detection": None, "modalities": ["text"]}}))
+        assert _until(ws, "session.updated", seen)["session"]["turn_detection"] is None
+        ws.send(json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                                        "content": [{"type": "input_text", "text": "hi"}]}}))
+        _until(ws, "conversation.item.created", seen)
+        ws.send(json.dumps({"type": "response.create"}))
+        _until(ws, "response.done", seen)
+    kinds = {e["type"] for e in seen}
+    assert "response.text.done" in kinds and "response.output_text.done" not in kinds
+    assert "conversation.item.added" not in kinds
+
+
+def test_keys_are_required_and_a_dropped_client_frees_its_session(server):
+    url = server.v1.replace("http://", "ws://") + "/realtime"
+    with pytest.raises(Exception):
+        with connect(url, open_timeout=10) as ws:
+            ws.recv(timeout=5)
+    with connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"], open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "session.created"
+        ws.send(json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                                        "content": [{"type": "input_text", "text": "Go"}]}}))
+        ws.send(json.dumps({"type": "response.create", "response": {}}))
+        while json.loads(ws.recv(timeout=60))["type"] != "response.created":
+            pass
+    # gone mid-response: its decoding stops and the scheduler is idle again
+    deadline = time.time() + 20
+    while server.engine.active_sessions and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.engine.active_sessions == 0
