@@ -38,6 +38,15 @@ def greedy_reply(model, turns, max_tokens, audio=None):
 
 
 
+def wait_idle(engine, timeout: float = 20.0) -> int:
+    """The engine's active sessions once they reach 0 or the time is up (a cancelled session
+    leaves the batch at the scheduler's next pass)."""
+    deadline = time.time() + timeout
+    while engine.active_sessions and time.time() < deadline:
+        time.sleep(0.05)
+    return engine.active_sessions
+
+
 @dataclass
 class Running:
     url: str

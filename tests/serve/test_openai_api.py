@@ -10,7 +10,7 @@ import httpx2 as httpx  # the HTTP client the openai package is built on
 import numpy as np
 import openai
 import pytest
-from tests.serve.conftest import KEY, greedy_reply
+from tests.serve.conftest import KEY, greedy_reply, wait_idle
 
 from unisono.audio.io import load_audio
 from unisono.modes.asr import to_srt, to_vtt
@@ -156,10 +156,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_session(server, serve_model):
         for line in r.iter_lines():
             if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
                 break  # the first words, then gone
-    deadline = time.time() + 20
-    while server.engine.active_sessions and time.time() < deadline:
-        time.sleep(0.1)
-    assert server.engine.active_sessions == 0
+    assert wait_idle(server.engine) == 0
 
 
 def test_a_key_over_its_concurrency_gets_429(serve_model):
