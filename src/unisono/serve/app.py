@@ -1,5 +1,6 @@
 """The OpenAI-compatible server: one model, every request through its engine.
 
+    GET  /                          a web page: talk (microphone), transcribe a file, speak
     GET  /health, /metrics, /v1/models
     POST /v1/audio/transcriptions   (json, text, srt, vtt, verbose_json; stream=true: SSE deltas)
     POST /v1/audio/translations     (400 unless the model translates)
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
@@ -44,9 +46,16 @@ def create_app(engine: Engine, config: ServerConfig | None = None, close_engine:
     app.include_router(audio_api.router)
     app.include_router(chat_api.router)
 
+    page = (Path(__file__).parent / "static" / "index.html").read_bytes()
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        return Response(page, media_type="text/html; charset=utf-8")
+
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": engine.name, "active_sessions": engine.active_sessions}
+        return {"status": "ok", "model": engine.name, "capabilities": _capabilities(engine),
+                "active_sessions": engine.active_sessions}
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -72,7 +81,11 @@ def create_app(engine: Engine, config: ServerConfig | None = None, close_engine:
     return app
 
 
+def _capabilities(engine: Engine) -> list[str]:
+    return [name for name, able in (("transcription", engine.can_transcribe), ("chat", True), ("realtime", True),
+                                    ("speech", engine.can_speak), ("translation", engine.can_translate)) if able]
+
+
 def _model_card(engine: Engine, created: int) -> dict:
-    abilities = [name for name, able in (("transcription", engine.can_transcribe), ("chat", True),
-                                         ("speech", engine.can_speak), ("translation", engine.can_translate)) if able]
-    return {"id": engine.name, "object": "model", "created": created, "owned_by": "unisono", "capabilities": abilities}
+    return {"id": engine.name, "object": "model", "created": created, "owned_by": "unisono",
+            "capabilities": _capabilities(engine)}
