@@ -25,6 +25,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -171,7 +172,8 @@ def main() -> None:
                "--threads", str(args.threads), "--max-concurrent", str(args.max_concurrent)]
     if args.model:
         command += ["--model", str(args.model)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tempfile.NamedTemporaryFile("w+", prefix="unisono-serve-", suffix=".log", delete=False)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     probe = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0)
     for _ in range(240):
@@ -180,7 +182,7 @@ def main() -> None:
             break
         except openai.APIConnectionError:
             if server.poll() is not None:
-                sys.exit("the server did not start:\n" + server.stderr.read())
+                sys.exit("the server did not start:\n" + Path(log.name).read_text()[-3000:])
             time.sleep(0.5)
     else:
         sys.exit("the server did not come up in 120 s")
@@ -201,6 +203,8 @@ def main() -> None:
             asyncio.run(round_())
             elapsed = time.perf_counter() - started
             time.sleep(1.0)  # let abandoned work leave the batch
+            if server.poll() is not None:
+                sys.exit(f"the server died (exit {server.returncode}):\n" + Path(log.name).read_text()[-3000:])
             rss, peak = memory_mb(server.pid)
             errors = sum(tally.errors.values())
             for kind, values in sorted(tally.latency.items()):

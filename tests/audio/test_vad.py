@@ -39,3 +39,25 @@ def test_merge_respects_limit_and_gap():
     regions = [Span(0, 5), Span(5.5, 9), Span(9.2, 14), Span(20, 22)]
     assert merge_regions(regions, max_segment_s=10, max_gap_s=2) == [Span(0, 9), Span(9.2, 14), Span(20, 22)]
     assert merge_regions(regions, max_segment_s=30, max_gap_s=10) == [Span(0, 22)]
+
+
+def test_threads_sharing_the_model_get_what_one_thread_gets(example_wav):
+    # a server finds speech for several clients at once; silero-vad keeps state inside its model
+    from concurrent.futures import ThreadPoolExecutor
+
+    from unisono.audio.vad import StreamingVAD, speech_regions
+
+    audio = load_audio(example_wav)
+    clips = [audio, audio[: len(audio) // 2], np.concatenate([np.zeros(16000, np.float32), audio])]
+    alone = [speech_regions(c) for c in clips]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(speech_regions, clips * 8))
+    assert together == alone * 8
+
+    # a streaming VAD owns its model: fed in pieces, it finds the speech the whole clip shows
+    stream = StreamingVAD(min_silence_ms=500)
+    padded = np.concatenate([np.zeros(8000, np.float32), audio, np.zeros(16000, np.float32)])
+    changes = [c for i in range(0, len(padded), 1600) for c in stream.feed(padded[i : i + 1600])]
+    assert [kind for kind, _ in changes] == ["start", "end"]
+    first = alone[0][0].start * 16000 + 8000
+    assert abs(changes[0][1] - first) < 0.25 * 16000  # streaming triggers a window or two apart

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -45,6 +46,11 @@ def _silero() -> torch.nn.Module:
     return load_silero_vad(onnx=False)
 
 
+# silero-vad keeps recurrent state inside the model: two threads running the one instance at once
+# corrupt it (a server transcribing for several clients crashed with a segmentation fault)
+_SILERO_LOCK = threading.Lock()
+
+
 def speech_regions(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, config: VADConfig | None = None) -> list[Span]:
     """Raw silero-vad speech regions; none longer than config.max_segment_s."""
     from silero_vad import get_speech_timestamps
@@ -53,18 +59,19 @@ def speech_regions(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, config: VA
     if sample_rate not in (8000, 16000):
         raise ValueError(f"silero-vad takes 8 or 16 kHz audio, got {sample_rate} Hz; resample with unisono.audio.io.prepare")
     model = _silero()
-    model.reset_states()
-    stamps = get_speech_timestamps(
-        torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-        model,
-        threshold=config.threshold,
-        sampling_rate=sample_rate,
-        min_speech_duration_ms=config.min_speech_ms,
-        min_silence_duration_ms=config.min_silence_ms,
-        speech_pad_ms=config.speech_pad_ms,
-        # silero splits an over-long region at its longest pause; leave room for the padding
-        max_speech_duration_s=config.max_segment_s - 2 * config.speech_pad_ms / 1000,
-    )
+    with _SILERO_LOCK:
+        model.reset_states()
+        stamps = get_speech_timestamps(
+            torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
+            model,
+            threshold=config.threshold,
+            sampling_rate=sample_rate,
+            min_speech_duration_ms=config.min_speech_ms,
+            min_silence_duration_ms=config.min_silence_ms,
+            speech_pad_ms=config.speech_pad_ms,
+            # silero splits an over-long region at its longest pause; leave room for the padding
+            max_speech_duration_s=config.max_segment_s - 2 * config.speech_pad_ms / 1000,
+        )
     return [Span(s["start"] / sample_rate, s["end"] / sample_rate) for s in stamps]
 
 

@@ -1,11 +1,11 @@
 """Continuous batching: many decode sessions advanced by one decoder pass per step.
 
 After vLLM's scheduler, at the scale of one process: requests wait in a queue; between steps the
-scheduler admits waiting ones (their prompt is prefilled alone, then their KV cache joins the
-batch) and retires finished or cancelled ones, so a short request never waits for a long one and
+scheduler admits waiting ones (their prompts are prefilled together in one decoder pass, then
+their KV cache rows join the batch) and retires finished or cancelled ones, so a short request never waits for a long one and
 a new one never waits for the batch to drain.
 
-    submit() ─► waiting ─► admit: Session.prefill, cache joins the batch ─► running ─► finished: retired
+    submit() ─► waiting ─► admit: prompts prefilled in one pass, cache joins the batch ─► running ─► finished: retired
                               (bounded by max_batch and the step's token budget)
 
 The batch cache is one transformers DynamicCache whose rows are the running sessions:
@@ -141,7 +141,7 @@ class _BatchCache:
         return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
 
     def add(self, session_cache: Any, session_mask: torch.Tensor) -> None:
-        """A prefilled session's cache (one row) joins as the last row."""
+        """A prefilled cache (one session's row, or several prefilled together) joins as the last rows."""
         if self.cache is None:
             self.cache, self.mask = session_cache, session_mask.clone()
             return
@@ -193,6 +193,8 @@ class Scheduler:
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        # sessions' caches can share the batch cache (plain full-attention layers, no sliding windows)
+        self._batchable = _BatchCache.can_hold(model.new_kv_cache())
         self.steps = 0  # decoder passes over the batch
 
     # ---- the client side -----------------------------------------------------------------------
@@ -287,35 +289,79 @@ class Scheduler:
 
     def _admit(self) -> None:
         """Waiting requests in order, while the batch has room and the step's token budget allows
-        (a prompt longer than the whole budget is admitted alone)."""
+        (a prompt longer than the whole budget is admitted alone). Their prompts are prefilled
+        together in one decoder pass when the model's caches can share the batch."""
         budget = self.config.max_batch_tokens - sum(1 + r.session.K for r in self._running)
-        admitted = 0
+        admitted: list[Request] = []
         while True:
             with self._lock:
-                if not self._waiting or self.running >= self.config.max_batch:
-                    return
+                if not self._waiting or self.running + len(admitted) >= self.config.max_batch:
+                    break
                 cost = self._waiting[0].embeds.shape[1] + 1 + self._waiting[0].session.K
                 if cost > budget and (admitted or self.running):
-                    return
+                    break
                 request = self._waiting.popleft()
             budget -= cost
-            admitted += 1
-            session = request.session
-            if session.finished:  # cancelled while waiting
+            if request.session.finished:  # cancelled while waiting
                 request._finish()
                 continue
+            admitted.append(request)
+        if len(admitted) > 1 and self._batchable:
+            self._prefill_together(admitted)
+            return
+        for request in admitted:
+            session = request.session
             if not self._guard(request, lambda: session.prefill(request.embeds)):
                 continue
             request.embeds = None
             if session.finished:
                 request._finish()
-            elif _BatchCache.can_hold(session._cache):
+            elif self._batchable:
                 self._batch.add(session._cache, session._kv_mask)
                 session._cache = session._kv_mask = None
                 session.scheduled = True
                 self._running.append(request)
             else:
                 self._solo.append(request)
+
+    def _prefill_together(self, requests: list[Request]) -> None:
+        """One decoder pass over several prompts, left-padded; their cache rows join the batch."""
+        device = self.model.device
+        lengths = [r.embeds.shape[1] for r in requests]
+        L, B = max(lengths), len(requests)
+        embeds = torch.stack([F.pad(r.embeds[0], (0, 0, L - n, 0)) for r, n in zip(requests, lengths)])  # (B, L, D)
+        pad = torch.tensor([L - n for n in lengths], device=device)[:, None]
+        slots = torch.arange(L, device=device)[None, :]
+        mask = (slots >= pad).long()  # (B, L)
+        positions = (slots - pad).clamp(min=0)  # each prompt's own positions from 0
+        cache = self.model.new_kv_cache()
+        try:
+            hidden = self.model.decoder_forward(embeds, mask, positions, cache)  # (B, L, D)
+        except Exception as e:  # the shared pass failed: its requests end, the scheduler goes on
+            for r in requests:
+                r._finish(f"prefill pass failed: {e}")
+            return
+        self.steps += 1
+        keep = []
+        for i, (r, n) in enumerate(zip(requests, lengths)):
+            ok = self._guard(r, lambda: r.session.take_input(embeds[i : i + 1, L - n :], hidden[i : i + 1, L - n :]))
+            r.embeds = None
+            if ok and not r.session.finished:
+                keep.append(i)
+            elif ok:
+                r._finish()
+        if not keep:
+            return
+        if len(keep) < B:
+            index = torch.tensor(keep, device=device)
+            mask = mask[index]
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
+        self._batch.add(cache, mask)
+        for i in keep:
+            requests[i].session.scheduled = True
+            requests[i].session._started = True
+            self._running.append(requests[i])
 
     def _decode(self) -> None:
         """One decoder pass over every running session."""

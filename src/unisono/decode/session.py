@@ -158,6 +158,14 @@ class Session:
             self._kv_mask = torch.zeros(1, 0, dtype=torch.long, device=self.device)
         self._kv_mask = torch.cat([self._kv_mask, self._kv_mask.new_ones(1, T)], dim=1)
         hidden = self.model.decoder_forward(embeds, self._kv_mask, positions, self._cache)  # (1, T, D)
+        return self.take_input(embeds, hidden)
+
+    def take_input(self, embeds: torch.Tensor, hidden: torch.Tensor) -> list[int]:
+        """Take the pass that fed input (1, T, D) after the context, and its hidden states (1, T, D):
+        record them for the MTP head, choose the first token of the new response. A Scheduler
+        that prefills many prompts in one pass hands each session its rows here."""
+        T = embeds.shape[1]
+        positions = self._n + torch.arange(T, device=self.device)[None, :]  # (1, T)
         if self.K:
             self._ensure_proposer(self._n + T)
             self._proposer.record(positions, embeds, hidden, torch.ones(1, T, dtype=torch.bool, device=self.device))
