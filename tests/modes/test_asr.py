@@ -179,8 +179,3 @@ def test_scheduled_transcripts_equal_batched_and_deltas_add_up(model, clips, exa
         assert "".join(deltas.get(i, [])) == t.text
     assert len(deltas[len(inputs) - 1]) > 1  # streamed in pieces, not once at the end
     assert sum(t.stats.passes for t in scheduled) > 0
-
-
-def test_on_delta_without_a_scheduler_is_refused(model, clips):
-    with pytest.raises(ValueError, match="scheduler"):
-        model.transcribe(clips[0], on_delta=lambda i, d: None)

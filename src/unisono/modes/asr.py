@@ -5,7 +5,8 @@
              speech (a file in which silero-vad hears no speech is not decoded: its text is empty)
           ─► segments sorted by length, batched ─► log-mel ─► encoder ─► adaptor
           ─► prompt  <|user|> <|asr|> [<|en|>] <|audio_start|> <|audio|>*N <|audio_end|> <|end|> <|assistant|>
-          ─► generate (text tokens + <|end|> allowed) ─► text per segment ─► Transcript per file
+          ─► a decode session per segment (text tokens + <|end|> allowed), the batch's sessions
+             decoded together by a scheduler (the caller's, in a server) ─► Transcript per file
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import torch
 
-from unisono.decode.generate import GenerationConfig, generate
 from unisono.decode.sampling import SamplingConfig
 from unisono.decode.stats import DecodeStats
 from unisono.decode.text_stream import TextStream
@@ -117,44 +117,24 @@ def transcribe_segments(
 ) -> tuple[list[str], list[DecodeStats]]:
     """Texts of clips no longer than 30 s each, returned in input order.
 
-    Without a scheduler the clips are decoded as one batch by `generate`. With one (a running
-    `decode.scheduler.Scheduler`), each clip is a request of its own, decoded beside whatever
-    else the scheduler runs; `on_delta(i, text)` then receives clip i's text as it grows, clip
-    after clip. Both give the same texts (greedy decoding, same prompts)."""
+    Each clip is a decode session (`decode.session`). With a `scheduler` (a running
+    `decode.scheduler.Scheduler`) the sessions join whatever else it decodes; without one they
+    are decoded here, together, by a scheduler of their own (one decoder pass per step for all
+    of them). `on_delta(i, text)` receives clip i's text as it grows, clip after clip."""
     from unisono.audio.features import batch_log_mel
+    from unisono.decode.scheduler import Scheduler, SchedulerConfig
+    from unisono.decode.session import SessionConfig
 
     mel, mel_lengths = batch_log_mel(list(clips), n_mels=model.config.encoder.n_mels)
     feats, lengths = model.encode_audio(mel.to(model.device), mel_lengths.to(model.device))
-    prompts = [model.vocab.encode_prompt(asr_prompt(int(n), options.language)) for n in lengths]
-    longest = max(len(c) for c in clips) / SAMPLE_RATE
-    if scheduler is not None:
-        return _decode_scheduled(model, prompts, feats, lengths, clips, options, scheduler, on_delta)
-    L = max(len(p.ids) for p in prompts)
-    ids = torch.full((len(prompts), L), model.vocab.pad_id, device=model.device)
-    mask = torch.zeros(len(prompts), L, dtype=torch.bool, device=model.device)
-    for b, p in enumerate(prompts):  # left padding: every row ends where generation starts
-        ids[b, L - len(p.ids) :] = torch.tensor(p.ids, device=model.device)
-        mask[b, L - len(p.ids) :] = True
-    embeds = model.embed_prompt(ids, feats, lengths)
-    config = GenerationConfig(
-        max_new_tokens=options.max_new_tokens or _max_tokens(longest),
-        mtp=options.mtp,
-        n_drafts=options.n_drafts,
-        sampling=SamplingConfig(temperature=options.temperature),
-        stop_ids=(model.vocab.end_id,),
-    )
-    out = generate(model, embeds, mask, config, allowed=text_tokens_mask(model))
-    return [model.vocab.decode_text(t) for t in out.tokens], out.row_stats
-
-
-def _decode_scheduled(model, prompts, feats, lengths, clips, options, scheduler, on_delta):
-    from unisono.decode.session import SessionConfig
-
+    own = scheduler is None
+    if own:
+        scheduler = Scheduler(model, SchedulerConfig(max_batch=len(clips), max_batch_tokens=1 << 30))
     allowed = text_tokens_mask(model)
     requests = []
-    for b, p in enumerate(prompts):
-        ids = torch.tensor([p.ids], device=model.device)
-        embeds = model.embed_prompt(ids, feats[b : b + 1], lengths[b : b + 1])[0]
+    for b, n in enumerate(lengths):
+        prompt = model.vocab.encode_prompt(asr_prompt(int(n), options.language))
+        embeds = model.embed_prompt(torch.tensor([prompt.ids], device=model.device), feats[b : b + 1], lengths[b : b + 1])[0]
         config = SessionConfig(
             max_new_tokens=options.max_new_tokens or _max_tokens(len(clips[b]) / SAMPLE_RATE),
             stop_ids=(model.vocab.end_id,),
@@ -164,6 +144,8 @@ def _decode_scheduled(model, prompts, feats, lengths, clips, options, scheduler,
             n_drafts=options.n_drafts,
         )
         requests.append(scheduler.submit(embeds, config))
+    if own:
+        scheduler.run_until_idle()
     texts = []
     try:
         for b, request in enumerate(requests):
@@ -240,8 +222,6 @@ def transcribe(
 
     options = ASROptions(mtp=mtp, n_drafts=n_drafts, language=language, batch_size=batch_size,
                          max_new_tokens=max_new_tokens, temperature=temperature)
-    if on_delta is not None and scheduler is None:
-        raise ValueError("on_delta needs a scheduler: text is streamed only when pieces decode as requests")
     if model.mtp is not None and n_drafts is not None and n_drafts > model.mtp.n_branches:
         raise ValueError(f"n_drafts must be in 1..{model.mtp.n_branches} (the model's MTP branches), got {n_drafts}")
     single = not isinstance(audio, (list, tuple))
