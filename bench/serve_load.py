@@ -5,7 +5,8 @@ AN4 clip, json), a streamed chat completion, and a realtime turn (the clip and a
 silence as pcm16, the server's VAD ends the turn, the model answers). A share of requests is
 dropped mid-answer on purpose (the client disconnects). Per round (one per client count):
 p50/p95 latency per kind, requests per second, errors (429s from the per-key limit are counted
-apart: they are intended), and the server's resident memory after the round and at its peak.
+apart: they are intended), and the server's resident memory once the round has settled and at
+its peak.
 Realtime latency: end of the user's speech (the server's speech_stopped event) to the first
 text of the answer (the model has no audio output yet; the same clock will time the first
 audio delta once it has).
@@ -158,6 +159,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="length of a round")
     ap.add_argument("--drop-rate", type=float, default=0.1, help="share of requests abandoned mid-answer")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--settle", type=float, default=6.0, help="seconds of quiet after a round before memory is read")
     ap.add_argument("--max-concurrent", type=int, default=24, help="the server's per-key limit (429s above it)")
     args = ap.parse_args()
 
@@ -202,7 +204,7 @@ def main() -> None:
 
             asyncio.run(round_())
             elapsed = time.perf_counter() - started
-            time.sleep(1.0)  # let abandoned work leave the batch
+            time.sleep(args.settle)  # abandoned work leaves the batch; the idle server returns freed memory
             if server.poll() is not None:
                 sys.exit(f"the server died (exit {server.returncode}):\n" + Path(log.name).read_text()[-3000:])
             rss, peak = memory_mb(server.pid)
