@@ -179,3 +179,26 @@ def test_scheduled_transcripts_equal_batched_and_deltas_add_up(model, clips, exa
         assert "".join(deltas.get(i, [])) == t.text
     assert len(deltas[len(inputs) - 1]) > 1  # streamed in pieces, not once at the end
     assert sum(t.stats.passes for t in scheduled) > 0
+
+
+def test_a_piece_that_fails_to_decode_leaves_the_others(model, clips, monkeypatch):
+    from unisono.decode.session import Session
+
+    alone = [model.transcribe(c, max_new_tokens=10).text for c in clips]
+    planned = Session.plan
+    victim = {}
+
+    def plan(self):  # the second clip's session breaks mid-decoding
+        if self.config.max_new_tokens == 10 and not victim:
+            victim["session"] = self
+        if self is victim.get("session") and len(self.output) >= 2:
+            raise IndexError("index 767 is out of bounds")
+        return planned(self)
+
+    monkeypatch.setattr(Session, "plan", plan)
+    with pytest.warns(AudioWarning, match="failed"):
+        out = model.transcribe(clips, max_new_tokens=10, batch_size=1)
+    broken = [i for i, t in enumerate(out) if any("failed" in w for w in t.warnings)]
+    assert len(broken) == 1
+    assert [t.text for i, t in enumerate(out) if i not in broken] == [a for i, a in enumerate(alone) if i not in broken]
+    assert "index 767" in out[broken[0]].warnings[-1]

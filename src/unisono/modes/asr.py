@@ -114,8 +114,9 @@ def transcribe_segments(
     options: ASROptions,
     scheduler: "Scheduler | None" = None,
     on_delta: Callable[[int, str], None] | None = None,
-) -> tuple[list[str], list[DecodeStats]]:
-    """Texts of clips no longer than 30 s each, returned in input order.
+) -> tuple[list[str | None], list[DecodeStats], list[str | None]]:
+    """Texts of clips no longer than 30 s each, returned in input order, with each clip's decode
+    stats and error (None, or why its decoding failed: its text is then None).
 
     Each clip is a decode session (`decode.session`). With a `scheduler` (a running
     `decode.scheduler.Scheduler`) the sessions join whatever else it decodes; without one they
@@ -154,8 +155,9 @@ def transcribe_segments(
                 delta = stream.push(token)
                 if delta and on_delta is not None:
                     on_delta(b, delta)
-            if request.error:
-                raise RuntimeError(f"decoding failed: {request.error}")
+            if request.error:  # this clip alone failed: the others keep their text
+                texts.append(None)
+                continue
             delta = stream.finish()
             if delta and on_delta is not None:
                 on_delta(b, delta)
@@ -163,7 +165,7 @@ def transcribe_segments(
     finally:  # a caller that stops early (an error, a client gone) leaves no work behind
         for request in requests:
             request.cancel()
-    return texts, [r.session.stats for r in requests]
+    return texts, [r.session.stats for r in requests], [r.error for r in requests]
 
 
 def split_long(audio: np.ndarray, threshold: float = 0.5) -> list[tuple[float, float]]:
@@ -269,8 +271,12 @@ def transcribe(
     for k in range(0, len(order), options.batch_size):
         chunk = order[k : k + options.batch_size]
         clips = [arrays[pieces[j][0]][int(pieces[j][1] * SAMPLE_RATE) : int(pieces[j][2] * SAMPLE_RATE)] for j in chunk]
-        batch_texts, batch_stats = transcribe_segments(model, clips, options, scheduler, piece_delta(chunk))
-        texts.update(zip(chunk, batch_texts))
+        batch_texts, batch_stats, batch_errors = transcribe_segments(model, clips, options, scheduler, piece_delta(chunk))
+        for j, text, error in zip(chunk, batch_texts, batch_errors):
+            texts[j] = text or ""
+            if error:  # one failing piece never stops the others: its input says what went wrong
+                i, start, end = pieces[j]
+                notes[i].append(f"decoding {start:.1f}-{end:.1f} s failed ({error}): its text is missing")
         for j, s in zip(chunk, batch_stats):
             stats[pieces[j][0]] = stats[pieces[j][0]].merge(s)
         if progress:
