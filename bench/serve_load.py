@@ -138,7 +138,7 @@ async def client_loop(base: str, model: str, clips: list[Path], pcm: list[bytes]
             tally.limited += 1
             await asyncio.sleep(0.2)
         except websockets.exceptions.InvalidStatus as e:
-            if e.response.status_code == 429 or "1013" in str(e):
+            if e.response.status_code == 429:
                 tally.limited += 1
             else:
                 tally.error(f"{kind}: {e}")

@@ -182,6 +182,12 @@ def test_a_key_over_its_concurrency_gets_429(serve_model):
         time.sleep(0.5)
         with pytest.raises(openai.RateLimitError):
             openai.OpenAI(base_url=running.v1, api_key="none", max_retries=0).models.list()
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        with pytest.raises(InvalidStatus) as refused:  # a realtime session counts against the same limit
+            connect(running.v1.replace("http://", "ws://") + "/realtime", open_timeout=10).close()
+        assert refused.value.response.status_code == 429
         t.join()
         assert first["r"].status_code == 200
         assert openai.OpenAI(base_url=running.v1, api_key="none", max_retries=0).models.list().data[0].id == "solo"

@@ -210,10 +210,14 @@ def test_beta_clients_get_beta_names(server):
 
 
 def test_keys_are_required_and_a_dropped_client_frees_its_session(server):
+    from websockets.exceptions import InvalidStatus
+
     url = server.v1.replace("http://", "ws://") + "/realtime"
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidStatus) as refused:
         with connect(url, open_timeout=10) as ws:
             ws.recv(timeout=5)
+    assert refused.value.response.status_code == 401
+    assert json.loads(refused.value.response.body)["error"]["type"] == "authentication_error"
     with connect(url, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"], open_timeout=10) as ws:
         assert json.loads(ws.recv(timeout=10))["type"] == "session.created"
         ws.send(json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user",

@@ -512,11 +512,11 @@ async def serve_realtime(websocket: WebSocket, engine: Any, config: Any, gate: A
             authorization = "Bearer " + protocol[len(KEY_PROTOCOL):]
     key = gate.identify(authorization)
     if key is None:
-        await websocket.close(code=1008, reason="a valid API key is required")
+        await _refuse(websocket, 401, "a valid API key is required (Authorization: Bearer KEY)", 1008)
         return
     model = websocket.query_params.get("model")
     if not gate.acquire(key):
-        await websocket.close(code=1013, reason=f"too many connections at once: at most {gate.limit} per API key")
+        await _refuse(websocket, 429, f"too many requests at once: at most {gate.limit} per API key", 1013)
         return
     try:
         await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
@@ -531,3 +531,14 @@ async def serve_realtime(websocket: WebSocket, engine: Any, config: Any, gate: A
         await connection.run()
     finally:
         gate.release(key)
+
+
+async def _refuse(websocket: WebSocket, status: int, message: str, close_code: int) -> None:
+    """Refuse the handshake with an HTTP status and an OpenAI error body where the server can send
+    one (the WebSocket denial response), else by closing it."""
+    from unisono.serve.errors import error_response
+
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(status, message))
+    else:
+        await websocket.close(code=close_code, reason=message[:120])
