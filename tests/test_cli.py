@@ -182,3 +182,24 @@ def test_a_crash_in_one_file_does_not_stop_the_others(checkpoint, two_clips, mon
     assert r.exit_code == 1
     assert str(two_clips[0]) in r.stderr and "index 767" in r.stderr
     assert r.stdout.startswith(f"{two_clips[1]}: ")  # the next file is still transcribed
+
+
+# ---- speak, as a user runs it -----------------------------------------------------------------
+def test_speak_writes_files_and_streams_the_same_audio(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    out = tmp_path / "hi.flac"
+    r = run("speak", "Hello there.", "-o", str(out), "--seed", "4")
+    assert r.returncode == 0, r.stderr
+    audio, rate = sf.read(out, dtype="float32")
+    assert rate == 16000 and len(audio) > 1600
+    streamed = subprocess.run([*UNISONO, "speak", "-", "--stream", "--seed", "4"],
+                              input=b"Hello there.", capture_output=True, timeout=300)
+    assert streamed.returncode == 0, streamed.stderr.decode()
+    pcm = np.frombuffer(streamed.stdout, "<i2").astype(np.float32) / 32767
+    assert len(pcm) == len(audio) and np.abs(pcm - audio).max() < 2e-4  # the same samples, 16-bit both ways
+    r = run("speak", "Hi.", "--voice", "alloy", "-o", str(tmp_path / "x.wav"))
+    assert r.returncode == 2 and "no voice named 'alloy'" in " ".join(r.stderr.split()) and "Traceback" not in r.stderr
+    r = run("speak", "Hi.", "--format", "mp3", "-o", str(tmp_path / "x.mp3"))
+    assert r.returncode == 2 and "mp3" in r.stderr

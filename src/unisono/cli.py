@@ -223,6 +223,85 @@ def transcribe(
 
 
 @app.command()
+def speak(
+    text: str = typer.Argument(..., help="The text to speak; - reads it from standard input.", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the audio here (the format from --format, else the suffix). Without it the audio goes to standard output, which must not be a terminal."),
+    voice: Optional[str] = typer.Option(None, "--voice", help="A reference recording (its voice), or a named voice (default: lj)."),
+    instruct: Optional[str] = typer.Option(None, "--instruct", help="How to speak, in words: \"Speak slowly and with a high voice.\""),
+    speed: float = typer.Option(1.0, "--speed", help="0.5 to 2.0, said to the model in the instruction."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed: the same seed gives the same speech."),
+    output_format: Optional[str] = typer.Option(None, "--format", "-f", help="wav, flac, ogg or pcm (raw 16-bit 16 kHz mono)."),
+    stream: bool = typer.Option(False, "--stream", help="Write raw pcm to standard output as it is decoded (for a player: | aplay -r 16000 -f S16_LE)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint directory (default: the embedded unisono-tiny)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice)."),
+) -> None:
+    """Speak text: sentence by sentence, with a voice and an instruction."""
+    import sys
+
+    from rich.console import Console
+
+    from unisono.audio.io import AUDIO_FORMATS, encode_audio
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if text == STDIN:
+        stdin = typer.get_text_stream("stdin")
+        if stdin.isatty():
+            raise typer.BadParameter("standard input is a terminal: pipe text into it (echo Hello | unisono speak -)", param_hint="TEXT")
+        text = stdin.read()
+    if not text.strip():
+        raise typer.BadParameter("there is no text to speak", param_hint="TEXT")
+    fmt = output_format or (output.suffix.lstrip(".").lower() if output is not None and output.suffix else "wav")
+    if stream:
+        if output is not None or fmt not in ("pcm", "wav") and output_format is not None:
+            raise typer.BadParameter("--stream writes raw pcm to standard output: leave out -o and --format", param_hint="--stream")
+        fmt = "pcm"
+    if fmt not in AUDIO_FORMATS:
+        raise typer.BadParameter(f"{fmt!r}; choose one of {', '.join(AUDIO_FORMATS)}", param_hint="--format")
+    if output is None and sys.stdout.isatty():
+        raise typer.BadParameter("standard output is a terminal: give -o FILE, or pipe the audio (| aplay, > out.wav)", param_hint="--output")
+    if output is not None and output.is_dir():
+        raise typer.BadParameter(f"{output} is a folder", param_hint="--output")
+    checkpoint = _resolve_model(model)
+
+    import numpy as np
+    import torch
+
+    from unisono.model.unisono import Unisono
+    from unisono.modes.tts import TTSOptions, speak_stream
+
+    try:
+        options = TTSOptions(instruct=instruct, speed=speed, seed=seed)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = Unisono.load(checkpoint)
+    records: list = []
+    try:
+        chunks = speak_stream(loaded, text, voice, options, report=records.append)
+        if stream:
+            out = sys.stdout.buffer
+            for chunk in chunks:
+                out.write(encode_audio(chunk, fmt="pcm"))
+                out.flush()
+            audio = None
+        else:
+            audio = np.concatenate(list(chunks))
+    except (ValueError, OSError) as e:  # a bad voice, an unreadable reference
+        raise typer.BadParameter(str(e), param_hint="--voice" if "voice" in str(e) or "audio" in str(e) else "TEXT") from None
+    for note in records[0].warnings if records else []:
+        err.print(f"[yellow]warning[/yellow] {note}")
+    if audio is not None:
+        data = encode_audio(audio, fmt=fmt)
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_bytes(data)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from unisono import __version__

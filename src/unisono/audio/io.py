@@ -213,3 +213,18 @@ __all__ = [
     "prepare",
     "save_audio",
 ]
+
+
+AUDIO_FORMATS = ("wav", "flac", "ogg", "pcm")  # pcm: raw 16-bit little-endian mono, no header
+
+
+def encode_audio(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, fmt: str = "wav") -> bytes:
+    """Float audio as the bytes of a file in `fmt` (what a server sends, what stdout takes)."""
+    if fmt not in AUDIO_FORMATS:
+        raise ValueError(f"audio format must be one of {', '.join(AUDIO_FORMATS)}, got {fmt!r}")
+    clipped = np.clip(np.asarray(audio, np.float32), -1.0, 1.0)
+    if fmt == "pcm":
+        return (clipped * 32767).astype("<i2").tobytes()
+    buffer = io.BytesIO()
+    sf.write(buffer, clipped, sample_rate, format=fmt.upper(), subtype="PCM_16" if fmt in ("wav", "flac") else "VORBIS")
+    return buffer.getvalue()

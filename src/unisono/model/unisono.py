@@ -39,6 +39,7 @@ from unisono.model.vocab import Vocab
 
 if TYPE_CHECKING:
     from unisono.modes.asr import Transcript
+    from unisono.modes.tts import Speech
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -423,6 +424,13 @@ class Unisono(nn.Module):
         from unisono.modes.asr import transcribe
 
         return transcribe(self, audio, **kwargs)
+
+    def speak(self, text: str, voice: Any = None, **kwargs: Any) -> "Speech":
+        """Text to speech. See `unisono.modes.tts.speak` (kwargs: TTSOptions fields, scheduler)."""
+        from unisono.modes.tts import TTSOptions, speak
+
+        scheduler = kwargs.pop("scheduler", None)
+        return speak(self, text, voice, TTSOptions(**kwargs), scheduler)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,82 @@
+"""TTS mode on the embedded model: the length guard, the streamed audio against the codec's
+offline detokenizer, seeds, the scheduler path, voices and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from unisono.modes.tts import (PAUSE_S, TTSOptions, max_speech_tokens, speak, speak_stream, split_sentences,
+                               voice_embedding)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from unisono.model.unisono import Unisono
+
+    return Unisono.load()
+
+
+def test_sentences_are_split_in_english_and_mandarin():
+    assert split_sentences("Hello there.  How are you?\nFine!") == ["Hello there.", "How are you?", "Fine!"]
+    assert split_sentences("你好。今天天气很好！") == ["你好。", "今天天气很好！"]
+    assert split_sentences("   ") == []
+    assert max_speech_tokens("你好") > max_speech_tokens("hi")  # a character takes longer than a letter
+
+
+def test_audio_is_the_codec_of_the_tokens_and_the_guard_holds(model):
+    text = "Hello there. It is a fine day."
+    speech = speak(model, text, options=TTSOptions(seed=3))
+    assert speech.sentences == ["Hello there.", "It is a fine day."]
+    codec = model.speech_codec
+    speaker = voice_embedding(model, "lj")
+    at = 0
+    for i, (sentence, codes) in enumerate(zip(speech.sentences, speech.tokens)):
+        guard = max_speech_tokens(sentence)
+        assert 0 < len(codes) <= guard
+        assert all(0 <= c < model.vocab.n_speech for c in codes)
+        if len(codes) == guard:  # a runaway is cut at the guard, and said so
+            assert any(f"sentence {i + 1} reached its length guard" in w for w in speech.warnings)
+        offline = codec.detokenize(torch.tensor(codes), speaker)
+        assert np.allclose(speech.audio[at : at + len(offline)], offline, atol=1e-4)
+        at += len(offline) + (int(PAUSE_S * 16000) if i < len(speech.sentences) - 1 else 0)
+    assert at == len(speech.audio)
+    assert speech.duration == pytest.approx(len(speech.audio) / 16000)
+
+
+def test_seeds_repeat_voices_change_only_the_sound(model, real_speech_dir):
+    a = speak(model, "Good morning.", options=TTSOptions(seed=11))
+    b = speak(model, "Good morning.", options=TTSOptions(seed=11))
+    c = speak(model, "Good morning.", options=TTSOptions(seed=12))
+    assert a.tokens == b.tokens and np.array_equal(a.audio, b.audio)
+    assert a.tokens != c.tokens
+    another_speaker = sorted((real_speech_dir / "an4_test" / "wav").glob("*.wav"))[0]
+    other = speak(model, "Good morning.", voice=another_speaker, options=TTSOptions(seed=11))
+    assert other.tokens == a.tokens and not np.allclose(other.audio, a.audio)
+
+
+def test_the_scheduler_gives_the_tokens_a_lone_session_gives(model):
+    from unisono.decode.scheduler import Scheduler
+    from unisono.model.unisono import Unisono
+
+    exact = Unisono.load().double()  # float64: a batch of one rounds as a lone session does
+    alone = speak(exact, "One two three.", options=TTSOptions(seed=5))
+    with Scheduler(exact) as scheduler:
+        scheduled = speak(exact, "One two three.", options=TTSOptions(seed=5), scheduler=scheduler)
+    assert scheduled.tokens == alone.tokens
+
+
+def test_streaming_gives_audio_before_the_end(model):
+    chunks = list(speak_stream(model, "This is a longer sentence to speak.", options=TTSOptions(seed=1)))
+    assert len(chunks) > 2 and all(c.dtype == np.float32 for c in chunks)
+
+
+def test_bad_requests_are_refused(model):
+    with pytest.raises(ValueError, match="no text"):
+        speak(model, "  \n ")
+    with pytest.raises(ValueError, match="no voice named 'alloy'.*lj"):
+        speak(model, "Hi.", voice="alloy")
+    with pytest.raises(ValueError, match="speed"):
+        TTSOptions(speed=3.0)
+    assert TTSOptions(speed=0.7, instruct="Sound happy.").instruction() == "Sound happy. Speak slowly."
