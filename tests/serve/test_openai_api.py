@@ -92,7 +92,7 @@ def test_seeded_sampling_repeats(client):
 
 
 def test_unavailable_abilities_are_clear_400s(client, wav):
-    with pytest.raises(openai.BadRequestError, match="cannot speak yet"):
+    with pytest.raises(openai.BadRequestError, match="cannot speak"):
         client.audio.speech.create(model="tiny", voice="alloy", input="Hello")
     with pytest.raises(openai.BadRequestError, match="cannot translate"):
         client.audio.translations.create(model="tiny", file=wav)
@@ -197,3 +197,50 @@ def test_a_key_over_its_concurrency_gets_429(serve_model):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def speaking(tmp_path_factory):
+    """A server on the embedded model, which has speech tokens and a codec."""
+    from tests.serve.conftest import start_server
+
+    from unisono.model.unisono import Unisono
+    from unisono.serve.config import ServerConfig
+
+    running, server, thread = start_server(Unisono.load(), ServerConfig(), name="unisono-tiny")
+    yield openai.OpenAI(base_url=running.v1, api_key="none", max_retries=0, timeout=300)
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_speech_streams_the_same_audio_in_every_format(speaking):
+    import soundfile as sf
+
+    ask = dict(model="unisono-tiny", voice="lj", input="Hello there. Good day.", extra_body={"seed": 9})
+    with speaking.audio.speech.with_streaming_response.create(response_format="pcm", **ask) as r:
+        parts = list(r.iter_bytes())
+    pcm = b"".join(parts)
+    assert len(parts) > 2  # it arrived in pieces, as it was decoded
+    assert pcm == speaking.audio.speech.create(response_format="pcm", **ask).content  # a seed repeats
+    wav = speaking.audio.speech.create(response_format="wav", **ask).content
+    samples16 = np.frombuffer(wav[44:], "<i2")
+    assert len(pcm) // 2 == pytest.approx(len(samples16) * 1.5, abs=4)  # pcm is at 24 kHz, the wav at 16 kHz
+    flac, rate = sf.read(__import__("io").BytesIO(speaking.audio.speech.create(response_format="flac", **ask).content),
+                         dtype="int16")
+    assert rate == 16000 and np.abs(flac.astype(int) - samples16).max() <= 1  # libsndfile rounds a few ties apart
+    other = speaking.audio.speech.create(response_format="pcm", **{**ask, "extra_body": {"seed": 10}}).content
+    assert other != pcm
+    with httpx.stream("POST", str(speaking.base_url) + "audio/speech", timeout=300,
+                       json={"model": "unisono-tiny", "input": "Hello there. Good day.", "seed": 9, "voice": "lj",
+                             "response_format": "pcm", "stream_format": "sse"}) as r:
+        lines = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1]["type"] == "speech.audio.done" and lines[-1]["usage"]["output_tokens"] > 0
+    assert b"".join(base64.b64decode(e["audio"]) for e in lines[:-1]) == pcm
+
+
+def test_speech_refuses_what_it_cannot_do(speaking):
+    for fields, words in [({"voice": "alloy"}, "no voice named 'alloy'"), ({"response_format": "mp3"}, "response_format"),
+                          ({"input": " "}, "input"), ({"speed": 3.0}, "speed")]:
+        ask = {"model": "unisono-tiny", "voice": "lj", "input": "Hi.", **fields}
+        with pytest.raises(openai.BadRequestError, match=words):
+            speaking.audio.speech.create(**ask)

@@ -224,7 +224,7 @@ def encode_audio(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, fmt: str = "
         raise ValueError(f"audio format must be one of {', '.join(AUDIO_FORMATS)}, got {fmt!r}")
     clipped = np.clip(np.asarray(audio, np.float32), -1.0, 1.0)
     if fmt == "pcm":
-        return (clipped * 32767).astype("<i2").tobytes()
+        return np.rint(clipped * 32767).astype("<i2").tobytes()  # rounded as libsndfile rounds
     buffer = io.BytesIO()
     sf.write(buffer, clipped, sample_rate, format=fmt.upper(), subtype="PCM_16" if fmt in ("wav", "flac") else "VORBIS")
     return buffer.getvalue()

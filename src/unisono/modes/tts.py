@@ -141,7 +141,8 @@ def speak_stream(
     scheduler: "Scheduler | None" = None,
     report: Callable[[Speech], None] | None = None,
 ) -> Iterator[np.ndarray]:
-    """16 kHz float32 audio chunks as they are decoded. With a running `scheduler` (a server's),
+    """16 kHz float32 audio chunks as they are decoded. `voice`: see `voice_embedding`, or an
+    embedding it made. With a running `scheduler` (a server's),
     each sentence is a request beside its other work. `report` receives the Speech record
     (tokens, stats, warnings; its audio left empty) once the text is spoken."""
     from unisono.decode.session import LENGTH, Session
@@ -153,7 +154,7 @@ def speak_stream(
     if model.vocab.n_speech == 0:
         raise ValueError("this model has no speech tokens: it cannot speak")
     codec = model.speech_codec
-    speaker = voice_embedding(model, voice)
+    speaker = voice if isinstance(voice, torch.Tensor) else voice_embedding(model, voice)
     record = Speech(np.zeros(0, np.float32), SAMPLE_RATE, sentences, [])
     instruction = options.instruction()
     start = torch.tensor([[model.vocab.id("speech_start")]], device=model.device)

@@ -7,7 +7,7 @@ import zlib
 from typing import Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from unisono.audio.io import AudioError, AudioTooLongError
 from unisono.modes.asr import Transcript, to_srt, to_vtt
@@ -160,8 +160,28 @@ async def translations(request: Request, file: UploadFile = File(...), model: st
     raise APIError(400, "translation is not available", "model", "unsupported_task")
 
 
+SPEECH_FORMATS = ("wav", "pcm", "flac", "ogg")  # pcm: 16-bit mono at 24 kHz, as OpenAI's; wav streams at 16 kHz
+PCM_RATE = 24000
+
+
+def _wav_stream_header(rate: int) -> bytes:
+    """A WAV header for a stream of unknown length (sizes at their maximum, as OpenAI's streams do)."""
+    import struct
+
+    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+            + b"data" + struct.pack("<I", 0xFFFFFFFF))
+
+
 @router.post("/v1/audio/speech")
 async def speech(request: Request) -> Response:
+    import base64
+
+    import numpy as np
+    import soxr
+
+    from unisono.audio.io import encode_audio
+    from unisono.modes.tts import TTSOptions
+
     try:
         body = await request.json()
     except ValueError:
@@ -169,7 +189,68 @@ async def speech(request: Request) -> Response:
     if not isinstance(body, dict):
         raise APIError(400, "the body must be a JSON object")
     check_model(request, body.get("model"))
-    if not request.app.state.engine.can_speak:
-        raise APIError(400, f"{request.app.state.engine.name} cannot speak yet: it has no TTS mode",
-                       "model", "unsupported_task")
-    raise APIError(400, "speech is not available", "model", "unsupported_task")
+    engine, metrics = request.app.state.engine, request.app.state.metrics
+    if not engine.can_speak:
+        raise APIError(400, f"{engine.name} cannot speak: it has no TTS mode", "model", "unsupported_task")
+    text = body.get("input")
+    if not isinstance(text, str) or not text.strip():
+        raise APIError(400, "input must be non-empty text", "input")
+    if len(text) > 4096:
+        raise APIError(400, f"input is {len(text)} characters; at most 4096", "input")
+    fmt = body.get("response_format") or "wav"
+    if fmt not in SPEECH_FORMATS:
+        raise APIError(400, f"response_format must be one of {', '.join(SPEECH_FORMATS)}, got {fmt!r}", "response_format")
+    stream_format = body.get("stream_format") or "audio"
+    if stream_format not in ("audio", "sse"):
+        raise APIError(400, "stream_format must be audio or sse", "stream_format")
+    try:
+        options = TTSOptions(instruct=body.get("instructions"), speed=float(body.get("speed") or 1.0),
+                             seed=body.get("seed"))
+    except (TypeError, ValueError) as e:
+        raise APIError(400, str(e), "speed") from None
+    voice = body.get("voice") or None
+    if isinstance(voice, dict):
+        voice = voice.get("id")
+    if voice is not None and not isinstance(voice, str):
+        raise APIError(400, "voice must be a voice name", "voice")
+    try:
+        speaker = await asyncio.to_thread(engine.voice, voice)
+    except ValueError as e:
+        raise APIError(400, str(e), "voice", "voice_not_found") from None
+    work = Stream().start(lambda emit: engine.speak(text, speaker, options, emit))
+    to_24k = soxr.ResampleStream(16000, PCM_RATE, 1, dtype="float32")
+
+    def pcm24(chunk, last: bool = False) -> bytes:
+        return encode_audio(to_24k.resample_chunk(chunk, last=last), PCM_RATE, "pcm")
+
+    if stream_format == "sse":
+        async def events():
+            try:
+                async for chunk in work:
+                    yield sse.event({"type": "speech.audio.delta", "audio": base64.b64encode(pcm24(chunk)).decode()})
+                yield sse.event({"type": "speech.audio.delta", "audio": base64.b64encode(pcm24(np.zeros(0, np.float32), True)).decode()})
+            except Exception as e:
+                yield sse.event({"error": {"message": f"speech failed: {e}", "type": "server_error"}})
+                return
+            metrics.decoded("speech", work.result.stats)
+            yield sse.event({"type": "speech.audio.done", "usage": {"input_tokens": len(text), "output_tokens":
+                             sum(len(t) for t in work.result.tokens), "total_tokens": len(text) + sum(len(t) for t in work.result.tokens)}})
+        return sse.response(events())
+
+    if fmt in ("pcm", "wav"):
+        async def audio_bytes():
+            if fmt == "wav":
+                yield _wav_stream_header(16000)
+            async for chunk in work:
+                yield pcm24(chunk) if fmt == "pcm" else encode_audio(chunk, 16000, "pcm")
+            if fmt == "pcm":
+                yield pcm24(np.zeros(0, np.float32), last=True)
+            metrics.decoded("speech", work.result.stats)
+        return StreamingResponse(audio_bytes(), media_type="audio/pcm" if fmt == "pcm" else "audio/wav")
+
+    chunks = []
+    async for chunk in work:
+        chunks.append(chunk)
+    metrics.decoded("speech", work.result.stats)
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return Response(encode_audio(audio, 16000, fmt), media_type=f"audio/{fmt}")

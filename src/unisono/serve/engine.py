@@ -44,6 +44,7 @@ class Engine:
         self.model, self.name = model, name
         self.scheduler = Scheduler(model, scheduler).start()
         self._text_mask = text_tokens_mask(model)
+        self._can_speak: bool | None = None
 
     def close(self) -> None:
         self.scheduler.close()
@@ -55,7 +56,13 @@ class Engine:
 
     @property
     def can_speak(self) -> bool:
-        return callable(getattr(self.model, "speak", None))
+        """The model has speech tokens and its checkpoint a codec to turn them into audio."""
+        if self._can_speak is None:
+            try:
+                self._can_speak = self.model.vocab.n_speech > 0 and self.model.speech_codec is not None
+            except (ValueError, OSError):
+                self._can_speak = False
+        return self._can_speak
 
     @property
     def can_translate(self) -> bool:
@@ -125,3 +132,20 @@ class Engine:
             request.cancel()
         return Reply(text.text, "length" if request.finish_reason == LENGTH else "stop", n_prompt,
                      len(request.output), request.session.stats)
+
+    # ---- speech ---------------------------------------------------------------------------------
+    def voice(self, voice: Any) -> torch.Tensor:
+        """A voice's speaker embedding (ValueError naming the known voices for an unknown one)."""
+        from unisono.modes.tts import voice_embedding
+
+        return voice_embedding(self.model, voice)
+
+    def speak(self, text: str, speaker: torch.Tensor, options: Any, emit: Callable[[np.ndarray], None]) -> Any:
+        """Speak `text`, handing 16 kHz audio chunks to `emit` as they are decoded (blocking: call it
+        from a worker thread); the Speech record (tokens, stats, warnings) when done."""
+        from unisono.modes.tts import speak_stream
+
+        records: list = []
+        for chunk in speak_stream(self.model, text, speaker, options, self.scheduler, report=records.append):
+            emit(chunk)
+        return records[0]
