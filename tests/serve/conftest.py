@@ -98,3 +98,15 @@ def client(server):
     import openai
 
     return openai.OpenAI(base_url=server.v1, api_key=KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="package")
+def speaking_server():
+    """A server on the embedded model, which has speech tokens and a codec: it can speak."""
+    from unisono.model.unisono import Unisono
+
+    # short answers: a spoken answer is decoded twice (its text, then its speech tokens)
+    running, server, thread = start_server(Unisono.load(), ServerConfig(max_tokens=24), name="unisono-tiny")
+    yield running
+    server.should_exit = True
+    thread.join(timeout=30)

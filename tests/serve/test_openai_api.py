@@ -200,17 +200,8 @@ def test_a_key_over_its_concurrency_gets_429(serve_model):
 
 
 @pytest.fixture(scope="module")
-def speaking(tmp_path_factory):
-    """A server on the embedded model, which has speech tokens and a codec."""
-    from tests.serve.conftest import start_server
-
-    from unisono.model.unisono import Unisono
-    from unisono.serve.config import ServerConfig
-
-    running, server, thread = start_server(Unisono.load(), ServerConfig(), name="unisono-tiny")
-    yield openai.OpenAI(base_url=running.v1, api_key="none", max_retries=0, timeout=300)
-    server.should_exit = True
-    thread.join(timeout=30)
+def speaking(speaking_server):
+    return openai.OpenAI(base_url=speaking_server.v1, api_key="none", max_retries=0, timeout=300)
 
 
 def test_speech_streams_the_same_audio_in_every_format(speaking):

@@ -227,3 +227,26 @@ def test_keys_are_required_and_a_dropped_client_frees_its_session(server):
             pass
     # gone mid-response: its decoding stops and the scheduler is idle again
     assert wait_idle(server.engine) == 0
+
+
+def test_a_speaking_model_answers_in_audio_with_its_transcript(speaking_server):
+    seen: list = []
+    url = speaking_server.v1.replace("http://", "ws://") + "/realtime?model=unisono-tiny"
+    with connect(url, open_timeout=30) as ws:
+        created = _until(ws, "session.created", seen)
+        assert created["session"]["output_modalities"] == ["audio"]  # a model that speaks answers in speech
+        assert created["session"]["audio"]["output"]["voice"] == "lj"
+        ws.send(json.dumps({"type": "session.update", "session": {"max_output_tokens": 12}}))
+        _until(ws, "session.updated", seen)
+        ws.send(json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                                        "content": [{"type": "input_text", "text": "Hi"}]}}))
+        ws.send(json.dumps({"type": "response.create"}))
+        done = _until(ws, "response.done", seen)
+    kinds = [e["type"] for e in seen]
+    transcript = "".join(e["delta"] for e in seen if e["type"] == "response.output_audio_transcript.delta")
+    audio = b"".join(base64.b64decode(e["delta"]) for e in seen if e["type"] == "response.output_audio.delta")
+    assert transcript and done["response"]["output"][0]["content"][0] == {"type": "output_audio", "transcript": transcript}
+    assert len(audio) > 2 * 2400 and len(audio) % 2 == 0  # over 0.1 s of pcm16 at 24 kHz
+    assert kinds.index("response.output_audio.delta") > kinds.index("response.output_audio_transcript.delta")
+    assert kinds.index("response.output_audio.done") < kinds.index("response.done")
+    assert "response.output_text.delta" not in kinds

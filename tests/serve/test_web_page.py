@@ -34,10 +34,11 @@ def recorded(server, monkeypatch):
 def browser(tmp_path, example_wav):
     from playwright.sync_api import sync_playwright
 
-    # the fake microphone loops this file: half a second of quiet, the sentence, two seconds of quiet
+    # the fake microphone loops this file: half a second of quiet, the sentence, then quiet long
+    # enough for the answer to finish before the sentence comes round again (and interrupts it)
     speech = load_audio(example_wav)
     mic = tmp_path / "mic.wav"
-    save_audio(mic, np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(32000, np.float32)]))
+    save_audio(mic, np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(16000 * 15, np.float32)]))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -75,4 +76,25 @@ def test_talk_transcribe_and_speak_from_the_page(server, serve_model, browser, r
     page.click("#speak")
     page.wait_for_function("document.getElementById('speak-status').classList.contains('error')")
     assert "cannot speak" in page.text_content("#speak-status")
+    assert not errors
+
+
+def test_a_speaking_model_is_heard_on_the_page(speaking_server, browser):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(speaking_server.url + "/")
+    page.wait_for_function("document.getElementById('model').textContent.length > 0")
+    page.click("#talk-start")
+    page.wait_for_selector("#conversation li.user[data-done]", timeout=120_000)
+    page.wait_for_selector("#conversation li.assistant[data-done=completed], #conversation li.assistant[data-done=incomplete]",
+                           timeout=120_000)
+    assert int(page.get_attribute("#conversation", "data-audio-chunks") or 0) > 0  # its answer came back as audio
+    assert page.text_content("#conversation li.assistant")  # with its transcript
+    page.click("#talk-stop")
+
+    page.fill("#text", "Hello there.")
+    page.click("#speak")
+    page.wait_for_function("document.getElementById('player').src.startsWith('blob:')", timeout=120_000)
+    assert not page.get_attribute("#speak-status", "class").count("error")
     assert not errors

@@ -15,9 +15,10 @@ GA protocol; a client that connects with `OpenAI-Beta: realtime=v1` gets the bet
 the beta session shape is understood either way.
 
 A response is, until the realtime mode lands, the user's words as text (ASR) → the model's text
-reply, both decoded by the engine's scheduler beside every other request. The model cannot
-speak yet, so the session's output modality is text; asking for audio is answered with an error
-event that says so. The realtime mode will replace what a response does, not this protocol.
+reply → that reply spoken (TTS) when the session answers in audio, all decoded by the engine's
+scheduler beside every other request. A model without a speech codec answers in text only, and
+asking it for audio is answered with an error event that says so. The realtime mode will
+replace what a response does, not this protocol.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class TurnDetection:
 @dataclass
 class SessionSettings:
     instructions: str = ""
-    output_modalities: list[str] = field(default_factory=lambda: ["text"])
+    audio_out: bool = False  # answer in speech (with its transcript) rather than text
+    voice: str = "lj"
     transcription: bool = True  # send the input audio's transcript events
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
     max_output_tokens: int = 256
@@ -94,9 +96,14 @@ class SessionSettings:
             if not isinstance(modalities, list) or not set(modalities) <= {"text", "audio"} or not modalities:
                 raise ValueError("session.output_modalities must be ['text'] or ['audio']")
             if "audio" in modalities and not can_speak:
-                raise ValueError("this model cannot speak yet: its realtime sessions answer in text "
+                raise ValueError("this model cannot speak: its realtime sessions answer in text "
                                  "(output_modalities ['text'])")
-            self.output_modalities = [m for m in modalities if m != "text" or not can_speak or "audio" not in modalities]
+            self.audio_out = "audio" in modalities
+        voice = ((session.get("audio") or {}).get("output") or {}).get("voice", session.get("voice"))
+        if voice is not None:
+            if not isinstance(voice, str) or not voice:
+                raise ValueError("voice must be a voice name")
+            self.voice = voice
         audio_in = (session.get("audio") or {}).get("input") or {}
         fmt = audio_in.get("format", session.get("input_audio_format"))
         if fmt is not None and fmt not in ("pcm16", {"type": "audio/pcm", "rate": RATE}) and not (
@@ -140,15 +147,16 @@ class SessionSettings:
         detection = self.turn_detection.to_dict() if self.turn_detection else None
         transcription = {"model": model} if self.transcription else None
         if beta:
-            return {"id": session_id, "object": "realtime.session", "model": model, "modalities": self.output_modalities,
+            return {"id": session_id, "object": "realtime.session", "model": model,
+                    "modalities": ["text", "audio"] if self.audio_out else ["text"], "voice": self.voice,
                     "instructions": self.instructions, "input_audio_format": "pcm16", "output_audio_format": "pcm16",
                     "input_audio_transcription": transcription, "turn_detection": detection,
                     "temperature": self.temperature, "max_response_output_tokens": self.max_output_tokens}
         return {"type": "realtime", "object": "realtime.session", "id": session_id, "model": model,
-                "output_modalities": self.output_modalities, "instructions": self.instructions,
+                "output_modalities": ["audio"] if self.audio_out else ["text"], "instructions": self.instructions,
                 "audio": {"input": {"format": {"type": "audio/pcm", "rate": RATE}, "transcription": transcription,
                                     "turn_detection": detection},
-                          "output": {"format": {"type": "audio/pcm", "rate": RATE}}},
+                          "output": {"format": {"type": "audio/pcm", "rate": RATE}, "voice": self.voice}},
                 "max_output_tokens": self.max_output_tokens}
 
 
@@ -165,7 +173,7 @@ class RealtimeConnection:
         self.ws, self.engine, self.beta = websocket, engine, beta
         self.max_tokens = max_tokens
         self.id = new_id("sess")
-        self.settings = SessionSettings(max_output_tokens=min(256, max_tokens))
+        self.settings = SessionSettings(max_output_tokens=min(256, max_tokens), audio_out=engine.can_speak)
         self.buffer = bytearray()  # pcm16 at 24 kHz since the last commit/clear
         self.buffer_start_ms = 0  # stream time of the buffer's first sample
         self.items: list[dict] = []  # the conversation
@@ -174,6 +182,7 @@ class RealtimeConnection:
         self._stream: Stream | None = None
         self._vad = None
         self._speech_item: str | None = None  # the item id announced at speech_started
+        self._speaker: tuple[str, Any] | None = None  # (voice name, its speaker embedding)
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._closed = False
 
@@ -400,8 +409,11 @@ class RealtimeConnection:
             raise ProtocolError("response must be an object", param="response")
         modalities = options.get("output_modalities", options.get("modalities"))
         if modalities and "audio" in modalities and not self.engine.can_speak:
-            raise ProtocolError("this model cannot speak yet: ask for output_modalities ['text']",
+            raise ProtocolError("this model cannot speak: ask for output_modalities ['text']",
                                 "unsupported_modality", "response.output_modalities")
+        if modalities is not None and (not isinstance(modalities, list) or not set(modalities) <= {"text", "audio"}):
+            raise ProtocolError("response.output_modalities must be ['text'] or ['audio']", "invalid_value",
+                                "response.output_modalities")
         await self._start_response(options)
 
     async def on_response_cancel(self, event: dict) -> None:
@@ -438,20 +450,29 @@ class RealtimeConnection:
 
     async def _respond(self, response_id: str, options: dict) -> None:
         instructions = options.get("instructions", self.settings.instructions)
+        modalities = options.get("output_modalities", options.get("modalities"))
+        audio_out = self.settings.audio_out if modalities is None else "audio" in modalities
         item_id = new_id("item")
-        kind = "output_text" if not self.beta else "text"
+        if audio_out:
+            kind, delta_event, done_event = ("audio" if self.beta else "output_audio",
+                                             "response.output_audio_transcript.delta", "response.output_audio_transcript.done")
+        else:
+            kind, delta_event, done_event = ("text" if self.beta else "output_text",
+                                             "response.output_text.delta", "response.output_text.done")
+        field_name = "transcript" if audio_out else "text"
         response = {"id": response_id, "object": "realtime.response", "status": "in_progress", "output": [],
-                    "output_modalities": ["text"], "usage": None}
+                    "output_modalities": ["audio"] if audio_out else ["text"], "usage": None}
         await self.send("response.created", response=dict(response))
         item = {"id": item_id, "type": "message", "role": "assistant", "status": "in_progress",
                 "object": "realtime.item", "content": []}
-        text, status, usage = "", "completed", None
+        where = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        text, status, usage, spoken = "", "completed", None, False
         try:
             await self.send("response.output_item.added", response_id=response_id, output_index=0, item=dict(item))
             previous = self.items[-1]["id"] if self.items else None
             await self.send("conversation.item.added", previous_item_id=previous, item=dict(item))
-            await self.send("response.content_part.added", response_id=response_id, item_id=item_id, output_index=0,
-                            content_index=0, part={"type": kind, "text": ""})
+            await self.send("response.content_part.added", **{k: v for k, v in where.items()},
+                            part={"type": kind, field_name: ""})
             turns = self._turns(instructions)
             if not turns or turns[-1].role == "assistant":
                 turns.append(ChatTurn("user", [""]))
@@ -460,12 +481,14 @@ class RealtimeConnection:
                 turns, max_tokens=self.settings.max_output_tokens, sampling=sampling, emit=emit))
             async for delta in self._stream:
                 text += delta
-                await self.send("response.output_text.delta", response_id=response_id, item_id=item_id,
-                                output_index=0, content_index=0, delta=delta)
+                await self.send(delta_event, **where, delta=delta)
             reply = self._stream.result
             usage = {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens,
                      "total_tokens": reply.prompt_tokens + reply.completion_tokens}
             status = "incomplete" if reply.finish_reason == "length" else "completed"
+            if audio_out and text.strip():
+                await self._say(text, where)
+                spoken = True
         except asyncio.CancelledError:
             status = "cancelled"
         except Exception as e:
@@ -475,17 +498,34 @@ class RealtimeConnection:
         finally:
             self._stream = None
         item = {**item, "status": "completed" if status == "completed" else "incomplete",
-                "content": [{"type": kind, "text": text}]}
+                "content": [{"type": kind, field_name: text}]}
         self.items.append(item)
         if status != "cancelled":
-            await self.send("response.output_text.done", response_id=response_id, item_id=item_id, output_index=0,
-                            content_index=0, text=text)
-        await self.send("response.content_part.done", response_id=response_id, item_id=item_id, output_index=0,
-                        content_index=0, part={"type": kind, "text": text})
+            if spoken:
+                await self.send("response.output_audio.done", **where)
+            await self.send(done_event, **where, **{field_name: text})
+        await self.send("response.content_part.done", **where, part={"type": kind, field_name: text})
         await self.send("response.output_item.done", response_id=response_id, output_index=0, item=item)
         if not self.beta:
             await self.send("conversation.item.done", previous_item_id=None, item=item)
         await self.send("response.done", response={**response, "status": status, "output": [item], "usage": usage})
+
+    async def _say(self, text: str, where: dict) -> None:
+        """The reply spoken through the same backbone, as pcm16 24 kHz audio deltas."""
+        from unisono.modes.tts import TTSOptions
+
+        if self._speaker is None or self._speaker[0] != self.settings.voice:
+            try:
+                self._speaker = (self.settings.voice, await asyncio.to_thread(self.engine.voice, self.settings.voice))
+            except ValueError as e:
+                raise ProtocolError(str(e), "voice_not_found", "session.voice") from None
+        resampler = soxr.ResampleStream(16000, RATE, 1, dtype="float32")
+        speaker = self._speaker[1]
+        self._stream = Stream().start(lambda emit: self.engine.speak(text, speaker, TTSOptions(), emit))
+        async for chunk in self._stream:
+            pcm = np.rint(np.clip(resampler.resample_chunk(chunk), -1, 1) * 32767).astype("<i2").tobytes()
+            if pcm:
+                await self.send("response.output_audio.delta", **where, delta=base64.b64encode(pcm).decode())
 
 
 HANDLERS = {
