@@ -8,8 +8,7 @@ p50/p95 latency per kind, requests per second, errors (429s from the per-key lim
 apart: they are intended), and the server's resident memory once the round has settled and at
 its peak.
 Realtime latency: end of the user's speech (the server's speech_stopped event) to the first
-text of the answer (the model has no audio output yet; the same clock will time the first
-audio delta once it has).
+text of the answer (its transcript, when it is spoken) and to its first audio delta.
 
     python bench/serve_load.py                                # embedded model, 8 and 16 clients, 30 s each
     python bench/serve_load.py --clients 8,16,32 --seconds 60 --model DIR --threads 2
@@ -61,6 +60,7 @@ class Tally:
     def __init__(self) -> None:
         self.latency: dict[str, list[float]] = {}
         self.realtime_first_text: list[float] = []
+        self.realtime_first_audio: list[float] = []
         self.errors: dict[str, int] = {}
         self.limited = self.dropped = self.done = 0
 
@@ -95,22 +95,26 @@ async def chat(client: openai.AsyncOpenAI, model: str, tally: Tally, drop: bool)
 async def realtime(url: str, pcm: bytes, tally: Tally, drop: bool) -> None:
     started = time.perf_counter()
     async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}, max_size=2**24) as ws:
-        await ws.send(json.dumps({"type": "session.update", "session": {"max_output_tokens": 48, "audio": {"input": {
+        await ws.send(json.dumps({"type": "session.update", "session": {"max_output_tokens": 16, "audio": {"input": {
             "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}}}))
         for i in range(0, len(pcm), 9600):
             await ws.send(json.dumps({"type": "input_audio_buffer.append",
                                       "audio": base64.b64encode(pcm[i : i + 9600]).decode()}))
-        stopped = None
+        stopped = text_seen = audio_seen = None
         async for raw in ws:
             event = json.loads(raw)
-            if event["type"] == "input_audio_buffer.speech_stopped":
-                stopped = time.perf_counter()
-            elif event["type"] == "response.output_text.delta" and stopped is not None:
+            kind = event["type"]
+            if kind == "input_audio_buffer.speech_stopped":
+                stopped, text_seen, audio_seen = time.perf_counter(), False, False
+            elif kind in ("response.output_text.delta", "response.output_audio_transcript.delta") and text_seen is False:
+                text_seen = True
                 tally.realtime_first_text.append(time.perf_counter() - stopped)
-                stopped = None
                 if drop:
                     tally.dropped += 1
                     return  # closes mid-answer
+            elif kind == "response.output_audio.delta" and audio_seen is False:
+                audio_seen = True
+                tally.realtime_first_audio.append(time.perf_counter() - stopped)
             elif event["type"] == "response.done":
                 break
             elif event["type"] == "error":
@@ -212,9 +216,10 @@ def main() -> None:
             for kind, values in sorted(tally.latency.items()):
                 print(f"| {n} | {kind} | {len(values)} | {percentile(values, 50):.2f} | {percentile(values, 95):.2f} | "
                       f"{len(values) / elapsed:.2f} | {errors} | {tally.limited} | {tally.dropped} | {rss:.0f} | {peak:.0f} |")
-            first = tally.realtime_first_text
-            print(f"| {n} | realtime: speech end → first text | {len(first)} | {percentile(first, 50):.2f} | "
-                  f"{percentile(first, 95):.2f} | | | | | | |")
+            for label, first in (("first text", tally.realtime_first_text), ("first audio", tally.realtime_first_audio)):
+                if first:
+                    print(f"| {n} | realtime: speech end → {label} | {len(first)} | {percentile(first, 50):.2f} | "
+                          f"{percentile(first, 95):.2f} | | | | | | |")
             for what, count in sorted(tally.errors.items()):
                 print(f"    error ×{count}: {what}")
             active = httpx.get(base + "/health", timeout=30).json()["active_sessions"]
