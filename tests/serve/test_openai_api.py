@@ -96,7 +96,7 @@ def test_unavailable_abilities_are_clear_400s(client, wav):
         client.audio.speech.create(model="tiny", voice="alloy", input="Hello")
     with pytest.raises(openai.BadRequestError, match="cannot translate"):
         client.audio.translations.create(model="tiny", file=wav)
-    with pytest.raises(openai.BadRequestError, match="audio output"):
+    with pytest.raises(openai.BadRequestError, match="cannot speak"):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
                                        modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"})
 
@@ -235,3 +235,28 @@ def test_speech_refuses_what_it_cannot_do(speaking):
         ask = {"model": "unisono-tiny", "voice": "lj", "input": "Hi.", **fields}
         with pytest.raises(openai.BadRequestError, match=words):
             speaking.audio.speech.create(**ask)
+
+
+def test_chat_replies_can_be_spoken(speaking):
+    import io
+
+    import soundfile as sf
+
+    messages = [{"role": "user", "content": "Say hello"}]
+    reply = speaking.chat.completions.create(model="unisono-tiny", messages=messages, max_tokens=8, temperature=0,
+                                             modalities=["text", "audio"], audio={"voice": "lj", "format": "wav"})
+    audio = reply.choices[0].message.audio
+    text = speaking.chat.completions.create(model="unisono-tiny", messages=messages, max_tokens=8,
+                                            temperature=0).choices[0].message.content
+    assert audio.transcript == text and reply.choices[0].message.content is None
+    samples, rate = sf.read(io.BytesIO(base64.b64decode(audio.data)))
+    assert rate == 24000 and len(samples) > 2400
+    chunks = list(speaking.chat.completions.create(
+        model="unisono-tiny", messages=messages, max_tokens=8, temperature=0, stream=True,
+        modalities=["text", "audio"], audio={"voice": "lj", "format": "pcm16"}))
+    deltas = [c.choices[0].delta.audio.to_dict() for c in chunks if c.choices and c.choices[0].delta.audio]
+    assert "".join(d.get("transcript", "") for d in deltas) == text
+    assert sum(len(base64.b64decode(d["data"])) for d in deltas if d.get("data")) > 4800
+    with pytest.raises(openai.BadRequestError, match="pcm16"):
+        speaking.chat.completions.create(model="unisono-tiny", messages=messages, stream=True,
+                                         modalities=["text", "audio"], audio={"voice": "lj", "format": "wav"})

@@ -5,7 +5,7 @@
     POST /v1/audio/transcriptions   (json, text, srt, vtt, verbose_json; stream=true: SSE deltas)
     POST /v1/audio/translations     (400 unless the model translates)
     POST /v1/audio/speech           (named voices; wav and pcm streamed, flac, ogg; stream_format sse)
-    POST /v1/chat/completions       (text and input_audio in, text out; stream=true: SSE chunks)
+    POST /v1/chat/completions       (text and input_audio in, text or speech out; stream=true: SSE chunks)
     WS   /v1/realtime               (the OpenAI Realtime protocol, server VAD, barge-in)
 """
 

@@ -3,15 +3,18 @@ as chat.completion.chunk events with stream=true)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
 from typing import Any
 
+import numpy as np
+import soxr
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from unisono.audio.io import AudioError
+from unisono.audio.io import AudioError, encode_audio
 from unisono.decode.sampling import SamplingConfig
 from unisono.serve import sse
 from unisono.serve.audio_api import check_model, finish
@@ -70,6 +73,30 @@ def _audio_part(audio: dict, at: str, engine, max_audio_s: float):
         raise APIError(400, f"{at}.input_audio: {e}", f"{at}.input_audio") from None
 
 
+CHAT_AUDIO_FORMATS = ("wav", "flac", "pcm16")  # pcm16: 24 kHz, as OpenAI's
+
+
+def _audio_request(body: dict, engine) -> dict | None:
+    """The `audio` settings when the reply is to be spoken (modalities holds "audio"), else None."""
+    modalities = body.get("modalities") or ["text"]
+    if not isinstance(modalities, list) or not set(modalities) <= {"text", "audio"}:
+        raise APIError(400, "modalities must be ['text'] or ['text', 'audio']", "modalities")
+    if "audio" not in modalities:
+        return None
+    if not engine.can_speak:
+        raise APIError(400, f"{engine.name} cannot speak: ask for modalities ['text']", "modalities",
+                       "unsupported_modality")
+    audio = body.get("audio") or {}
+    if not isinstance(audio, dict):
+        raise APIError(400, "audio must be an object {voice, format}", "audio")
+    fmt = audio.get("format") or "wav"
+    if fmt not in CHAT_AUDIO_FORMATS:
+        raise APIError(400, f"audio.format must be one of {', '.join(CHAT_AUDIO_FORMATS)}, got {fmt!r}", "audio.format")
+    if body.get("stream") and fmt != "pcm16":
+        raise APIError(400, "a streamed spoken reply is pcm16: set audio.format to pcm16", "audio.format")
+    return {"voice": audio.get("voice"), "format": fmt}
+
+
 def _options(body: dict, max_tokens_limit: int) -> tuple[int, SamplingConfig]:
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens")) or min(256, max_tokens_limit)
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= max_tokens_limit:
@@ -78,10 +105,6 @@ def _options(body: dict, max_tokens_limit: int) -> tuple[int, SamplingConfig]:
         raise APIError(400, "n must be 1: one reply per request", "n")
     if body.get("stop"):
         raise APIError(400, "stop sequences are not supported: the reply ends at the model's end of turn", "stop")
-    modalities = body.get("modalities") or ["text"]
-    if "audio" in modalities:
-        raise APIError(400, "audio output is not available: this model has no TTS mode yet (ask for modalities "
-                       "['text'])", "modalities", "unsupported_modality")
     try:
         temperature = float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0)
         top_p = float(body.get("top_p") if body.get("top_p") is not None else 1.0)
@@ -105,8 +128,13 @@ async def chat_completions(request: Request) -> Response:
     check_model(request, body.get("model"))
     engine, config, metrics = request.app.state.engine, request.app.state.config, request.app.state.metrics
     max_tokens, sampling = _options(body, config.max_tokens)
-    import asyncio
-
+    spoken = _audio_request(body, engine)
+    speaker = None
+    if spoken is not None:
+        try:
+            speaker = await asyncio.to_thread(engine.voice, spoken["voice"])
+        except ValueError as e:
+            raise APIError(400, str(e), "audio.voice", "voice_not_found") from None
     turns = await asyncio.to_thread(parse_messages, body.get("messages"), engine, config.max_audio_s)
     work = Stream().start(lambda emit: engine.reply(turns, max_tokens=max_tokens, sampling=sampling, emit=emit))
     reply_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -119,9 +147,15 @@ async def chat_completions(request: Request) -> Response:
             chunk = {**head, "object": "chat.completion.chunk"}
             yield sse.event({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                                    "finish_reason": None}]})
+            audio_id = f"audio_{uuid.uuid4().hex[:24]}"
             try:
                 async for delta in work:
-                    yield sse.event({**chunk, "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": None}]})
+                    part = {"audio": {"id": audio_id, "transcript": delta}} if spoken else {"content": delta}
+                    yield sse.event({**chunk, "choices": [{"index": 0, "delta": part, "finish_reason": None}]})
+                if spoken and work.result.text.strip():
+                    async for pcm in _spoken(engine, work.result.text, speaker):
+                        yield sse.event({**chunk, "choices": [{"index": 0, "delta": {"audio": {
+                            "id": audio_id, "data": base64.b64encode(pcm).decode()}}, "finish_reason": None}]})
             except Exception as e:
                 yield sse.event({"error": {"message": f"the reply failed: {e}", "type": "server_error"}})
                 return
@@ -135,9 +169,27 @@ async def chat_completions(request: Request) -> Response:
 
     r = await finish(request, work)
     metrics.decoded("chat", r.stats)
+    message: dict = {"role": "assistant", "content": r.text}
+    if spoken is not None:
+        pcm = b"".join([chunk async for chunk in _spoken(engine, r.text, speaker)]) if r.text.strip() else b""
+        samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32767
+        data = pcm if spoken["format"] == "pcm16" else encode_audio(samples, 24000, spoken["format"])
+        message = {"role": "assistant", "content": None, "audio": {
+            "id": f"audio_{uuid.uuid4().hex[:24]}", "data": base64.b64encode(data).decode(),
+            "expires_at": int(time.time()) + 3600, "transcript": r.text}}
     return JSONResponse({**head, "object": "chat.completion", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason}],
-        "usage": _usage(r)})
+        {"index": 0, "message": message, "finish_reason": r.finish_reason}], "usage": _usage(r)})
+
+
+async def _spoken(engine, text: str, speaker):
+    """`text` spoken by the engine, as pcm16 24 kHz byte chunks."""
+    from unisono.modes.tts import TTSOptions
+
+    to_24k = soxr.ResampleStream(16000, 24000, 1, dtype="float32")
+    work = Stream().start(lambda emit: engine.speak(text, speaker, TTSOptions(), emit))
+    async for chunk in work:
+        yield encode_audio(to_24k.resample_chunk(chunk), 24000, "pcm")
+    yield encode_audio(to_24k.resample_chunk(np.zeros(0, np.float32), last=True), 24000, "pcm")
 
 
 def _usage(r: Reply) -> dict:
