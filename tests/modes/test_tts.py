@@ -80,3 +80,13 @@ def test_bad_requests_are_refused(model):
     with pytest.raises(ValueError, match="speed"):
         TTSOptions(speed=3.0)
     assert TTSOptions(speed=0.7, instruct="Sound happy.").instruction() == "Sound happy. Speak slowly."
+
+
+def test_a_saved_copy_keeps_its_codec_and_speaks_alike(model, tmp_path):
+    from unisono.model.unisono import Unisono
+
+    copy = Unisono.load(model.save(tmp_path / "copy"))  # as a training run writes a model it started from
+    assert (tmp_path / "copy" / "speech" / "codec.safetensors").is_file()
+    a = speak(model, "Good evening.", options=TTSOptions(seed=2))
+    b = speak(copy, "Good evening.", options=TTSOptions(seed=2))
+    assert a.tokens == b.tokens and np.array_equal(a.audio, b.audio)

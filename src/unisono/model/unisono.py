@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -341,8 +342,16 @@ class Unisono(nn.Module):
             state = quantize_state(state)
         else:
             state = {k: (v.to(dtype) if dtype and v.is_floating_point() else v) for k, v in state.items()}
-        # the speech detokenizer and the model card placed beside the weights stay there
+        # the speech detokenizer and the model card placed beside the weights stay there; a model
+        # that has speech tokens takes its own codec along where the folder has none (a model
+        # fine-tuned from the embedded one must still speak)
+        own_codec = self.checkpoint_dir / SPEECH_DIR if self.checkpoint_dir is not None else None
         with replace_directory(directory, keep=(SPEECH_DIR, "README.md")) as tmp:
+            if self.vocab.n_speech and not (Path(directory) / SPEECH_DIR).is_dir():
+                if own_codec is not None and own_codec.is_dir():
+                    shutil.copytree(own_codec, tmp / SPEECH_DIR)
+                elif self._speech_codec is not None:
+                    self._speech_codec.save(tmp / SPEECH_DIR)
             save_file({k: v.contiguous() for k, v in state.items()}, tmp / WEIGHTS_FILE, metadata={"format": "unisono"})
             (tmp / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
             self.vocab.save(tmp, self.config.vocab.tokenizer_file, tokenizer_source=self._tokenizer_source())
