@@ -23,7 +23,7 @@ def serve(
     cors_origin: list[str] = typer.Option([], help="an origin allowed to call from a browser (repeatable; default none)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)"),
 ) -> None:
-    """Serve the model behind the OpenAI API: /v1/audio/transcriptions, /v1/chat/completions, /v1/models, /metrics."""
+    """Serve the model behind the OpenAI API: transcriptions, speech, chat, the Realtime WebSocket, a web page at /."""
     import torch
     import uvicorn
 
