@@ -17,6 +17,12 @@ from unisono.modes.asr import to_srt, to_vtt
 from unisono.model.vocab import Turn
 
 
+def _wav_b64(samples: np.ndarray) -> str:
+    from unisono.audio.io import encode_audio
+
+    return base64.b64encode(encode_audio(samples, 16000, "wav")).decode()
+
+
 @pytest.fixture(scope="module")
 def wav(example_wav):
     return example_wav
@@ -113,6 +119,9 @@ def test_unavailable_abilities_are_clear_400s(client, wav):
     (lambda c, w: c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=10**6), 400, "max_tokens"),
     (lambda c, w: c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": "%%%", "format": "wav"}}]}]), 400, "base64"),
+    (lambda c, w: c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": _wav_b64(np.zeros(16000 * 35, np.float32)), "format": "wav"}}]}]),
+     400, "at most 30 s"),
 ])
 def test_bad_requests_get_openai_errors(client, wav, call, status, words):
     with pytest.raises(openai.APIStatusError) as e:
@@ -231,10 +240,12 @@ def test_speech_streams_the_same_audio_in_every_format(speaking):
 
 def test_speech_refuses_what_it_cannot_do(speaking):
     for fields, words in [({"voice": "alloy"}, "no voice named 'alloy'"), ({"response_format": "mp3"}, "response_format"),
-                          ({"input": " "}, "input"), ({"speed": 3.0}, "speed")]:
+                          ({"input": " "}, "input"), ({"speed": 3.0}, "speed"), ({"seed": "x"}, "seed"),
+                          ({"instructions": 5}, "instructions")]:
         ask = {"model": "unisono-tiny", "voice": "lj", "input": "Hi.", **fields}
+        extra = {k: ask.pop(k) for k in ("seed",) if k in ask}
         with pytest.raises(openai.BadRequestError, match=words):
-            speaking.audio.speech.create(**ask)
+            speaking.audio.speech.create(**ask, extra_body=extra)
 
 
 def test_chat_replies_can_be_spoken(speaking):

@@ -203,9 +203,14 @@ async def speech(request: Request) -> Response:
     stream_format = body.get("stream_format") or "audio"
     if stream_format not in ("audio", "sse"):
         raise APIError(400, "stream_format must be audio or sse", "stream_format")
+    seed = body.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise APIError(400, f"seed must be an integer, got {seed!r}", "seed")
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise APIError(400, "instructions must be text", "instructions")
     try:
-        options = TTSOptions(instruct=body.get("instructions"), speed=float(body.get("speed") or 1.0),
-                             seed=body.get("seed"))
+        options = TTSOptions(instruct=instructions, speed=float(body.get("speed") or 1.0), seed=seed)
     except (TypeError, ValueError) as e:
         raise APIError(400, str(e), "speed") from None
     voice = body.get("voice") or None

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from unisono.audio.io import AudioError, encode_audio
 from unisono.decode.sampling import SamplingConfig
+from unisono.modes.asr import MAX_SEGMENT_S
 from unisono.serve import sse
 from unisono.serve.audio_api import check_model, finish
 from unisono.serve.engine import ChatTurn, Reply
@@ -68,9 +69,13 @@ def _audio_part(audio: dict, at: str, engine, max_audio_s: float):
     if not data:
         raise APIError(400, f"{at}.input_audio.data is empty", f"{at}.input_audio.data")
     try:
-        return engine.read_audio(data, max_audio_s)
+        audio = engine.read_audio(data, max_audio_s)
     except AudioError as e:
         raise APIError(400, f"{at}.input_audio: {e}", f"{at}.input_audio") from None
+    if len(audio) > MAX_SEGMENT_S * 16000:
+        raise APIError(400, f"{at}.input_audio is {len(audio) / 16000:.1f} s long; a chat turn takes at most "
+                       f"{MAX_SEGMENT_S:.0f} s of audio (transcribe longer audio instead)", f"{at}.input_audio")
+    return audio
 
 
 CHAT_AUDIO_FORMATS = ("wav", "flac", "pcm16")  # pcm16: 24 kHz, as OpenAI's
