@@ -319,3 +319,61 @@ def codec(
     if empty := [r.name for r in results if not r.clips]:
         err.print(f"[red]no readable clip in {', '.join(empty)}[/red]")
         raise typer.Exit(code=1)
+
+
+@app.command()
+def tts(
+    systems: str = typer.Option("unisono,piper", "--systems", "-s", help="Comma-separated TTS systems: unisono (the embedded model), unisono:DIR, piper."),
+    sentences_file: Optional[Path] = typer.Option(None, "--sentences", help="A text file, one sentence a line (default: 10 everyday sentences)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N sentences."),
+    seed: int = typer.Option(0, help="Sentence i is spoken with seed + i (unisono)."),
+    threads: int = typer.Option(2, help="CPU threads."),
+    recognizer_spec: str = typer.Option("faster-whisper", "--recognizer", help="The recogniser that hears every system, named as `unisono eval asr` names systems."),
+    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Write results.json here."),
+) -> None:
+    """TTS intelligibility: every system speaks the same sentences, one recogniser scores them (WER),
+    with how many sentences each ended by itself and its synthesis RTF."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from unisono.eval.tts import DEFAULT_SENTENCES, evaluate
+    from unisono.peers.recognizers import SpecError, build_recognizer
+
+    console = Console()
+    if sentences_file is not None:
+        if not sentences_file.is_file():
+            raise typer.BadParameter(f"no such file: {sentences_file}", param_hint="--sentences")
+        sentences = [line.strip() for line in sentences_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        sentences = list(DEFAULT_SENTENCES)
+    sentences = sentences[:limit] if limit else sentences
+    if not sentences:
+        raise typer.BadParameter("there are no sentences to speak", param_hint="--sentences")
+    try:
+        recognizer = build_recognizer(recognizer_spec, threads=threads)
+    except SpecError as e:
+        raise typer.BadParameter(str(e), param_hint="--recognizer") from None
+    results = []
+    for spec in [s.strip() for s in systems.split(",") if s.strip()]:
+        try:
+            results.append(evaluate(spec, sentences, recognizer, threads=threads, seed=seed))
+        except (ValueError, FileNotFoundError) as e:
+            raise typer.BadParameter(f"{spec}: {e}", param_hint="--systems") from None
+    table = Table(title=f"TTS intelligibility: {len(sentences)} sentences, heard by {recognizer.name}")
+    for col in ("system", "WER", "S/D/I/N", "ended by itself", "RTF"):
+        table.add_column(col)
+    for r in results:
+        c = r.counts
+        table.add_row(r.name, f"{100 * r.wer:.1f}%", f"{c.substitutions}/{c.deletions}/{c.insertions}/{c.reference_length}",
+                      "—" if r.ended is None else f"{r.ended}/{len(r.items)}", f"{r.rtf:.3f}")
+    console.print(table)
+    if report is not None:
+        report.mkdir(parents=True, exist_ok=True)
+        (report / "results.json").write_text(json.dumps(
+            {"command": _command_line(["tts", "--systems", systems, "--seed", str(seed)] + (["--limit", str(limit)] if limit else [])),
+             "recognizer": recognizer.name,
+             "systems": [{"name": r.name, "wer": r.wer, "ended": r.ended, "rtf": r.rtf, "items": r.items} for r in results]},
+            indent=2, ensure_ascii=False))
+        console.print(f"report: {report / 'results.json'}")
