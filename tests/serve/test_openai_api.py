@@ -156,7 +156,6 @@ def test_keys_size_and_raw_bad_bodies(server, wav):
 
 
 def test_a_client_that_leaves_mid_stream_frees_its_session(server, serve_model):
-    import time
 
     auth = {"Authorization": f"Bearer {KEY}"}
     body = {"model": "tiny", "messages": [{"role": "user", "content": "Talk"}], "max_tokens": 64, "stream": True,

@@ -21,6 +21,17 @@ RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 LANGUAGES = {"en": "english", "zh": "chinese"}
 
 
+async def json_body(request: Request) -> dict:
+    """The request's JSON object (400 for anything else)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise APIError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the body must be a JSON object")
+    return body
+
+
 def check_model(request: Request, model: str | None) -> None:
     served = request.app.state.engine.name
     if model is not None and model != served:
@@ -161,7 +172,6 @@ async def translations(request: Request, file: UploadFile = File(...), model: st
 
 
 SPEECH_FORMATS = ("wav", "pcm", "flac", "ogg")  # pcm: 16-bit mono at 24 kHz, as OpenAI's; wav streams at 16 kHz
-PCM_RATE = 24000
 
 
 def _wav_stream_header(rate: int) -> bytes:
@@ -177,17 +187,12 @@ async def speech(request: Request) -> Response:
     import base64
 
     import numpy as np
-    import soxr
 
     from unisono.audio.io import encode_audio
     from unisono.modes.tts import TTSOptions
+    from unisono.serve.engine import PCM24
 
-    try:
-        body = await request.json()
-    except ValueError:
-        raise APIError(400, "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise APIError(400, "the body must be a JSON object")
+    body = await json_body(request)
     check_model(request, body.get("model"))
     engine, metrics = request.app.state.engine, request.app.state.metrics
     if not engine.can_speak:
@@ -223,17 +228,14 @@ async def speech(request: Request) -> Response:
     except ValueError as e:
         raise APIError(400, str(e), "voice", "voice_not_found") from None
     work = Stream().start(lambda emit: engine.speak(text, speaker, options, emit))
-    to_24k = soxr.ResampleStream(16000, PCM_RATE, 1, dtype="float32")
-
-    def pcm24(chunk, last: bool = False) -> bytes:
-        return encode_audio(to_24k.resample_chunk(chunk, last=last), PCM_RATE, "pcm")
+    pcm24 = PCM24()
 
     if stream_format == "sse":
         async def events():
             try:
                 async for chunk in work:
                     yield sse.event({"type": "speech.audio.delta", "audio": base64.b64encode(pcm24(chunk)).decode()})
-                yield sse.event({"type": "speech.audio.delta", "audio": base64.b64encode(pcm24(np.zeros(0, np.float32), True)).decode()})
+                yield sse.event({"type": "speech.audio.delta", "audio": base64.b64encode(pcm24.flush()).decode()})
             except Exception as e:
                 yield sse.event({"error": {"message": f"speech failed: {e}", "type": "server_error"}})
                 return
@@ -249,7 +251,7 @@ async def speech(request: Request) -> Response:
             async for chunk in work:
                 yield pcm24(chunk) if fmt == "pcm" else encode_audio(chunk, 16000, "pcm")
             if fmt == "pcm":
-                yield pcm24(np.zeros(0, np.float32), last=True)
+                yield pcm24.flush()
             metrics.decoded("speech", work.result.stats)
         return StreamingResponse(audio_bytes(), media_type="audio/pcm" if fmt == "pcm" else "audio/wav")
 

@@ -10,7 +10,6 @@ import uuid
 from typing import Any
 
 import numpy as np
-import soxr
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -18,8 +17,8 @@ from unisono.audio.io import AudioError, encode_audio
 from unisono.decode.sampling import SamplingConfig
 from unisono.modes.asr import MAX_SEGMENT_S
 from unisono.serve import sse
-from unisono.serve.audio_api import check_model, finish
-from unisono.serve.engine import ChatTurn, Reply
+from unisono.serve.audio_api import check_model, finish, json_body
+from unisono.serve.engine import PCM24, PCM_RATE, ChatTurn, Reply
 from unisono.serve.errors import APIError
 from unisono.serve.work import Stream
 
@@ -124,12 +123,7 @@ def _options(body: dict, max_tokens_limit: int) -> tuple[int, SamplingConfig]:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise APIError(400, "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise APIError(400, "the body must be a JSON object")
+    body = await json_body(request)
     check_model(request, body.get("model"))
     engine, config, metrics = request.app.state.engine, request.app.state.config, request.app.state.metrics
     max_tokens, sampling = _options(body, config.max_tokens)
@@ -178,7 +172,7 @@ async def chat_completions(request: Request) -> Response:
     if spoken is not None:
         pcm = b"".join([chunk async for chunk in _spoken(engine, r.text, speaker)]) if r.text.strip() else b""
         samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32767
-        data = pcm if spoken["format"] == "pcm16" else encode_audio(samples, 24000, spoken["format"])
+        data = pcm if spoken["format"] == "pcm16" else encode_audio(samples, PCM_RATE, spoken["format"])
         message = {"role": "assistant", "content": None, "audio": {
             "id": f"audio_{uuid.uuid4().hex[:24]}", "data": base64.b64encode(data).decode(),
             "expires_at": int(time.time()) + 3600, "transcript": r.text}}
@@ -190,11 +184,11 @@ async def _spoken(engine, text: str, speaker):
     """`text` spoken by the engine, as pcm16 24 kHz byte chunks."""
     from unisono.modes.tts import TTSOptions
 
-    to_24k = soxr.ResampleStream(16000, 24000, 1, dtype="float32")
+    pcm24 = PCM24()
     work = Stream().start(lambda emit: engine.speak(text, speaker, TTSOptions(), emit))
     async for chunk in work:
-        yield encode_audio(to_24k.resample_chunk(chunk), 24000, "pcm")
-    yield encode_audio(to_24k.resample_chunk(np.zeros(0, np.float32), last=True), 24000, "pcm")
+        yield pcm24(chunk)
+    yield pcm24.flush()
 
 
 def _usage(r: Reply) -> dict:

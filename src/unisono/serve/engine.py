@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 import torch
 
-from unisono.audio.io import SAMPLE_RATE, load_audio
+from unisono.audio.io import SAMPLE_RATE, encode_audio, load_audio
 from unisono.decode.sampling import SamplingConfig
 from unisono.decode.scheduler import Request, Scheduler, SchedulerConfig
 from unisono.decode.session import LENGTH, SessionConfig
@@ -22,6 +22,23 @@ from unisono.modes.asr import MAX_SEGMENT_S, Transcript, text_tokens_mask
 from unisono.model.vocab import Audio, Turn
 
 ChatPart = Union[str, np.ndarray]  # text, or 16 kHz mono audio
+PCM_RATE = 24000  # OpenAI's pcm16 on the wire
+
+
+class PCM24:
+    """16 kHz float chunks in, pcm16 bytes at 24 kHz out, continuous across chunks (one per stream)."""
+
+    def __init__(self) -> None:
+        import soxr
+
+        self._resampler = soxr.ResampleStream(SAMPLE_RATE, PCM_RATE, 1, dtype="float32")
+
+    def __call__(self, chunk: np.ndarray) -> bytes:
+        return encode_audio(self._resampler.resample_chunk(chunk), PCM_RATE, "pcm")
+
+    def flush(self) -> bytes:
+        """The resampler's last samples, once no chunk will follow."""
+        return encode_audio(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True), PCM_RATE, "pcm")
 
 
 @dataclass

@@ -37,7 +37,7 @@ import soxr
 from fastapi import WebSocket, WebSocketDisconnect
 
 from unisono.decode.sampling import SamplingConfig
-from unisono.serve.engine import ChatTurn
+from unisono.serve.engine import PCM24, ChatTurn
 from unisono.serve.work import Stream
 
 log = logging.getLogger("unisono.serve")
@@ -519,13 +519,16 @@ class RealtimeConnection:
                 self._speaker = (self.settings.voice, await asyncio.to_thread(self.engine.voice, self.settings.voice))
             except ValueError as e:
                 raise ProtocolError(str(e), "voice_not_found", "session.voice") from None
-        resampler = soxr.ResampleStream(16000, RATE, 1, dtype="float32")
+        pcm24 = PCM24()
         speaker = self._speaker[1]
         self._stream = Stream().start(lambda emit: self.engine.speak(text, speaker, TTSOptions(), emit))
         async for chunk in self._stream:
-            pcm = np.rint(np.clip(resampler.resample_chunk(chunk), -1, 1) * 32767).astype("<i2").tobytes()
-            if pcm:
-                await self.send("response.output_audio.delta", **where, delta=base64.b64encode(pcm).decode())
+            await self._audio_delta(pcm24(chunk), where)
+        await self._audio_delta(pcm24.flush(), where)
+
+    async def _audio_delta(self, pcm: bytes, where: dict) -> None:
+        if pcm:
+            await self.send("response.output_audio.delta", **where, delta=base64.b64encode(pcm).decode())
 
 
 HANDLERS = {
