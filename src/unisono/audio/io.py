@@ -17,6 +17,7 @@ cancel when mixed to mono).
 from __future__ import annotations
 
 import io
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -119,7 +120,9 @@ def load_audio(
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise CorruptAudioError(f"{name}: not a readable audio file ({e})") from None
+        # libsndfile's own reason, without the Python object it names for an in-memory source
+        reason = getattr(e, "error_string", None) or re.sub(r"Error opening <[^>]*>: ", "", str(e))
+        raise CorruptAudioError(f"{name}: not a readable audio file ({reason})") from None
     if data.shape[0] == 0:
         raise EmptyAudioError(f"{name}: the file holds no audio samples")
     audio = mix_to_mono(data, name)

@@ -59,8 +59,8 @@ async def read_upload(request: Request, file: UploadFile):
         audio = await asyncio.to_thread(engine.read_audio, data, config.max_audio_s)
     except AudioTooLongError as e:
         raise APIError(413, str(e), "file", "audio_too_long") from None
-    except AudioError as e:
-        raise APIError(400, str(e), "file", "invalid_audio") from None
+    except AudioError as e:  # name the upload, not the in-memory bytes it was read from
+        raise APIError(400, str(e).replace("<bytes>", file.filename or "the file", 1), "file", "invalid_audio") from None
     request.app.state.metrics.audio_seconds.inc(len(audio) / 16000)
     return audio
 
