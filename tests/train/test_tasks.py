@@ -52,6 +52,20 @@ def test_tts_targets_are_the_speech_tokens(vocab):
     assert build_example("tts", ctx(row(0, codes=())), vocab, 0) is None  # no speech tokens, no TTS
 
 
+def test_speech_targets_are_only_clean_voices(vocab):
+    # noise, reverb or a speed change would be learned as the voice (and make `rate` wrong); gain is harmless
+    louder = row(0, augment=[{"kind": "gain", "db": -3.0}])
+    noisy = row(1, augment=[{"kind": "gain", "db": 1.0}, {"kind": "reverb", "rt60": 0.4}])
+    faster = row(2, augment=[{"kind": "speed", "factor": 1.1}])
+    assert build_example("tts", ctx(louder), vocab, 0) is not None
+    for r in (noisy, faster):
+        assert build_example("tts", ctx(r), vocab, 0) is None
+        assert build_example("tts-instruct", ctx(r), vocab, 0) is None
+        assert build_example("asr", ctx(r), vocab, 0) is not None  # still heard for ASR
+    assert build_example("continue", ctx(louder, [noisy]), vocab, 0) is None
+    assert build_example("continue", ctx(louder, [louder]), vocab, 0) is not None
+
+
 def test_instructive_tts_takes_the_row_instruction_or_its_synthesis_parameters(vocab):
     assert voice_instruction(row(0, instruction="Whisper it.")) == "Whisper it."
     # as the data engine records them: rate relative to the voice's default, espeak-ng pitch 0..99

@@ -54,6 +54,17 @@ def speech_tokens(row) -> list[int] | None:
     return list(codes) if codes else None
 
 
+# Augmentations that leave the voice as it was made: a TTS target may carry them. Noise, reverb,
+# a telephone band or a limiter would teach the model to speak through them, and a speed change
+# makes the recorded `rate` (and so the instruction) wrong.
+CLEAN_AUGMENTATIONS = {"gain"}
+
+
+def clean_for_tts(row) -> bool:
+    """Whether a row's audio is the voice as it was made, so its speech tokens can be a TTS target."""
+    return all(a.get("kind") in CLEAN_AUGMENTATIONS for a in row.meta.get("augment") or [])
+
+
 def voice_instruction(row) -> str | None:
     """An instruction for instructive TTS: the row's own `instruction`, else one derived from
     the synthesis parameters the data engine recorded (`unisono.data.engines`): `rate` is the
@@ -88,7 +99,7 @@ def asr_turns(c: TaskContext) -> list[Turn] | None:
 
 def tts_turns(c: TaskContext, instructive: bool = False) -> list[Turn] | None:
     codes = speech_tokens(c.row)
-    if not codes or not c.row.text.strip():
+    if not codes or not c.row.text.strip() or not clean_for_tts(c.row):
         return None
     turns = []
     if instructive:
@@ -101,7 +112,7 @@ def tts_turns(c: TaskContext, instructive: bool = False) -> list[Turn] | None:
 
 def continue_turns(c: TaskContext) -> list[Turn] | None:
     chain = [c.row, *c.partners[:2]]
-    if len(chain) < 2 or any(speech_tokens(r) is None for r in chain):
+    if len(chain) < 2 or any(speech_tokens(r) is None or not clean_for_tts(r) for r in chain):
         return None
     n = int(c.rng.integers(2, len(chain) + 1))
 
@@ -117,7 +128,7 @@ def s2s_turns(c: TaskContext) -> list[Turn] | None:
         return None
     question, answer = c.row, c.partners[0]
     q, a = speech_tokens(question), speech_tokens(answer)
-    if q is None or a is None or not answer.text.strip():
+    if q is None or a is None or not answer.text.strip() or not clean_for_tts(answer):
         return None
     # text first, then its speech: the spoken answer is guided by its own transcript
     return [Turn("user", [Special("chat"), Speech(tuple(q))]), Turn("assistant", [answer.text, Speech(tuple(a))])]
