@@ -42,6 +42,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from unisono.audio.level import trim_silence
 from unisono.data.augment import AugmentConfig, augment, load_rir_bank, make_rir_bank, save_rir_bank
 from unisono.data.engines import ALL_ENGINES, ENGINES, Voice, available_voices, engine_problems, render, sample_params
 from unisono.data.manifest import (
@@ -169,18 +170,6 @@ def job_stream(sentences: list[Sentence], voices: dict[str, list[Voice]], cfg: S
 @lru_cache(maxsize=4)
 def _rir_bank(path: str):
     return load_rir_bank(Path(path)) if Path(path).exists() else None
-
-
-def trim_silence(audio: np.ndarray, threshold_db: float = -45.0, frame: int = 160) -> np.ndarray:
-    """Cut leading and trailing frames quieter than `threshold_db` below the loudest frame."""
-    n = len(audio) // frame
-    if n == 0:
-        return audio[:0]  # shorter than one 10 ms frame: a click, not speech
-    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1))
-    loud = np.flatnonzero(rms > rms.max() * 10 ** (threshold_db / 20))
-    if len(loud) == 0:
-        return audio[:0]
-    return audio[loud[0] * frame : (loud[-1] + 1) * frame]
 
 
 def render_job(job: dict, out_dir: str, cfg: dict) -> dict:

@@ -232,7 +232,8 @@ def codec(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from unisono.eval.codec import SpeakerSimilarity, evaluate_set, plot_spectrograms, write_report
+    from unisono.eval.codec import evaluate_set, plot_spectrograms, write_report
+    from unisono.eval.speech_scores import SpeakerSimilarity
     from unisono.eval.manifest import ManifestError, load_set
     from unisono.eval.metrics import format_difference
     from unisono.peers.recognizers import SpecError, build_recognizer
@@ -323,57 +324,97 @@ def codec(
 
 @app.command()
 def tts(
-    systems: str = typer.Option("unisono,piper", "--systems", "-s", help="Comma-separated TTS systems: unisono (the embedded model), unisono:DIR, piper."),
-    sentences_file: Optional[Path] = typer.Option(None, "--sentences", help="A text file, one sentence a line (default: 10 everyday sentences)."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N sentences."),
-    seed: int = typer.Option(0, help="Sentence i is spoken with seed + i (unisono)."),
+    systems: str = typer.Option("unisono,piper,kokoro,espeak-ng,flite", "--systems", "-s",
+                                help="Comma-separated TTS systems: unisono (the embedded model), unisono:DIR, and the peers "
+                                     "piper, kokoro, espeak-ng, flite (a peer not installed is skipped with the reason)."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts", "-p", help="JSONL prompts (text, language, instruct, "
+                                                "asked, pair_of, reference); default: the repository's English and Mandarin set."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+    language: Optional[str] = typer.Option(None, help="Only the prompts of this language (en, zh)."),
+    seed: int = typer.Option(0, help="Prompt i is spoken with seed + i (unisono)."),
     threads: int = typer.Option(2, help="CPU threads."),
-    recognizer_spec: str = typer.Option("faster-whisper", "--recognizer", help="The recogniser that hears every system, named as `unisono eval asr` names systems."),
-    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Write results.json here."),
+    recognizer_specs: str = typer.Option("faster-whisper,faster-whisper:model=base", "--recognizers",
+                                         help="Recognisers that hear every system, named as `unisono eval asr` names "
+                                              "systems; the multilingual one scores Mandarin (CER)."),
+    dnsmos: bool = typer.Option(True, "--dnsmos/--no-dnsmos", help="DNSMOS (speechmos) of every clip."),
+    speaker: bool = typer.Option(True, "--speaker/--no-speaker", help="Speaker similarity to the reference (resemblyzer)."),
+    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Write results.json, README.md, spectrograms.png "
+                                                                         "and every clip (audio/SYSTEM/ID.wav) here."),
 ) -> None:
-    """TTS intelligibility: every system speaks the same sentences, one recogniser scores them (WER),
-    with how many sentences each ended by itself and its synthesis RTF."""
-    import json
-
+    """TTS systems side by side on the same prompts: intelligibility (WER, CER) by each recogniser,
+    speaker similarity, DNSMOS, instructions followed, RTF and time to first audio, with
+    paired-bootstrap intervals against the first system."""
+    import soundfile as sf
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from unisono.eval.tts import DEFAULT_SENTENCES, evaluate
-    from unisono.peers.recognizers import SpecError, build_recognizer
+    from unisono.eval.speech_scores import SpeakerSimilarity
+    from unisono.eval.tts import DEFAULT_PROMPTS, LANGUAGES, PEERS, build_system, evaluate, read_prompts
+    from unisono.eval.tts_report import table_rows, write_report
+    from unisono.peers.recognizers import SpecError, build_recognizer, split_specs
 
     console = Console()
-    if sentences_file is not None:
-        if not sentences_file.is_file():
-            raise typer.BadParameter(f"no such file: {sentences_file}", param_hint="--sentences")
-        sentences = [line.strip() for line in sentences_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        sentences = list(DEFAULT_SENTENCES)
-    sentences = sentences[:limit] if limit else sentences
-    if not sentences:
-        raise typer.BadParameter("there are no sentences to speak", param_hint="--sentences")
+    path = prompts_file or DEFAULT_PROMPTS
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {path}", param_hint="--prompts")
     try:
-        recognizer = build_recognizer(recognizer_spec, threads=threads)
+        prompts = read_prompts(path)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--prompts") from None
+    if language is not None:
+        prompts = [p for p in prompts if p.language == language]
+    prompts = prompts[:limit] if limit else prompts
+    kept = {p.id for p in prompts}
+    for p in prompts:  # a pair cut off by --limit or --language: the instructed prompt is spoken, not compared
+        if p.pair_of not in kept:
+            p.pair_of, p.asked = None, {}
+    if not prompts:
+        raise typer.BadParameter("no prompts left to speak", param_hint="--prompts/--limit/--language")
+    specs = [s.strip() for s in systems.split(",") if s.strip()]
+    if not specs:
+        raise typer.BadParameter("name at least one system", param_hint="--systems")
+    try:
+        recognizers = [build_recognizer(spec, threads=threads) for spec in split_specs(recognizer_specs)]
     except SpecError as e:
-        raise typer.BadParameter(str(e), param_hint="--recognizer") from None
+        raise typer.BadParameter(str(e), param_hint="--recognizers") from None
+    similarity = SpeakerSimilarity() if speaker else None
+    audio_dir = report / "audio" if report is not None else None
+
+    def keep_audio(system: str, prompt_id: str, audio) -> None:
+        folder = audio_dir / system.replace(":", "_").replace("/", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"{prompt_id}.wav", audio, 16000)
+
     results = []
-    for spec in [s.strip() for s in systems.split(",") if s.strip()]:
-        try:
-            results.append(evaluate(spec, sentences, recognizer, threads=threads, seed=seed))
-        except (ValueError, FileNotFoundError) as e:
-            raise typer.BadParameter(f"{spec}: {e}", param_hint="--systems") from None
-    table = Table(title=f"TTS intelligibility: {len(sentences)} sentences, heard by {recognizer.name}")
-    for col in ("system", "WER", "S/D/I/N", "ended by itself", "RTF"):
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        for spec in specs:
+            try:
+                system = build_system(spec, threads=threads)
+            except ValueError as e:
+                if spec not in PEERS:  # a peer may be missing here; a model that cannot speak is the user's error
+                    raise typer.BadParameter(f"{spec}: {e}", param_hint="--systems") from None
+                console.print(f"[yellow]skipped {spec}[/]: {e}")
+                continue
+            task = bar.add_task(system.name, total=len(prompts))
+            results.append(evaluate(system, prompts, recognizers, similarity, dnsmos, seed,
+                                    keep_audio if audio_dir is not None else None, lambda: bar.advance(task)))
+    if not results:
+        raise typer.BadParameter("none of the systems can speak here", param_hint="--systems")
+    names = [r.name for r in recognizers]
+    columns, rows = table_rows(results, names)
+    table = Table(title=f"TTS: {len(prompts)} prompts ({path.name})")
+    for col in columns:
         table.add_column(col)
-    for r in results:
-        c = r.counts
-        table.add_row(r.name, f"{100 * r.wer:.1f}%", f"{c.substitutions}/{c.deletions}/{c.insertions}/{c.reference_length}",
-                      "—" if r.ended is None else f"{r.ended}/{len(r.items)}", f"{r.rtf:.3f}")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     if report is not None:
-        report.mkdir(parents=True, exist_ok=True)
-        (report / "results.json").write_text(json.dumps(
-            {"command": _command_line(["tts", "--systems", systems, "--seed", str(seed)] + (["--limit", str(limit)] if limit else [])),
-             "recognizer": recognizer.name,
-             "systems": [{"name": r.name, "wer": r.wer, "ended": r.ended, "rtf": r.rtf, "items": r.items} for r in results]},
-            indent=2, ensure_ascii=False))
-        console.print(f"report: {report / 'results.json'}")
+        command = _command_line(["tts", "--systems", systems, "--seed", str(seed)]
+                                + (["--prompts", str(prompts_file)] if prompts_file else [])
+                                + (["--limit", str(limit)] if limit else []) + (["--language", language] if language else []))
+        plain = [p for p in prompts if not p.asked]
+        shown = [next(p.id for p in plain if p.language == lang) for lang in LANGUAGES if any(p.language == lang for p in plain)]
+        readme = write_report(results, names, report, command, str(path), audio_dir, shown)
+        console.print(f"report: {readme}")

@@ -30,6 +30,7 @@ import numpy as np
 
 from unisono.eval.manifest import EvalSet
 from unisono.eval.metrics import ErrorCounts, format_difference
+from unisono.eval.speech_scores import SpeakerSimilarity
 
 
 @dataclass
@@ -84,30 +85,6 @@ class SetResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class SpeakerSimilarity:
-    """Cosine of resemblyzer (GE2E) embeddings: an independent speaker encoder."""
-
-    def __init__(self) -> None:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from resemblyzer import VoiceEncoder, preprocess_wav
-
-        self._pre = preprocess_wav
-        self.encoder = VoiceEncoder(device="cpu", verbose=False)
-
-    def embed(self, audio: np.ndarray) -> np.ndarray:
-        wav = self._pre(np.asarray(audio, dtype=np.float32))
-        if len(wav) < 1600:  # all silence trimmed away: embed the raw clip instead
-            wav = np.asarray(audio, dtype=np.float32)
-        return self.encoder.embed_utterance(wav)
-
-    def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
-        ea, eb = self.embed(a), self.embed(b)
-        return float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb) + 1e-9))
 
 
 def is_runaway(counts: ErrorCounts) -> bool:

