@@ -203,3 +203,9 @@ def test_speak_writes_files_and_streams_the_same_audio(tmp_path):
     assert r.returncode == 2 and "no voice named 'alloy'" in " ".join(r.stderr.split()) and "Traceback" not in r.stderr
     r = run("speak", "Hi.", "--format", "mp3", "-o", str(tmp_path / "x.mp3"))
     assert r.returncode == 2 and "mp3" in r.stderr
+    r = run("speak", "Hi.", "--voice-text", "hello", "-o", str(tmp_path / "x.wav"))  # a named voice has no tokens
+    assert r.returncode == 2 and "reference recording itself" in " ".join(r.stderr.split()) and "Traceback" not in r.stderr
+    r = run("speak", "🙂 !!!", "-o", str(tmp_path / "x.wav"))
+    assert r.returncode == 2 and "no letter or digit" in " ".join(r.stderr.split())
+    r = run("speak", "Привет.", "--instruct", "Sing it.", "-o", str(tmp_path / "x.wav"), "--seed", "1")
+    assert r.returncode == 0 and "CYRILLIC" in r.stderr and "none of the controls" in " ".join(r.stderr.split())

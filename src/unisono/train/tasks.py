@@ -6,6 +6,8 @@ run. ASR uses `unisono.modes.asr.asr_prompt` itself.
 
     asr          <|user|> <|asr|> [<|en|>] <|audio_start|> <|audio|>xN <|audio_end|> <|end|> <|assistant|> text <|end|>
     tts          [<|system|> instruction <|end|>] <|user|> <|tts|> text <|end|> <|assistant|> <|speech_start|> s... <|speech_end|> <|end|>
+    tts-prompted <|user|> <|tts|> text1 text2 <|end|> <|assistant|> <|speech_start|> s1... | s2... <|speech_end|> <|end|>
+                 (a voice prompt: the speech of text1 is given, only that of text2 is learned)
     continue     <|user|> <|continue|> u1 <|end|> <|assistant|> u2 u3 <|end|>     (each u as text or as speech tokens)
     s2s          <|user|> <|chat|> speech(q) <|end|> <|assistant|> text(a) speech(a) <|end|>
     text         <|user|> <|text|> <|end|> <|assistant|> text <|end|>
@@ -110,6 +112,21 @@ def tts_turns(c: TaskContext, instructive: bool = False) -> list[Turn] | None:
     return turns + [Turn("user", [Special("tts"), c.row.text]), Turn("assistant", [Speech(tuple(codes))])]
 
 
+def prompted_tts_turns(c: TaskContext) -> tuple[list[Turn], int] | None:
+    """TTS that continues a voice prompt: the reference utterance's text and speech come first, as
+    `unisono speak --voice REF --voice-text TEXT` gives them. Returns the turns and how many speech
+    tokens of the assistant turn are given (not learned)."""
+    if not c.partners:
+        return None
+    reference, target = c.row, c.partners[0]
+    given, codes = speech_tokens(reference), speech_tokens(target)
+    if (not given or not codes or not reference.text.strip() or not target.text.strip()
+            or not clean_for_tts(reference) or not clean_for_tts(target)):
+        return None
+    text = f"{reference.text.strip()} {target.text.strip()}"
+    return [Turn("user", [Special("tts"), text]), Turn("assistant", [Speech(tuple(given + codes))])], len(given)
+
+
 def continue_turns(c: TaskContext) -> list[Turn] | None:
     chain = [c.row, *c.partners[:2]]
     if len(chain) < 2 or any(speech_tokens(r) is None or not clean_for_tts(r) for r in chain):
@@ -144,20 +161,27 @@ TASKS: dict[str, Callable[[TaskContext], list[Turn] | None]] = {
     "asr": asr_turns,
     "tts": tts_turns,
     "tts-instruct": lambda c: tts_turns(c, instructive=True),
+    "tts-prompted": lambda c: (prompted_tts_turns(c) or (None,))[0],
     "continue": continue_turns,
     "s2s": s2s_turns,
     "text": text_turns,
 }
 AUDIO_TASKS = {"asr"}  # tasks whose prompt holds the row's audio
-PARTNER_KEYS = {"continue": "speaker", "s2s": "conversation"}  # rows are paired on this field
+PARTNER_KEYS = {"continue": "speaker", "tts-prompted": "speaker", "s2s": "conversation"}  # rows are paired on this field
 
 
 def build_example(task: str, context: TaskContext, vocab: Vocab, row_index: int) -> Example | None:
-    turns = TASKS[task](context)
+    given = 0
+    if task == "tts-prompted":  # the prompt's speech is context, not a target
+        built = prompted_tts_turns(context)
+        turns, given = built if built else (None, 0)
+    else:
+        turns = TASKS[task](context)
     if turns is None:
         return None
     encoded = vocab.encode_prompt(turns, add_generation_prompt=False)
-    return Example(encoded.ids, encoded.target_start, task, row_index if task in AUDIO_TASKS else None)
+    target_start = encoded.target_start + (1 + given if given else 0)  # past <|speech_start|> and the given tokens
+    return Example(encoded.ids, target_start, task, row_index if task in AUDIO_TASKS else None)
 
 
 def check_tasks(weights: dict[str, float]) -> None:
