@@ -11,6 +11,7 @@ from unisono.data.cli import app as data_app
 from unisono.eval.cli import app as eval_app
 from unisono.model.cli import app as convert_app
 from unisono.train.cli import app as train_app
+from unisono.train.rlhf_cli import app as rlhf_app
 from unisono.codec.cli import app as codec_app
 from unisono.serve.cli import serve
 
@@ -24,6 +25,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(convert_app, name="convert")
 app.add_typer(codec_app, name="codec")
+app.add_typer(rlhf_app, name="rlhf")
 app.command("serve")(serve)
 
 

@@ -1,0 +1,109 @@
+"""`unisono rlhf ...`: preference alignment of the TTS mode.
+
+    unisono rlhf rollouts PROMPTS --model DIR --out RUN [--candidates 4] [--limit N]   (resumable)
+    unisono rlhf dpo RUN/pairs.jsonl --init DIR --out RUN2 [--beta 0.1] [--loss sigmoid|ipo|offset] [--steps N]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Preference alignment of the TTS mode: rollouts scored by measured rewards, then DPO.",
+                  no_args_is_help=True)
+
+
+@app.command()
+def rollouts(
+    prompts_file: Path = typer.Argument(..., help="Prompts, JSONL as `unisono eval tts --prompts` reads (one sentence each); "
+                                                  "keep them apart from the prompts you evaluate on."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: rollouts.jsonl (a line per prompt) and pairs.jsonl. "
+                                                      "An existing one is resumed."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The model to sample (default: the embedded one)."),
+    candidates: int = typer.Option(4, min=2, help="Candidates a prompt."),
+    temperature: float = typer.Option(0.9, help="Sampling temperature of the candidates."),
+    margin: float = typer.Option(0.1, help="Least difference of total rewards between the chosen and the rejected candidate."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+    seed: int = typer.Option(0, help="Candidate k of prompt i is sampled with seed + 1000 i + k."),
+    dnsmos: bool = typer.Option(True, "--dnsmos/--no-dnsmos", help="Score DNSMOS (speechmos)."),
+    threads: int = typer.Option(2, help="CPU threads."),
+) -> None:
+    """Sample candidates per prompt, score every reward, and pair the best with the worst."""
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from unisono.eval.speech_scores import SpeakerSimilarity
+    from unisono.eval.tts import read_prompts
+    from unisono.model.unisono import Unisono
+    from unisono.peers.recognizers import build_recognizer
+    from unisono.train.rollouts import RolloutConfig, rollouts as run_rollouts
+
+    console = Console(stderr=True)
+    if not prompts_file.is_file():
+        raise typer.BadParameter(f"no such file: {prompts_file}", param_hint="PROMPTS")
+    try:
+        prompts = read_prompts(prompts_file)[:limit] if limit else read_prompts(prompts_file)
+        config = RolloutConfig(candidates=candidates, temperature=temperature, seed=seed, margin=margin, dnsmos=dnsmos)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    torch.set_num_threads(threads)
+    loaded = Unisono.load(model)
+    languages = {p.language for p in prompts}
+    recognizers = {}
+    if "en" in languages:
+        recognizers["en"] = build_recognizer("faster-whisper", threads=threads)
+    if "zh" in languages:
+        recognizers["zh"] = build_recognizer("faster-whisper:model=base", threads=threads)
+    with Progress(TextColumn("rollouts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("rollouts", total=len(prompts))
+        try:
+            pairs = run_rollouts(loaded, str(model or "unisono"), prompts, out, config, recognizers, SpeakerSimilarity(),
+                                 progress=lambda: bar.advance(task))
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="PROMPTS") from None
+    console.print(f"{len(pairs)} pairs from {len(prompts)} prompts: {out / 'pairs.jsonl'}")
+
+
+@app.command()
+def dpo(
+    pairs: list[Path] = typer.Argument(..., help="pairs.jsonl file(s) of `unisono rlhf rollouts`."),
+    init: Path = typer.Option(..., "--init", help="The model the pairs were sampled from (the policy's start and the reference)."),
+    out: Path = typer.Option(Path("runs/dpo-tts"), "--out", "-o", help="Run folder."),
+    beta: float = typer.Option(0.1, help="β: how far the policy may move from the reference."),
+    loss: str = typer.Option("sigmoid", help="sigmoid (DPO), ipo, or offset (DPO with the pairs' reward margins as an offset)."),
+    steps: int = typer.Option(200, min=1, help="Optimizer steps."),
+    lr: float = typer.Option(1e-5, help="Peak learning rate."),
+    pairs_per_batch: int = typer.Option(4, min=1, help="Pairs a micro-batch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads."),
+) -> None:
+    """DPO on the one Trainer: checkpoints, exact resume, metrics.jsonl, RUN/model at the end."""
+    import logging
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from unisono.train.config import PhaseConfig, RunConfig
+    from unisono.train.dpo import DPOConfig, DPOObjective
+    from unisono.train.trainer import RunExistsError, Trainer
+
+    err = Console(stderr=True)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)])
+    for p in pairs:
+        if not p.is_file():
+            raise typer.BadParameter(f"no such file: {p}", param_hint="PAIRS")
+    config = DPOConfig(init=str(init), pairs=[str(p) for p in pairs], beta=beta, loss_type=loss, pairs_per_batch=pairs_per_batch,
+                       run=RunConfig(checkpoint_every=50, precision="fp32", threads=threads),
+                       phases=[PhaseConfig(name="dpo", steps=steps, trainable=["decoder.*"], lr=lr,
+                                           warmup_steps=min(10, steps // 10), schedule="cosine", min_lr_ratio=0.1)])
+    try:
+        objective = DPOObjective(config)
+        model_dir = Trainer(config, out, objective=objective, resume=resume).run()
+    except RunExistsError as e:
+        raise typer.BadParameter(str(e), param_hint="--resume") from None
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    err.print(f"done dpo: model written to {model_dir}")
