@@ -418,3 +418,85 @@ def tts(
         shown = [next(p.id for p in plain if p.language == lang) for lang in LANGUAGES if any(p.language == lang for p in plain)]
         readme = write_report(results, names, report, command, str(path), audio_dir, shown)
         console.print(f"report: {readme}")
+
+
+arena_app = typer.Typer(help="The TTS arena: systems compared two at a time by judges and by people.", no_args_is_help=True)
+app.add_typer(arena_app, name="arena")
+
+
+@arena_app.command("build")
+def arena_build(
+    out: Path = typer.Option(..., "--out", "-o", help="Arena folder: arena.sqlite, audio/, the report. An existing one is resumed."),
+    systems: str = typer.Option("unisono,piper,kokoro,espeak-ng", "--systems", "-s", help="Comma-separated TTS systems, as `unisono eval tts` names them."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts", "-p", help="JSONL prompts (default: the repository's set)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+    seed: int = typer.Option(0, help="Seed of the sampling, of the order of the matches and of their sides."),
+    threads: int = typer.Option(2, help="CPU threads."),
+    dnsmos: bool = typer.Option(True, "--dnsmos/--no-dnsmos", help="DNSMOS as a judge."),
+    rounds: int = typer.Option(1000, help="Bootstrap rounds of the ratings' intervals."),
+) -> None:
+    """Every system speaks every prompt; every pair of systems on a prompt is a match (order and
+    sides drawn with --seed); the measured judges vote; the report is written."""
+    from rich.console import Console
+
+    from unisono.eval.arena import build, report
+    from unisono.eval.speech_scores import SpeakerSimilarity
+    from unisono.eval.tts import DEFAULT_PROMPTS, PEERS, build_system, read_prompts
+    from unisono.peers.recognizers import build_recognizer
+
+    console = Console()
+    path = prompts_file or DEFAULT_PROMPTS
+    try:
+        prompts = read_prompts(path)
+    except (ValueError, FileNotFoundError) as e:
+        raise typer.BadParameter(str(e), param_hint="--prompts") from None
+    prompts = prompts[:limit] if limit else prompts
+    built = []
+    for spec in [s.strip() for s in systems.split(",") if s.strip()]:
+        try:
+            built.append(build_system(spec, threads=threads))
+        except ValueError as e:
+            if spec not in PEERS:
+                raise typer.BadParameter(f"{spec}: {e}", param_hint="--systems") from None
+            console.print(f"[yellow]skipped {spec}[/]: {e}")
+    if len(built) < 2:
+        raise typer.BadParameter("an arena needs at least two systems that can speak here", param_hint="--systems")
+    recognizers = [build_recognizer("faster-whisper", threads=threads)]
+    if any(p.language == "zh" for p in prompts):
+        recognizers.append(build_recognizer("faster-whisper:model=base", threads=threads))
+    store = build(out, built, prompts, recognizers, SpeakerSimilarity(), dnsmos, seed)
+    readme = report(store, out, rounds)
+    counts = store.counts()
+    console.print(f"{counts['matches']} matches over {counts['prompts']} prompts; report: {readme}")
+    console.print(f"rate them: unisono eval arena serve {out}")
+
+
+@arena_app.command("serve")
+def arena_serve(
+    run: Path = typer.Argument(..., help="An arena folder (unisono eval arena build)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8001, help="Port."),
+) -> None:
+    """The rater page: two clips of a prompt, a choice and a reason; votes go to arena.sqlite."""
+    import uvicorn
+
+    from unisono.eval.arena_app import create_arena_app
+
+    try:
+        app = create_arena_app(run)
+    except FileNotFoundError as e:
+        raise typer.BadParameter(str(e), param_hint="RUN") from None
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@arena_app.command("report")
+def arena_report(
+    run: Path = typer.Argument(..., help="An arena folder."),
+    rounds: int = typer.Option(1000, help="Bootstrap rounds of the ratings' intervals."),
+) -> None:
+    """Win rates and Bradley–Terry ratings of the votes so far: README.md and ratings.png in RUN."""
+    from unisono.eval.arena import DB_FILE, ArenaStore, report
+
+    if not (run / DB_FILE).is_file():
+        raise typer.BadParameter(f"{run} holds no arena ({DB_FILE})", param_hint="RUN")
+    typer.echo(f"report: {report(ArenaStore(run / DB_FILE), run, rounds)}")
