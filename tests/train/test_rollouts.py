@@ -67,3 +67,22 @@ def test_rollouts_score_every_candidate_and_resume_without_duplicates(tmp_path):
         rollouts(model, "unisono", [TTSPrompt("c", "One. Two.")], tmp_path, config, {"en": whisper}, similarity=None)
     with pytest.raises(ValueError, match="at least 2"):
         RolloutConfig(candidates=1)
+
+
+def test_prompts_are_one_sentence_and_keep_out_what_is_excluded():
+    from unisono.train.rollouts import make_prompts
+
+    rows = [{"text": f"This is plain sentence number {i} here.", "language": "en"} for i in range(40)]
+    rows += [{"text": "Two sentences. Not one.", "language": "en"}, {"text": "Too short.", "language": "en"},
+             {"text": "今天天气很好，我们去公园散步吧。", "language": "zh"}]
+    held_out = {rows[0]["text"], rows[1]["text"]}
+    made = make_prompts(rows, 30, seed=3, instructed=0.5, exclude=held_out)
+    plain = [p for p in made if "asked" not in p]
+    assert len(plain) == 30 and len({p["text"] for p in plain}) == 30
+    assert not {p["text"] for p in made} & (held_out | {"Two sentences. Not one.", "Too short."})
+    twins = [p for p in made if "asked" in p]
+    assert twins and all(next(q for q in plain if q["id"] == t["pair_of"])["text"] == t["text"] for t in twins)
+    assert made == make_prompts(rows, 30, seed=3, instructed=0.5, exclude=held_out)  # the seed decides
+    assert [p["language"] for p in make_prompts(rows, 1, languages=("zh",), min_words=1)] == ["zh"]
+    with pytest.raises(ValueError, match="only 38 usable"):
+        make_prompts(rows, 39, exclude=held_out)

@@ -1,5 +1,6 @@
 """`unisono rlhf ...`: preference alignment of the TTS mode.
 
+    unisono rlhf prompts TEXTS.jsonl --out PROMPTS [--count 200] [--exclude HELD_OUT.jsonl]
     unisono rlhf rollouts PROMPTS --model DIR --out RUN [--candidates 4] [--limit N]   (resumable)
     unisono rlhf dpo RUN/pairs.jsonl --init DIR --out RUN2 [--beta 0.1] [--loss sigmoid|ipo|offset] [--steps N]
 """
@@ -13,6 +14,43 @@ import typer
 
 app = typer.Typer(help="Preference alignment of the TTS mode: rollouts scored by measured rewards, then DPO.",
                   no_args_is_help=True)
+
+
+@app.command()
+def prompts(
+    texts: list[Path] = typer.Argument(..., help="JSONL rows with text (and language): a manifest or a sentence list."),
+    out: Path = typer.Option(..., "--out", "-o", help="The prompt file to write (JSONL, as `unisono eval tts` reads)."),
+    count: int = typer.Option(200, min=1, help="Plain prompts to draw (instructed twins come on top)."),
+    instructed: float = typer.Option(0.25, min=0.0, max=1.0, help="Share of prompts that also come with an instruction (rate or pitch)."),
+    exclude: list[Path] = typer.Option([], help="Prompt or manifest files whose texts are left out (e.g. the held-out set)."),
+    language: list[str] = typer.Option(["en"], help="Languages to draw (repeat: en, zh)."),
+    seed: int = typer.Option(0, help="Which sentences and instructions are drawn."),
+) -> None:
+    """One-sentence prompts for rollouts (or a held-out set), drawn from text you have."""
+    import json
+
+    from unisono.train.rollouts import make_prompts
+
+    def rows_of(path: Path) -> list[dict]:
+        if not path.is_file():
+            raise typer.BadParameter(f"no such file: {path}")
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise typer.BadParameter(f"{path}, line {number}: {e.msg}") from None
+        return rows
+
+    held_out = {str(r.get("text", "")).strip() for p in exclude for r in rows_of(p)}
+    try:
+        made = make_prompts([r for p in texts for r in rows_of(p)], count, seed, instructed, held_out, tuple(language))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in made), encoding="utf-8")
+    typer.echo(f"{len(made)} prompts ({sum(1 for p in made if 'asked' in p)} instructed): {out}")
 
 
 @app.command()

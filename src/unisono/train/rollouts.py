@@ -63,6 +63,38 @@ class RolloutConfig:
             raise ValueError(f"a pair needs at least 2 candidates, got {self.candidates}")
 
 
+INSTRUCTIONS = (("rate", "slow", "Speak slowly."), ("rate", "fast", "Speak quickly."),
+                ("pitch", "low", "Speak with a low voice."), ("pitch", "high", "Speak with a high voice."))
+
+
+def make_prompts(rows: list[dict], count: int, seed: int = 0, instructed: float = 0.25, exclude: set[str] = frozenset(),
+                 languages: tuple[str, ...] = ("en",), min_words: int = 4, max_words: int = 20) -> list[dict]:
+    """One-sentence TTS prompts drawn from text rows ({"text", "language"}: a manifest or a sentence
+    list), none of whose texts is in `exclude`. A share `instructed` of them also comes as an
+    instructed twin (an asked rate or pitch, paired with the plain prompt)."""
+    from unisono.modes.tts import split_sentences
+
+    rng = np.random.default_rng(seed)
+    seen, pool = set(exclude), []
+    for row in rows:
+        text, language = str(row.get("text") or "").strip(), row.get("language", "en")
+        size = len(text.split()) if language == "en" else len(text) // 2
+        if language in languages and text not in seen and min_words <= size <= max_words and len(split_sentences(text)) == 1:
+            seen.add(text)
+            pool.append((text, language))
+    if len(pool) < count:
+        raise ValueError(f"only {len(pool)} usable sentences for {count} prompts")
+    prompts = []
+    for k, i in enumerate(rng.choice(len(pool), size=count, replace=False)):
+        text, language = pool[int(i)]
+        prompts.append({"id": f"{language}-{k:04d}", "text": text, "language": language})
+        if rng.random() < instructed:
+            key, value, words = INSTRUCTIONS[int(rng.integers(len(INSTRUCTIONS)))]
+            prompts.append({"id": f"{language}-{k:04d}-{value}", "text": text, "language": language, "instruct": words,
+                            "asked": {key: value}, "pair_of": f"{language}-{k:04d}"})
+    return prompts
+
+
 def measured_rewards(prompt, audio: np.ndarray, ended: bool, recognizer, similarity, reference: np.ndarray | None,
                      use_dnsmos: bool) -> dict:
     """The rewards a candidate has on its own (adherence needs the prompt's other candidates)."""
