@@ -162,7 +162,9 @@ def judge_scores(item: dict) -> dict[str, float | None]:
         n = counts.get("hits", 0) + counts.get("substitutions", 0) + counts.get("deletions", 0)
         rate = (counts["substitutions"] + counts["deletions"] + counts["insertions"]) / max(n, 1)
     return {"intelligibility": None if rate is None else -rate, "similarity": item.get("similarity"),
-            "dnsmos": (item.get("dnsmos") or {}).get("ovrl")}
+            "dnsmos": (item.get("dnsmos") or {}).get("ovrl"),
+            # kept for the record (rewards before and after alignment), not judged
+            "delivery": item.get("delivery"), "adherence": item.get("adherence"), "ended": item.get("ended")}
 
 
 def judge(left: dict, right: dict, name: str) -> str | None:
