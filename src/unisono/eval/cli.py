@@ -416,7 +416,8 @@ def tts(
                                 + (["--limit", str(limit)] if limit else []) + (["--language", language] if language else []))
         plain = [p for p in prompts if not p.asked]
         shown = [next(p.id for p in plain if p.language == lang) for lang in LANGUAGES if any(p.language == lang for p in plain)]
-        readme = write_report(results, names, report, command, str(path), audio_dir, shown)
+        label = "the repository's set (unisono/eval/prompts/tts.jsonl)" if prompts_file is None else str(path)
+        readme = write_report(results, names, report, command, label, audio_dir, shown)
         console.print(f"report: {readme}")
 
 
