@@ -267,11 +267,11 @@ def add_adherence(result: SystemResult, prompts: list[TTSPrompt]) -> None:
 def reference_audio(reference: str | None) -> np.ndarray | None:
     """A prompt's reference voice as 16 kHz samples (a named voice or a file)."""
     from unisono.audio.io import load_audio
-    from unisono.modes.tts import DEFAULT_VOICE, VOICES_DIR
+    from unisono.modes.tts import VOICES_DIR
 
     if reference is None:
         return None
-    path = Path(reference) if Path(reference).suffix else VOICES_DIR / f"{reference or DEFAULT_VOICE}.flac"
+    path = Path(reference) if Path(reference).suffix else VOICES_DIR / f"{reference}.flac"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in VOICES_DIR.glob("*.flac")))
         raise ValueError(f"reference {reference!r}: no such file or named voice (named voices: {known})")

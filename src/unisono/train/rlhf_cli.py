@@ -83,7 +83,7 @@ def rollouts(
     if not prompts_file.is_file():
         raise typer.BadParameter(f"no such file: {prompts_file}", param_hint="PROMPTS")
     try:
-        prompts = read_prompts(prompts_file)[:limit] if limit else read_prompts(prompts_file)
+        prompts = read_prompts(prompts_file)[: limit or None]
         config = RolloutConfig(candidates=candidates, temperature=temperature, seed=seed, margin=margin, dnsmos=dnsmos)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None

@@ -188,8 +188,6 @@ def rollouts(model, model_name: str, prompts: list, run: Path, config: RolloutCo
              progress: Callable[[], None] | None = None) -> list[dict]:
     """Roll out every prompt not yet in RUN/rollouts.jsonl; returns the pairs of all of them.
     `recognizers`: language -> recogniser."""
-    import soundfile  # noqa: F401 (fail early if audio I/O is missing)
-
     from unisono.eval.tts import reference_audio
     from unisono.modes.tts import DEFAULT_VOICE, TTSOptions, max_speech_tokens, speak, split_sentences
 
