@@ -58,6 +58,10 @@ def test_matches_are_drawn_once_with_random_sides(tmp_path):
     assert len(pairs) == 12  # every pair of systems once a prompt
     assert {(l, r) for _, l, r, _ in rows} >= {("a", "b"), ("b", "a")} or {(l, r) for _, l, r, _ in rows} >= {("b", "c"), ("c", "b")}
     assert store.make_matches(7) == 0  # drawn once: votes refer to them
+    store.add_clip(TTSPrompt("p0", "Sentence 0."), "d", "audio/d/p0.wav", {"intelligibility": 0.0})
+    assert store.make_matches(7) == 3  # a system added later meets the others on its prompts
+    after = store.db.execute("SELECT prompt_id, left_system, right_system, position FROM matches ORDER BY position").fetchall()
+    assert after[:12] == rows and {r[3] for r in after[12:]} == {12, 13, 14}
     again = small_arena(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path)
     assert again.db.execute("SELECT prompt_id, left_system, right_system FROM matches ORDER BY position").fetchall() == \
         [(p, l, r) for p, l, r, _ in rows]  # the same seed draws the same arena

@@ -81,21 +81,25 @@ class ArenaStore:
             self.db.execute("INSERT OR REPLACE INTO clips VALUES (?, ?, ?, ?)", (prompt.id, system, audio, json.dumps(scores)))
 
     def make_matches(self, seed: int) -> int:
-        """Every pair of systems on every prompt both spoke, in an order and with sides drawn from `seed`."""
-        if self.db.execute("SELECT COUNT(*) FROM matches").fetchone()[0]:
-            return 0  # drawn once: votes refer to them
-        rng = np.random.default_rng(seed)
+        """Every pair of systems on every prompt both spoke that is not a match yet, in an order and
+        with sides drawn from `seed`, after the matches already drawn (votes refer to those: they
+        stay as they are). A system added to an arena later gets its matches this way."""
+        existing = {(p, frozenset((a, b))) for p, a, b in
+                    self.db.execute("SELECT prompt_id, left_system, right_system FROM matches")}
+        start = self.db.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM matches").fetchone()[0]
+        rng = np.random.default_rng([seed, start])
         spoken: dict[str, list[str]] = {}
         for prompt_id, system in self.db.execute("SELECT prompt_id, system FROM clips ORDER BY prompt_id, system"):
             spoken.setdefault(prompt_id, []).append(system)
-        matches = [(p, *pair) for p, systems in spoken.items() for pair in itertools.combinations(systems, 2)]
+        matches = [(p, *pair) for p, systems in spoken.items() for pair in itertools.combinations(systems, 2)
+                   if (p, frozenset(pair)) not in existing]
         order = rng.permutation(len(matches))
         flips = rng.random(len(matches)) < 0.5
         rows = []
         for position, k in enumerate(order):
             prompt_id, a, b = matches[k]
             left, right = (b, a) if flips[position] else (a, b)
-            rows.append((prompt_id, left, right, position))
+            rows.append((prompt_id, left, right, start + position))
         with self.db:
             self.db.executemany("INSERT INTO matches (prompt_id, left_system, right_system, position) VALUES (?, ?, ?, ?)", rows)
         return len(rows)
