@@ -209,3 +209,13 @@ def test_speak_writes_files_and_streams_the_same_audio(tmp_path):
     assert r.returncode == 2 and "no letter or digit" in " ".join(r.stderr.split())
     r = run("speak", "Привет.", "--instruct", "Sing it.", "-o", str(tmp_path / "x.wav"), "--seed", "1")
     assert r.returncode == 0 and "CYRILLIC" in r.stderr and "none of the controls" in " ".join(r.stderr.split())
+
+
+def test_chat_hears_answers_and_writes_replies(tmp_path, example_wav):
+    r = run("chat", "-i", str(example_wav), "-i", str(example_wav), "--system", "You are Ada.", "--seed", "2",
+            "-o", str(tmp_path / "replies"), "--max-tokens", "12")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("you: ") == 2 and r.stdout.count("unisono: ") == 2
+    assert sorted(p.name for p in (tmp_path / "replies").iterdir()) <= ["reply-1.wav", "reply-2.wav"]
+    r = run("chat", "-i", str(tmp_path / "nope.wav"))
+    assert r.returncode == 2 and "no such file" in r.stderr

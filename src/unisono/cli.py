@@ -305,6 +305,58 @@ def speak(
 
 
 @app.command()
+def chat(
+    inputs: list[Path] = typer.Option(..., "--input", "-i", help="A spoken turn (audio file); repeat for a conversation, turn after turn."),
+    system: Optional[str] = typer.Option(None, "--system", help="A persona or instructions for the whole conversation."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Write each reply's audio here (reply-1.wav, ...)."),
+    text_only: bool = typer.Option(False, "--text-only", help="Reply in text only."),
+    voice: Optional[str] = typer.Option(None, "--voice", help="The voice of the replies: a recording or a named voice (default: lj)."),
+    max_tokens: int = typer.Option(96, min=1, help="Longest reply, in tokens."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed: the same seed gives the same replies."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint directory (default: the embedded unisono-tiny)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice)."),
+) -> None:
+    """Talk to the model: each input is a spoken turn; prints what was heard and the reply, and writes the reply spoken."""
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for path in inputs:
+        if not path.is_file():
+            raise typer.BadParameter(f"no such file: {path}", param_hint="--input")
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise typer.BadParameter(f"{out_dir} is a file", param_hint="--out-dir")
+    checkpoint = _resolve_model(model)
+
+    import torch
+
+    from unisono.audio.io import AudioError, save_audio
+    from unisono.model.unisono import Unisono
+    from unisono.modes.chat import ChatOptions, Conversation
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        conversation = Conversation(Unisono.load(checkpoint), ChatOptions(
+            system=system, max_tokens=max_tokens, seed=seed, voice=voice, speak=not text_only))
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--model") from None
+    for number, path in enumerate(inputs, 1):
+        try:
+            reply = conversation.turn(str(path))
+        except (AudioError, ValueError, OSError) as e:
+            err.print(f"[red]turn {number}[/red] ({path}): {e}")
+            raise typer.Exit(code=1) from None
+        for note in reply.warnings:
+            err.print(f"[yellow]warning[/yellow] {note}")
+        typer.echo(f"you: {reply.user_text}")
+        typer.echo(f"unisono: {reply.text}")
+        if reply.audio is not None and out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            save_audio(out_dir / f"reply-{number}.wav", reply.audio)
+            err.print(f"reply {number}: {out_dir / f'reply-{number}.wav'} ({len(reply.audio) / 16000:.1f} s)")
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from unisono import __version__

@@ -1,0 +1,105 @@
+"""Spoken dialogue, turn by turn: what the server's Realtime sessions do, in-process.
+
+    user audio ─► ASR (modes.asr) ─► the user's words
+    [<|system|> persona <|end|>] history (text turns, the last `max_history_turns`) <|user|> words <|end|>
+      <|assistant|> ─► a decode session, text tokens only ─► the reply's words
+    ─► TTS (modes.tts) ─► the reply spoken, in the conversation's voice
+
+A `Conversation` keeps the history; each `turn` takes audio (or text) and returns the user's
+transcript, the reply and its audio. The history is bounded, so a long conversation keeps a prompt
+the model was trained on. The reply is only as good as the model's dialogue training: the
+embedded model was trained for ASR and TTS, not to converse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from unisono.decode.sampling import SamplingConfig
+from unisono.model.vocab import Turn
+
+if TYPE_CHECKING:
+    from unisono.model.unisono import Unisono
+
+
+@dataclass
+class ChatOptions:
+    system: str | None = None  # a persona or instructions: the system turn
+    max_tokens: int = 96  # of a reply
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int | None = None
+    max_history_turns: int = 8  # user and assistant turns kept before the new one
+    voice: Any = None  # see modes.tts.voice_embedding; None: the default voice
+    speak: bool = True  # also say the reply (needs a model with speech tokens)
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1 or self.max_history_turns < 0:
+            raise ValueError("max_tokens must be >= 1 and max_history_turns >= 0")
+
+
+@dataclass
+class ChatReply:
+    user_text: str
+    text: str
+    audio: np.ndarray | None  # 16 kHz float32, None when not spoken
+    finish_reason: str  # stop | length
+    warnings: list[str] = field(default_factory=list)
+
+
+class Conversation:
+    def __init__(self, model: "Unisono", options: ChatOptions | None = None):
+        self.model, self.options = model, options or ChatOptions()
+        self.history: list[Turn] = []
+        self._turns = 0
+        if self.options.speak and model.vocab.n_speech == 0:
+            raise ValueError("this model has no speech tokens: it cannot speak its replies (speak=False for text)")
+
+    def prompt(self, user_text: str) -> list[Turn]:
+        keep = self.history[-self.options.max_history_turns:] if self.options.max_history_turns else []
+        system = [Turn("system", [self.options.system])] if self.options.system else []
+        return system + keep + [Turn("user", [user_text])]
+
+    @torch.no_grad()
+    def reply_text(self, user_text: str) -> tuple[str, str]:
+        from unisono.decode.session import LENGTH, Session, SessionConfig
+        from unisono.modes.asr import text_tokens_mask
+
+        o, vocab = self.options, self.model.vocab
+        ids = vocab.encode_prompt(self.prompt(user_text)).ids
+        seed = None if o.seed is None else o.seed + self._turns
+        config = SessionConfig(max_new_tokens=o.max_tokens, stop_ids=(vocab.end_id,), allowed=text_tokens_mask(self.model),
+                               sampling=SamplingConfig(temperature=o.temperature, top_p=o.top_p, seed=seed))
+        session = Session(self.model, config)
+        session.prefill(self.model.embed_prompt(torch.tensor([ids], device=self.model.device))[0])
+        tokens = [t for t in session.tokens() if t != vocab.end_id]
+        return vocab.decode_text(tokens).strip(), "length" if session.finish_reason == LENGTH else "stop"
+
+    def turn(self, user: np.ndarray | str) -> ChatReply:
+        """One exchange: audio (16 kHz samples or a path) or text in, the reply out."""
+        from unisono.modes.tts import TTSOptions, speak
+
+        warnings: list[str] = []
+        if isinstance(user, str) and not user.lower().endswith((".wav", ".flac", ".ogg", ".mp3")):
+            user_text = user.strip()
+        else:
+            transcript = self.model.transcribe(user)
+            user_text, warnings = transcript.text.strip(), list(transcript.warnings)
+        if not user_text:
+            raise ValueError("nothing was said in this turn" if not isinstance(user, str) else "the turn is empty")
+        text, finish = self.reply_text(user_text)
+        audio = None
+        if self.options.speak and text:
+            seed = None if self.options.seed is None else self.options.seed + self._turns
+            try:
+                speech = speak(self.model, text, voice=self.options.voice, options=TTSOptions(seed=seed))
+                audio, warnings = speech.audio, warnings + speech.warnings
+            except ValueError as e:  # a reply with nothing speakable in it
+                warnings.append(f"the reply was not spoken: {e}")
+        self.history += [Turn("user", [user_text]), Turn("assistant", [text])]
+        self._turns += 1
+        return ChatReply(user_text, text, audio, finish, warnings)
