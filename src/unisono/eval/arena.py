@@ -289,7 +289,7 @@ def build(run: Path, systems: list, prompts: list, recognizers: list, similarity
     rerun resumes), the matches are drawn once, and the judges vote."""
     import soundfile as sf
 
-    from unisono.eval.tts import evaluate
+    from unisono.eval.tts import audio_folder, evaluate
 
     run.mkdir(parents=True, exist_ok=True)
     store = ArenaStore(run / DB_FILE)
@@ -298,7 +298,7 @@ def build(run: Path, systems: list, prompts: list, recognizers: list, similarity
         have = {p for (p,) in store.db.execute("SELECT prompt_id FROM clips WHERE system = ?", (system.name,))}
         if have >= {p.id for p in prompts if p.language in system.languages}:
             continue
-        folder = run / "audio" / system.name.replace(":", "_").replace("/", "_")
+        folder = run / "audio" / audio_folder(system.name)
 
         def keep(name: str, prompt_id: str, audio, folder=folder) -> None:
             folder.mkdir(parents=True, exist_ok=True)

@@ -350,7 +350,7 @@ def tts(
     from rich.table import Table
 
     from unisono.eval.speech_scores import SpeakerSimilarity
-    from unisono.eval.tts import DEFAULT_PROMPTS, LANGUAGES, PEERS, build_system, evaluate, read_prompts
+    from unisono.eval.tts import DEFAULT_PROMPTS, LANGUAGES, PEERS, audio_folder, build_system, evaluate, read_prompts
     from unisono.eval.tts_report import table_rows, write_report
     from unisono.peers.recognizers import SpecError, build_recognizer, split_specs
 
@@ -382,7 +382,7 @@ def tts(
     audio_dir = report / "audio" if report is not None else None
 
     def keep_audio(system: str, prompt_id: str, audio) -> None:
-        folder = audio_dir / system.replace(":", "_").replace("/", "_")
+        folder = audio_dir / audio_folder(system)
         folder.mkdir(parents=True, exist_ok=True)
         sf.write(folder / f"{prompt_id}.wav", audio, 16000)
 

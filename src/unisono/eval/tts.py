@@ -264,6 +264,11 @@ def add_adherence(result: SystemResult, prompts: list[TTSPrompt]) -> None:
             by_id[p.id]["adherence"] = adherence(p.asked, instructed, neutral)
 
 
+def audio_folder(system: str) -> str:
+    """The folder name of a system's clips in a report ("unisono:runs/x" -> "unisono_runs_x")."""
+    return system.replace(":", "_").replace("/", "_")
+
+
 def reference_audio(reference: str | None) -> np.ndarray | None:
     """A prompt's reference voice as 16 kHz samples (a named voice or a file)."""
     from unisono.audio.io import load_audio

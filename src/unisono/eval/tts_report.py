@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from unisono.eval.metrics import format_difference
-from unisono.eval.tts import LANGUAGES, SystemResult, compare
+from unisono.eval.tts import LANGUAGES, SystemResult, audio_folder, compare
 
 
 def _percent(rate: float | None) -> str:
@@ -79,7 +79,7 @@ def plot_spectrograms(results: list[SystemResult], audio_dir: Path, prompt_ids: 
     from unisono.audio.features import log_mel
     from unisono.audio.io import load_audio
 
-    cells = [[audio_dir / r.name.replace(":", "_").replace("/", "_") / f"{pid}.wav" for pid in prompt_ids] for r in results]
+    cells = [[audio_dir / audio_folder(r.name) / f"{pid}.wav" for pid in prompt_ids] for r in results]
     if not any(p.is_file() for row in cells for p in row):
         return None
     fig, axes = plt.subplots(len(results), len(prompt_ids), figsize=(4.5 * len(prompt_ids), 1.8 * len(results)),

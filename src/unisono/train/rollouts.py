@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from unisono.eval.speech_scores import measure_delivery, speech_units
+from unisono.eval.speech_scores import speech_units
 
 ROLLOUTS_FILE = "rollouts.jsonl"
 PAIRS_FILE = "pairs.jsonl"
@@ -97,24 +97,22 @@ def make_prompts(rows: list[dict], count: int, seed: int = 0, instructed: float 
 
 def measured_rewards(prompt, audio: np.ndarray, ended: bool, recognizer, similarity, reference: np.ndarray | None,
                      use_dnsmos: bool) -> dict:
-    """The rewards a candidate has on its own (adherence needs the prompt's other candidates)."""
-    from unisono.eval.metrics import count_errors
-    from unisono.eval.normalize import make_scoring
-    from unisono.eval.speech_scores import dnsmos
+    """The rewards a candidate has on its own (adherence needs the prompt's other candidates), from
+    the measures `unisono eval tts` takes of a clip."""
+    from unisono.eval.metrics import ErrorCounts
+    from unisono.eval.tts import Rendering, score_clip
 
-    scoring = make_scoring(prompt.language)
-    hypothesis = recognizer.transcribe(audio, prompt.language) if len(audio) else ""
-    errors = count_errors(scoring.normalize(prompt.text), scoring.normalize(hypothesis), scoring.unit)
-    delivery = measure_delivery(audio, prompt.text, prompt.language)
+    item = score_clip(prompt, Rendering(audio, 0.0, 0.0, ended), [recognizer], similarity, reference, use_dnsmos)
+    error_rate = ErrorCounts.from_dict(item["counts"][recognizer.name]).rate
     expected = speech_units(prompt.text, prompt.language) / NATURAL_RATE[prompt.language]
-    off = abs(math.log(max(delivery.speech_s, 0.05) / max(expected, 0.05)))
+    off = abs(math.log(max(item["delivery"]["speech_s"], 0.05) / max(expected, 0.05)))
     return {
-        "hypothesis": hypothesis,
-        "error_rate": errors.rate,
-        "intelligibility": -min(errors.rate, 2.0),
-        "similarity": similarity(audio, reference) if similarity is not None and reference is not None and len(audio) else 0.0,
-        "dnsmos": dnsmos(audio)["ovrl"] if use_dnsmos and len(audio) else 0.0,
-        "delivery": delivery.to_dict(),
+        "hypothesis": item["hypotheses"][recognizer.name],
+        "error_rate": error_rate,
+        "intelligibility": -min(error_rate, 2.0),
+        "similarity": item["similarity"] or 0.0,
+        "dnsmos": item["dnsmos"]["ovrl"] if item["dnsmos"] else 0.0,
+        "delivery": item["delivery"],
         "ended": ended,
         "length": (0.0 if ended else -1.0) - max(0.0, off - math.log(2)),
     }
