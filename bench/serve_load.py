@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,44 @@ def memory_mb(pid: int) -> tuple[float, float]:
     """(resident, peak resident) MB of a process, from /proc."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+@dataclass
+class Server:
+    base: str  # http://127.0.0.1:PORT
+    model: str  # the id /v1/models lists
+    process: subprocess.Popen
+    command: list[str]
+    log: Path
+
+
+@contextlib.contextmanager
+def running_server(model_dir: Path | None, threads: int, max_concurrent: int = 24):
+    """`unisono serve` on a free loopback port, up and answering."""
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("unisono")), "serve", "--port", str(port), "--api-key", KEY,
+               "--threads", str(threads), "--max-concurrent", str(max_concurrent)]
+    if model_dir:
+        command += ["--model", str(model_dir)]
+    log = tempfile.NamedTemporaryFile("w+", prefix="unisono-serve-", suffix=".log", delete=False)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    probe = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0)
+    try:
+        for _ in range(240):
+            try:
+                model = probe.models.list().data[0].id
+                break
+            except openai.APIConnectionError:
+                if server.poll() is not None:
+                    sys.exit("the server did not start:\n" + Path(log.name).read_text()[-3000:])
+                time.sleep(0.5)
+        else:
+            sys.exit("the server did not come up in 120 s")
+        yield Server(base, model, server, command, Path(log.name))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 class Tally:
@@ -173,60 +213,43 @@ def main() -> None:
     pcm = [(np.clip(np.concatenate([soxr.resample(load_audio(c), 16000, 24000), silence]), -1, 1) * 32767)
            .astype("<i2").tobytes() for c in clips]
 
-    port = free_port()
-    command = [str(Path(sys.executable).with_name("unisono")), "serve", "--port", str(port), "--api-key", KEY,
-               "--threads", str(args.threads), "--max-concurrent", str(args.max_concurrent)]
-    if args.model:
-        command += ["--model", str(args.model)]
-    log = tempfile.NamedTemporaryFile("w+", prefix="unisono-serve-", suffix=".log", delete=False)
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    probe = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0)
-    for _ in range(240):
-        try:
-            model = probe.models.list().data[0].id
-            break
-        except openai.APIConnectionError:
-            if server.poll() is not None:
-                sys.exit("the server did not start:\n" + Path(log.name).read_text()[-3000:])
-            time.sleep(0.5)
-    else:
-        sys.exit("the server did not come up in 120 s")
+    with running_server(args.model, args.threads, args.max_concurrent) as server:
+        run_rounds(args, server, clips, pcm)
 
-    print(f"server: {' '.join(command[1:])} (pid {server.pid}); memory at start {memory_mb(server.pid)[0]:.0f} MB")
+
+def run_rounds(args: argparse.Namespace, server: Server, clips: list[Path], pcm: list[bytes]) -> None:
+    base, model = server.base, server.model
+    print(f"server: {' '.join(server.command[1:])} (pid {server.process.pid}); "
+          f"memory at start {memory_mb(server.process.pid)[0]:.0f} MB")
     print("| clients | kind | done | p50 s | p95 s | req/s | errors | 429 | dropped | RSS after MB | peak MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    try:
-        for n in [int(c) for c in args.clients.split(",")]:
-            tally = Tally()
-            started = time.perf_counter()
-            until = started + args.seconds
+    for n in [int(c) for c in args.clients.split(",")]:
+        tally = Tally()
+        started = time.perf_counter()
+        until = started + args.seconds
 
-            async def round_() -> None:
-                await asyncio.gather(*(client_loop(base, model, clips, pcm, until, tally, seed=i,
-                                                   drop_rate=args.drop_rate) for i in range(n)))
+        async def round_() -> None:
+            await asyncio.gather(*(client_loop(base, model, clips, pcm, until, tally, seed=i,
+                                               drop_rate=args.drop_rate) for i in range(n)))
 
-            asyncio.run(round_())
-            elapsed = time.perf_counter() - started
-            time.sleep(args.settle)  # abandoned work leaves the batch; the idle server returns freed memory
-            if server.poll() is not None:
-                sys.exit(f"the server died (exit {server.returncode}):\n" + Path(log.name).read_text()[-3000:])
-            rss, peak = memory_mb(server.pid)
-            errors = sum(tally.errors.values())
-            for kind, values in sorted(tally.latency.items()):
-                print(f"| {n} | {kind} | {len(values)} | {percentile(values, 50):.2f} | {percentile(values, 95):.2f} | "
-                      f"{len(values) / elapsed:.2f} | {errors} | {tally.limited} | {tally.dropped} | {rss:.0f} | {peak:.0f} |")
-            for label, first in (("first text", tally.realtime_first_text), ("first audio", tally.realtime_first_audio)):
-                if first:
-                    print(f"| {n} | realtime: speech end → {label} | {len(first)} | {percentile(first, 50):.2f} | "
-                          f"{percentile(first, 95):.2f} | | | | | | |")
-            for what, count in sorted(tally.errors.items()):
-                print(f"    error ×{count}: {what}")
-            active = httpx.get(base + "/health", timeout=30).json()["active_sessions"]
-            print(f"    after the round: {active} decode sessions still active")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        asyncio.run(round_())
+        elapsed = time.perf_counter() - started
+        time.sleep(args.settle)  # abandoned work leaves the batch; the idle server returns freed memory
+        if server.process.poll() is not None:
+            sys.exit(f"the server died (exit {server.process.returncode}):\n" + server.log.read_text()[-3000:])
+        rss, peak = memory_mb(server.process.pid)
+        errors = sum(tally.errors.values())
+        for kind, values in sorted(tally.latency.items()):
+            print(f"| {n} | {kind} | {len(values)} | {percentile(values, 50):.2f} | {percentile(values, 95):.2f} | "
+                  f"{len(values) / elapsed:.2f} | {errors} | {tally.limited} | {tally.dropped} | {rss:.0f} | {peak:.0f} |")
+        for label, first in (("first text", tally.realtime_first_text), ("first audio", tally.realtime_first_audio)):
+            if first:
+                print(f"| {n} | realtime: speech end → {label} | {len(first)} | {percentile(first, 50):.2f} | "
+                      f"{percentile(first, 95):.2f} | | | | | | |")
+        for what, count in sorted(tally.errors.items()):
+            print(f"    error ×{count}: {what}")
+        active = httpx.get(base + "/health", timeout=30).json()["active_sessions"]
+        print(f"    after the round: {active} decode sessions still active")
 
 
 if __name__ == "__main__":

@@ -61,3 +61,27 @@ def test_threads_sharing_the_model_get_what_one_thread_gets(example_wav):
     assert [kind for kind, _ in changes] == ["start", "end"]
     first = alone[0][0].start * 16000 + 8000
     assert abs(changes[0][1] - first) < 0.25 * 16000  # streaming triggers a window or two apart
+
+
+def test_a_pause_is_announced_before_the_silence_that_ends_the_turn(example_wav):
+    # the Realtime server starts answering at a pause; the speaker going on takes it back
+    import re
+
+    from unisono.audio.vad import StreamingVAD
+
+    audio = load_audio(example_wav)
+    gap_at = 8000 + len(audio)
+    x = np.concatenate([np.zeros(8000, np.float32), audio, np.zeros(5600, np.float32), audio,
+                        np.zeros(16000, np.float32)])
+    stream = StreamingVAD(min_silence_ms=600, pause_ms=150)
+    changes = [c for i in range(0, len(x), 1600) for c in stream.feed(x[i : i + 1600])]
+    kinds = " ".join(kind for kind, _ in changes)
+    assert re.fullmatch(r"start( pause resume)+ pause end", kinds), kinds
+    # the gap between the two sentences is a pause the speaker went on after
+    assert any(kind == "resume" and gap_at < sample < gap_at + 5600 + 8000 for kind, sample in changes)
+    # the last pause is where the final silence began: the end is put there too, 600 ms later
+    (_, last_pause), (_, end) = changes[-2:]
+    assert abs(end - last_pause) < 1000 and last_pause > len(x) - 16000 - 8000
+    # without pause_ms the stream says only start and end
+    plain = StreamingVAD(min_silence_ms=600)
+    assert [k for i in range(0, len(x), 1600) for k, _ in plain.feed(x[i : i + 1600])] == ["start", "end"]

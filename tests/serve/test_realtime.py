@@ -157,6 +157,36 @@ def long_server(serve_model):
     thread.join(timeout=30)
 
 
+
+def test_an_answer_started_at_a_pause_is_taken_back_when_the_user_goes_on(server, speech, monkeypatch):
+    # the answer is prepared while the VAD waits out the silence; a pause shorter than that
+    # silence must leave no trace: one turn, committed once, holding both sentences
+    heard: list[int] = []
+    transcribe = server.engine.transcribe
+
+    def recording(audio, **kw):
+        heard.append(len(audio))
+        return transcribe(audio, **kw)
+
+    monkeypatch.setattr(server.engine, "transcribe", recording)
+    eager = server.app.state.metrics.eager_turns
+    dropped, confirmed = (eager.labels(o)._value.get() for o in ("dropped", "confirmed"))
+    gap = np.zeros(int(24000 * 0.35), "<i2").tobytes()
+    pcm = np.zeros(24000 // 2, "<i2").tobytes() + pcm24(speech) + gap + pcm24(speech) + np.zeros(24000 * 2, "<i2").tobytes()
+    seen: list = []
+    with _ws(server) as ws:
+        _until(ws, "session.created", seen)
+        ws.send(json.dumps({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {
+            "type": "server_vad", "silence_duration_ms": 800}}}}}))
+        for i in range(0, len(pcm), 4800):
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": b64(pcm[i : i + 4800])}))
+        _until(ws, "response.done", seen)
+    kinds = [e["type"] for e in seen]
+    assert kinds.count("input_audio_buffer.committed") == 1 and kinds.count("response.created") == 1
+    assert kinds.index("input_audio_buffer.speech_stopped") < kinds.index("input_audio_buffer.committed")
+    assert eager.labels("dropped")._value.get() > dropped and eager.labels("confirmed")._value.get() == confirmed + 1
+    assert heard[-1] >= 0.9 * (2 * len(speech) + 0.35 * 16000)  # the turn transcribed is both sentences
+
 STORY = [Turn("user", ["Tell me a story"])]
 
 

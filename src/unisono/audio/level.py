@@ -58,13 +58,20 @@ def adjust_level(audio: np.ndarray, config: LevelConfig | None = None) -> Level:
 __all__ = ["Level", "LevelConfig", "adjust_level", "peak_dbfs"]
 
 
-def trim_silence(audio: np.ndarray, threshold_db: float = -45.0, frame: int = 160) -> np.ndarray:
-    """Cut leading and trailing frames quieter than `threshold_db` below the loudest frame."""
+def speech_span(audio: np.ndarray, threshold_db: float = -45.0, frame: int = 160) -> tuple[int, int]:
+    """(first, end) sample of the frames louder than `threshold_db` below the loudest frame; (0, 0)
+    when there are none."""
     n = len(audio) // frame
     if n == 0:
-        return audio[:0]  # shorter than one 10 ms frame: a click, not speech
+        return 0, 0  # shorter than one 10 ms frame: a click, not speech
     rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1))
     loud = np.flatnonzero(rms > rms.max() * 10 ** (threshold_db / 20))
     if len(loud) == 0:
-        return audio[:0]
-    return audio[loud[0] * frame : (loud[-1] + 1) * frame]
+        return 0, 0
+    return int(loud[0] * frame), int((loud[-1] + 1) * frame)
+
+
+def trim_silence(audio: np.ndarray, threshold_db: float = -45.0, frame: int = 160) -> np.ndarray:
+    """Cut leading and trailing frames quieter than `threshold_db` below the loudest frame."""
+    start, end = speech_span(audio, threshold_db, frame)
+    return audio[start:end]

@@ -107,23 +107,30 @@ __all__ = ["Span", "VADConfig", "merge_regions", "speech_regions", "speech_segme
 
 class StreamingVAD:
     """silero-vad on audio that arrives in pieces (a live microphone): where speech starts and
-    where it stops, in samples since the stream began.
+    where it stops, in samples since the stream began. With `pause_ms`, it also says when the
+    speaker has been quiet that long ("pause": the turn may be ending) and when they go on
+    before the turn ended ("resume"), so a caller can start answering before the silence that
+    ends the turn is over.
 
     Each stream owns its model instance: silero-vad keeps recurrent state between windows, so
     two streams must never share one."""
 
     WINDOW = 512  # samples at 16 kHz (32 ms): silero-vad's window
 
-    def __init__(self, threshold: float = 0.5, min_silence_ms: int = 500, speech_pad_ms: int = 30):
+    def __init__(self, threshold: float = 0.5, min_silence_ms: int = 500, speech_pad_ms: int = 30,
+                 pause_ms: int | None = None):
         from silero_vad import VADIterator, load_silero_vad
 
         self._iterator = VADIterator(load_silero_vad(onnx=True), threshold=threshold, sampling_rate=SAMPLE_RATE,
                                      min_silence_duration_ms=min_silence_ms, speech_pad_ms=speech_pad_ms)
+        self._pause_samples = None if pause_ms is None else pause_ms * SAMPLE_RATE // 1000
         self._rest = np.zeros(0, np.float32)
         self.speaking = False
+        self.paused = False
 
     def feed(self, audio: np.ndarray) -> list[tuple[str, int]]:
-        """16 kHz float samples in; ("start" | "end", sample) for each change they complete."""
+        """16 kHz float samples in; ("start" | "pause" | "resume" | "end", sample) for each change
+        they complete."""
         audio = np.concatenate([self._rest, np.asarray(audio, np.float32)])
         n = len(audio) // self.WINDOW * self.WINDOW
         self._rest = audio[n:]
@@ -134,11 +141,20 @@ class StreamingVAD:
                 self.speaking = True
                 events.append(("start", int(change["start"])))
             elif change and "end" in change:
-                self.speaking = False
+                self.speaking, self.paused = False, False
                 events.append(("end", int(change["end"])))
+            elif self._pause_samples is not None and self.speaking:
+                quiet_since = self._iterator.temp_end  # 0 while the speaker is heard
+                now = self._iterator.current_sample
+                if not self.paused and quiet_since and now - quiet_since >= self._pause_samples:
+                    self.paused = True
+                    events.append(("pause", int(quiet_since)))
+                elif self.paused and not quiet_since:
+                    self.paused = False
+                    events.append(("resume", int(now - self.WINDOW)))
         return events
 
     def reset(self) -> None:
         self._iterator.reset_states()
         self._rest = np.zeros(0, np.float32)
-        self.speaking = False
+        self.speaking = self.paused = False

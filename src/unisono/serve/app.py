@@ -75,7 +75,7 @@ def create_app(engine: Engine, config: ServerConfig | None = None, close_engine:
 
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
-        await serve_realtime(websocket, engine, config, app.state.gate)
+        await serve_realtime(websocket, engine, config, app.state.gate, app.state.metrics)
 
     app.add_middleware(Guard, config=config, gate=app.state.gate, metrics=app.state.metrics)
     if config.cors_origins:

@@ -23,6 +23,9 @@ class Metrics:
         self.active.set_function(active_sessions)
         self.tokens_per_pass = Gauge("unisono_tokens_per_pass", "Tokens per decoder pass so far (MTP keeps several)",
                                      registry=self.registry)
+        self.eager_turns = Counter("unisono_realtime_eager_turns", "Realtime answers started at a pause in the "
+                                   "user's speech: confirmed by the end of the turn, or dropped when they went on",
+                                   ["outcome"], registry=self.registry)
         self._tokens = self._passes = 0
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:

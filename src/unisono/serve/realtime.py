@@ -10,7 +10,11 @@
 
 Audio is pcm16 (24 kHz, 16-bit little-endian mono, base64). With server VAD (silero-vad, per
 connection) a pause of `silence_duration_ms` ends the user's turn: the buffer is committed,
-transcribed, and answered; speech during an answer cancels it (barge-in). Event names follow the
+transcribed, and answered; speech during an answer cancels it (barge-in). The answer does not wait
+for that pause to be over: once the user has been quiet for half of it (at most EAGER_AFTER_MS),
+the buffer is committed and answered with every event held back; the end of the turn releases
+them (so the first audio can follow the end of the silence at once), and speech before it drops
+them unseen and puts the audio back in the buffer. Event names follow the
 GA protocol; a client that connects with `OpenAI-Beta: realtime=v1` gets the beta names, and
 the beta session shape is understood either way.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import json
 import logging
 import uuid
@@ -45,6 +50,7 @@ log = logging.getLogger("unisono.serve")
 RATE = 24000  # pcm16 on the wire
 MAX_APPEND_BYTES = 8 * 2**20  # decoded pcm16 in one append (~3 min); a frame over 16 MiB is refused by the socket (1009)
 MIN_COMMIT_MS = 100  # a shorter buffer has nothing to transcribe
+EAGER_AFTER_MS = 200  # quiet this long, the answer starts being prepared (unseen until the turn ends)
 
 GA_NAMES = {  # GA name -> beta name, for what the server sends
     "conversation.item.added": "conversation.item.created",
@@ -59,6 +65,31 @@ GA_NAMES = {  # GA name -> beta name, for what the server sends
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class Held:
+    """The events of an answer prepared before its turn has ended, kept from the client until
+    the turn is confirmed (then sent in order) or the user speaks on (then dropped)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.released = False
+
+
+_HELD: contextvars.ContextVar[Held | None] = contextvars.ContextVar("unisono_realtime_held", default=None)
+
+
+@dataclass
+class EagerTurn:
+    """A turn committed at the first pause, its transcript and answer under way in `task`; what
+    the session was before it, to put back if the user goes on speaking."""
+
+    task: asyncio.Task
+    held: Held
+    pcm: bytes
+    buffer_start_ms: int
+    n_items: int
+    response_before: asyncio.Task | None
 
 
 @dataclass
@@ -169,8 +200,8 @@ class ProtocolError(Exception):
 class RealtimeConnection:
     """One client's session: its settings, audio buffer, conversation and current response."""
 
-    def __init__(self, websocket: WebSocket, engine: Any, max_tokens: int, beta: bool):
-        self.ws, self.engine, self.beta = websocket, engine, beta
+    def __init__(self, websocket: WebSocket, engine: Any, max_tokens: int, beta: bool, metrics: Any = None):
+        self.ws, self.engine, self.beta, self.metrics = websocket, engine, beta, metrics
         self.max_tokens = max_tokens
         self.id = new_id("sess")
         self.settings = SessionSettings(max_output_tokens=min(256, max_tokens), audio_out=engine.can_speak)
@@ -182,6 +213,7 @@ class RealtimeConnection:
         self._stream: Stream | None = None
         self._vad = None
         self._speech_item: str | None = None  # the item id announced at speech_started
+        self._eager: EagerTurn | None = None  # a turn being answered while the VAD waits out its silence
         self._speaker: tuple[str, Any] | None = None  # (voice name, its speaker embedding)
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._closed = False
@@ -189,7 +221,12 @@ class RealtimeConnection:
     # ---- sending ------------------------------------------------------------------------------
     async def send(self, event_type: str, **fields: Any) -> None:
         name = GA_NAMES.get(event_type, event_type) if self.beta else event_type
-        await self._outbox.put({"type": name, "event_id": new_id("event"), **fields})
+        event = {"type": name, "event_id": new_id("event"), **fields}
+        held = _HELD.get()
+        if held is not None and not held.released:  # sent by an eager turn not yet confirmed
+            held.events.append(event)
+        else:
+            self._outbox.put_nowait(event)
 
     async def error(self, message: str, code: str, param: str | None = None, event_id: str | None = None,
                     kind: str = "invalid_request_error") -> None:
@@ -221,6 +258,7 @@ class RealtimeConnection:
                     return
         finally:
             self._closed = True
+            await self._drop_eager()
             await self._cancel_response()
             await self._outbox.put(None)
             try:
@@ -261,6 +299,7 @@ class RealtimeConnection:
         except ValueError as e:
             raise ProtocolError(str(e), "invalid_value", "session") from None
         if self.settings.turn_detection is None:
+            await self._drop_eager()
             self._vad = None
         await self.send("session.updated", session=self._session())
 
@@ -288,7 +327,8 @@ class RealtimeConnection:
         if self._vad is None:
             from unisono.audio.vad import StreamingVAD
 
-            self._vad = await asyncio.to_thread(StreamingVAD, td.threshold, td.silence_duration_ms)
+            pause_ms = min(EAGER_AFTER_MS, td.silence_duration_ms // 2) if td.create_response else None
+            self._vad = await asyncio.to_thread(StreamingVAD, td.threshold, td.silence_duration_ms, pause_ms=pause_ms)
             self._vad_origin_ms = self.buffer_start_ms + (len(self.buffer) - len(pcm)) * 1000 // (2 * RATE)
         samples = soxr.resample(np.frombuffer(pcm, "<i2").astype(np.float32) / 32768, RATE, 16000)
         for change, sample in await asyncio.to_thread(self._vad.feed, samples):
@@ -298,17 +338,66 @@ class RealtimeConnection:
                 await self.send("input_audio_buffer.speech_started", audio_start_ms=at_ms, item_id=self._speech_item)
                 if td.interrupt_response and self.response is not None and not self.response.done():
                     await self._cancel_response()  # barge-in: the user speaks over the answer
+            elif change == "pause":
+                self._start_eager()
+            elif change == "resume":
+                await self._drop_eager()
             else:
                 await self.send("input_audio_buffer.speech_stopped", audio_end_ms=at_ms, item_id=self._speech_item)
-                await self._commit(self._speech_item, create_response=td.create_response)
+                if self._eager is not None:
+                    self._confirm_eager()
+                else:
+                    await self._commit(self._speech_item, create_response=td.create_response)
+
+    # ---- eager turns: the answer is prepared during the silence that ends the turn ----------------
+    def _start_eager(self) -> None:
+        """The user paused: commit what they said and start answering, every event held back."""
+        busy = self.response is not None and not self.response.done()
+        if self._eager is not None or busy or len(self.buffer) < 2 * RATE * MIN_COMMIT_MS // 1000:
+            return
+        held, start_ms, n_items = Held(), self.buffer_start_ms, len(self.items)
+        pcm = self._take_buffer()
+        context = contextvars.copy_context()
+        context.run(_HELD.set, held)  # this task, and the response task it starts, send into `held`
+        task = asyncio.create_task(self._commit_pcm(self._speech_item, pcm, create_response=True), context=context)
+        self._eager = EagerTurn(task, held, pcm, start_ms, n_items, self.response)
+
+    def _confirm_eager(self) -> None:
+        """The silence ended the turn: send what the eager turn has done so far, and the rest as it
+        comes. The audio since the pause was silence; it is dropped with the turn."""
+        eager, self._eager = self._eager, None
+        for event in eager.held.events:
+            self._outbox.put_nowait(event)
+        eager.held.released = True  # no await since the flush: nothing can come between
+        self._take_buffer()
+        if self.metrics is not None:
+            self.metrics.eager_turns.labels("confirmed").inc()
+
+    async def _drop_eager(self) -> None:
+        """The user went on speaking (or the buffer was cleared): undo the eager turn, unseen."""
+        eager, self._eager = self._eager, None
+        if eager is None:
+            return
+        eager.task.cancel()
+        await asyncio.gather(eager.task, return_exceptions=True)
+        if self.response is not eager.response_before:
+            await self._cancel_response()
+            self.response = eager.response_before
+        del self.items[eager.n_items:]
+        self.buffer[:0] = eager.pcm
+        self.buffer_start_ms = eager.buffer_start_ms
+        if self.metrics is not None:
+            self.metrics.eager_turns.labels("dropped").inc()
 
     async def on_commit(self, event: dict) -> None:
+        await self._drop_eager()  # a client's commit takes the whole buffer, the eagerly committed audio too
         if len(self.buffer) < 2 * RATE * MIN_COMMIT_MS // 1000:
             raise ProtocolError(f"the input buffer holds {len(self.buffer) * 1000 // (2 * RATE)} ms of audio; a commit "
                                 f"needs at least {MIN_COMMIT_MS} ms", "input_audio_buffer_commit_empty")
         await self._commit(new_id("item"), create_response=False)
 
     async def on_clear(self, event: dict) -> None:
+        await self._drop_eager()
         self.buffer_start_ms += len(self.buffer) * 1000 // (2 * RATE)
         self.buffer.clear()
         if self._vad is not None:
@@ -316,10 +405,16 @@ class RealtimeConnection:
             self._vad = None
         await self.send("input_audio_buffer.cleared")
 
-    async def _commit(self, item_id: str, create_response: bool) -> None:
+    def _take_buffer(self) -> bytes:
         pcm = bytes(self.buffer)
         self.buffer_start_ms += len(pcm) * 1000 // (2 * RATE)
         self.buffer.clear()
+        return pcm
+
+    async def _commit(self, item_id: str, create_response: bool) -> None:
+        await self._commit_pcm(item_id, self._take_buffer(), create_response)
+
+    async def _commit_pcm(self, item_id: str, pcm: bytes, create_response: bool) -> None:
         previous = self.items[-1]["id"] if self.items else None
         await self.send("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id)
         item = {"id": item_id, "type": "message", "role": "user", "status": "completed", "object": "realtime.item",
@@ -546,7 +641,7 @@ HANDLERS = {
 KEY_PROTOCOL = "openai-insecure-api-key."  # browsers cannot set headers: the key rides as a subprotocol
 
 
-async def serve_realtime(websocket: WebSocket, engine: Any, config: Any, gate: Any) -> None:
+async def serve_realtime(websocket: WebSocket, engine: Any, config: Any, gate: Any, metrics: Any = None) -> None:
     """Authenticate (header or subprotocol), hold one of the key's slots, run the session."""
     offered = list(websocket.scope.get("subprotocols") or [])
     authorization = websocket.headers.get("authorization")
@@ -564,7 +659,7 @@ async def serve_realtime(websocket: WebSocket, engine: Any, config: Any, gate: A
     try:
         await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
         beta = websocket.headers.get("openai-beta", "").startswith("realtime=v1")
-        connection = RealtimeConnection(websocket, engine, config.max_tokens, beta)
+        connection = RealtimeConnection(websocket, engine, config.max_tokens, beta, metrics)
         if model not in (None, "", engine.name):
             await websocket.send_text(json.dumps({"type": "error", "event_id": new_id("event"), "error": {
                 "type": "invalid_request_error", "code": "model_not_found", "param": "model", "event_id": None,
