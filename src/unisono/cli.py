@@ -350,6 +350,8 @@ def chat(
             err.print(f"[yellow]warning[/yellow] {note}")
         typer.echo(f"you: {reply.user_text}")
         typer.echo(f"unisono: {reply.text}")
+        timing = ", ".join(f"{stage} {ms * 1000:.0f} ms" for stage, ms in reply.seconds.items())
+        err.print(f"[dim]turn {number}: {timing}[/dim]")
         if reply.audio is not None and out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             save_audio(out_dir / f"reply-{number}.wav", reply.audio)

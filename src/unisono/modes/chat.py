@@ -13,6 +13,7 @@ embedded model was trained for ASR and TTS, not to converse.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,7 @@ class ChatReply:
     audio: np.ndarray | None  # 16 kHz float32, None when not spoken
     finish_reason: str  # stop | length
     warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # heard, replied, first_audio, spoken: since the call
 
 
 class Conversation:
@@ -80,9 +82,12 @@ class Conversation:
         return vocab.decode_text(tokens).strip(), "length" if session.finish_reason == LENGTH else "stop"
 
     def turn(self, user: np.ndarray | str) -> ChatReply:
-        """One exchange: audio (16 kHz samples or a path) or text in, the reply out."""
-        from unisono.modes.tts import TTSOptions, speak
+        """One exchange: audio (16 kHz samples or a path) or text in, the reply out, with the time
+        each stage had taken since the call (`seconds`)."""
+        from unisono.modes.tts import TTSOptions, speak_stream
 
+        started = time.perf_counter()
+        seconds: dict[str, float] = {}
         warnings: list[str] = []
         if isinstance(user, str) and not user.lower().endswith((".wav", ".flac", ".ogg", ".mp3")):
             user_text = user.strip()
@@ -91,15 +96,23 @@ class Conversation:
             user_text, warnings = transcript.text.strip(), list(transcript.warnings)
         if not user_text:
             raise ValueError("nothing was said in this turn" if not isinstance(user, str) else "the turn is empty")
+        seconds["heard"] = time.perf_counter() - started
         text, finish = self.reply_text(user_text)
+        seconds["replied"] = time.perf_counter() - started
         audio = None
         if self.options.speak and text:
             seed = None if self.options.seed is None else self.options.seed + self._turns
+            records, chunks = [], []
             try:
-                speech = speak(self.model, text, voice=self.options.voice, options=TTSOptions(seed=seed))
-                audio, warnings = speech.audio, warnings + speech.warnings
+                for chunk in speak_stream(self.model, text, voice=self.options.voice, options=TTSOptions(seed=seed),
+                                          report=records.append):
+                    seconds.setdefault("first_audio", time.perf_counter() - started)
+                    chunks.append(chunk)
+                audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+                warnings += records[0].warnings
+                seconds["spoken"] = time.perf_counter() - started
             except ValueError as e:  # a reply with nothing speakable in it
                 warnings.append(f"the reply was not spoken: {e}")
         self.history += [Turn("user", [user_text]), Turn("assistant", [text])]
         self._turns += 1
-        return ChatReply(user_text, text, audio, finish, warnings)
+        return ChatReply(user_text, text, audio, finish, warnings, seconds)
