@@ -66,3 +66,17 @@ def test_bad_turns_are_refused(model):
     assert chat.history == []  # a refused turn leaves no trace
     with pytest.raises(ValueError, match="max_tokens"):
         ChatOptions(max_tokens=0)
+
+
+def test_the_reply_hears_the_turns_audio(model, example_wav):
+    # the turn's audio is in the prompt (as the chat training task puts it), its words in the history
+    from tests.serve.conftest import greedy_reply
+
+    from unisono.audio.io import load_audio
+
+    audio = load_audio(example_wav)
+    chat = Conversation(model, ChatOptions(system="Be brief.", speak=False, temperature=0.0, max_tokens=16))
+    reply = chat.turn(audio)
+    expected = greedy_reply(model, [Turn("system", ["Be brief."]), Turn("user", [None])], 16, audio=audio)[0]
+    assert reply.text == expected.strip()
+    assert chat.history == [Turn("user", [reply.user_text]), Turn("assistant", [reply.text])]

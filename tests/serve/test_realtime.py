@@ -78,7 +78,9 @@ def test_openai_client_manual_turn_matches_the_model(server, serve_model, speech
              "response.output_text.done", "response.content_part.done", "response.output_item.done", "response.done"]
     assert [k for k in kinds if k in order] == order
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
-    expected = greedy_reply(serve_model, [Turn("system", ["Be brief."]), Turn("user", [transcript])], server.app.state.config.max_tokens)[0]
+    # the reply hears the turn's audio itself, as the chat mode's prompt holds it
+    expected = greedy_reply(serve_model, [Turn("system", ["Be brief."]), Turn("user", [None])],
+                            server.app.state.config.max_tokens, audio=heard)[0]
     assert text == expected
     done = events[-1].response
     assert done.status in ("completed", "incomplete") and done.output[0].content[0].text == text

@@ -131,3 +131,20 @@ def test_unknown_tasks_are_refused():
     with pytest.raises(ValueError, match="no positive weight"):
         check_tasks({"asr": 0.0})
     assert set(TASKS) >= {"asr", "tts", "tts-instruct", "continue", "s2s", "text"}
+
+
+def test_chat_learns_the_reply_to_a_spoken_turn_in_the_chat_modes_prompt(vocab):
+    # what is trained is what `unisono.modes.chat.Conversation` decodes from: persona, earlier turns
+    # as text, this turn as audio; only the reply (and its <|end|>) is learned
+    from unisono.model.vocab import Audio, Turn
+
+    dialogue = {"persona": "You are Ava.", "history": [["user", "Who are you?"], ["assistant", "I'm Ava."]],
+                "reply": "I live in Oslo."}
+    r = row(0, text="Where do you live?", codes=None, dialogue=dialogue)
+    ex = build_example("chat", ctx(r, n_audio=9), vocab, row_index=3)
+    mode = [Turn("system", ["You are Ava."]), Turn("user", ["Who are you?"]), Turn("assistant", ["I'm Ava."]),
+            Turn("user", [Audio(9)])]
+    assert ex.ids[: ex.target_start] == vocab.encode_prompt(mode).ids  # ends with <|assistant|>
+    assert targets(ex) == vocab.encode_text("I live in Oslo.") + [vocab.end_id]
+    assert ex.clip == 3 and ex.ids.count(vocab.audio_id) == 9
+    assert TASKS["chat"](ctx(row(1, codes=None))) is None  # a row without a reply is no chat example

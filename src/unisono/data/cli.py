@@ -96,6 +96,50 @@ def synth(
 
 
 @app.command()
+def dialogue(
+    out: str = typer.Option("corpus/dialogue", "--out", "-o", help="Corpus folder (created; an existing one is resumed)."),
+    count: int = typer.Option(3000, help="Rows (one spoken user turn and its reply each)."),
+    seed: int = typer.Option(0, help="What is drawn: sources, personas, facts, voices, rates."),
+    shares: str = typer.Option("chatterbot=0.45,persona=0.25,facts=0.15,speaker=0.15",
+                               help="Share of rows per source: chatterbot (corpus conversations), persona (a persona "
+                                    "asked about over turns), facts (questions with known answers), speaker (questions "
+                                    "about the speaker's gender or rate)."),
+    chinese: float = typer.Option(0.2, help="Share of the chatterbot rows in Chinese."),
+    exclude: list[str] = typer.Option(None, "--exclude", help="Prompt files (JSONL with 'turns') whose user turns "
+                                      "are never used; default: the repository's dialogue evaluation set."),
+) -> None:
+    """Spoken dialogue rows for the `chat` training task: the user's turn spoken by a voice of known
+    gender and rate, the reply, the persona and the earlier turns (see unisono/data/dialogue.py)."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from unisono.data.dialogue import SOURCES, DialogueDataConfig, build
+    from unisono.data.engines import SynthesisError
+    from unisono.eval.dialogue import DEFAULT_PROMPTS
+
+    try:
+        weights = {k.strip(): float(v) for k, v in (part.split("=") for part in shares.split(",") if part.strip())}
+    except ValueError:
+        raise typer.BadParameter("write shares as source=weight,... (e.g. chatterbot=0.5,persona=0.5)",
+                                 param_hint="--shares") from None
+    if set(weights) - set(SOURCES) or not any(w > 0 for w in weights.values()) or any(w < 0 for w in weights.values()):
+        raise typer.BadParameter(f"sources are {', '.join(SOURCES)}, with weights >= 0 and one > 0", param_hint="--shares")
+    if count < 1 or not 0 <= chinese <= 1:
+        raise typer.BadParameter("--count must be >= 1 and --chinese in [0, 1]")
+    config = DialogueDataConfig(count=count, seed=seed, shares=weights, chinese=chinese,
+                                exclude=[str(p) for p in (exclude or [DEFAULT_PROMPTS])])
+    with Progress(TextColumn("dialogue rows"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("rows", total=count)
+        try:
+            manifest = build(Path(out), config, progress=lambda: bar.advance(task))
+        except (ValueError, SynthesisError, FileNotFoundError) as e:
+            raise typer.BadParameter(str(e)) from None
+    typer.echo(f"{count} rows: {manifest}")
+
+
+@app.command()
 def stats(
     manifests: list[str] = typer.Argument(..., help="Manifest files or corpus folders (each holding manifest.jsonl)."),
     plot: str = typer.Option("", "--plot", help="Write a PNG of hours by engine/tier and clip durations here."),

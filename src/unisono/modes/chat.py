@@ -1,21 +1,23 @@
 """Spoken dialogue, turn by turn: what the server's Realtime sessions do, in-process.
 
-    user audio ─► ASR (modes.asr) ─► the user's words
-    [<|system|> persona <|end|>] history (text turns, the last `max_history_turns`) <|user|> words <|end|>
-      <|assistant|> ─► a decode session, text tokens only ─► the reply's words
+    user audio ─► ASR (modes.asr) ─► the user's words (shown, and kept in the history)
+    [<|system|> persona <|end|>] history (text turns, the last `max_history_turns`)
+      <|user|> <|audio_start|> the turn's audio <|audio_end|> <|end|> <|assistant|>
+      ─► a decode session, text tokens only ─► the reply's words
     ─► TTS (modes.tts) ─► the reply spoken, in the conversation's voice
 
-A `Conversation` keeps the history; each `turn` takes audio (or text) and returns the user's
+The reply hears the turn itself, not only its transcript (the `chat` training task's prompt), so
+a model trained on spoken dialogue can answer how something was said as well as what. A typed
+turn is a text part. A `Conversation` keeps the history; each `turn` returns the user's
 transcript, the reply and its audio. The history is bounded, so a long conversation keeps a prompt
-the model was trained on. The reply is only as good as the model's dialogue training: the
-embedded model was trained for ASR and TTS, not to converse.
+the model was trained on.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -61,23 +63,24 @@ class Conversation:
         if self.options.speak and model.vocab.n_speech == 0:
             raise ValueError("this model has no speech tokens: it cannot speak its replies (speak=False for text)")
 
-    def prompt(self, user_text: str) -> list[Turn]:
+    def prompt(self, user: str | np.ndarray) -> list[Turn]:
+        """The turns the reply is decoded from; `user` is the new turn's words or its 16 kHz audio."""
         keep = self.history[-self.options.max_history_turns:] if self.options.max_history_turns else []
         system = [Turn("system", [self.options.system])] if self.options.system else []
-        return system + keep + [Turn("user", [user_text])]
+        return system + keep + [Turn("user", [user])]
 
     @torch.no_grad()
-    def reply_text(self, user_text: str) -> tuple[str, str]:
+    def reply_text(self, user: str | np.ndarray) -> tuple[str, str]:
         from unisono.decode.session import LENGTH, Session, SessionConfig
         from unisono.modes.asr import text_tokens_mask
 
         o, vocab = self.options, self.model.vocab
-        ids = vocab.encode_prompt(self.prompt(user_text)).ids
+        embeds, _ = embed_turns(self.model, self.prompt(user))
         seed = None if o.seed is None else o.seed + self._turns
         config = SessionConfig(max_new_tokens=o.max_tokens, stop_ids=(vocab.end_id,), allowed=text_tokens_mask(self.model),
                                sampling=SamplingConfig(temperature=o.temperature, top_p=o.top_p, seed=seed))
         session = Session(self.model, config)
-        session.prefill(self.model.embed_prompt(torch.tensor([ids], device=self.model.device))[0])
+        session.prefill(embeds)
         tokens = [t for t in session.tokens() if t != vocab.end_id]
         return vocab.decode_text(tokens).strip(), "length" if session.finish_reason == LENGTH else "stop"
 
@@ -89,15 +92,20 @@ class Conversation:
         started = time.perf_counter()
         seconds: dict[str, float] = {}
         warnings: list[str] = []
+        heard: str | np.ndarray
         if isinstance(user, str) and not user.lower().endswith((".wav", ".flac", ".ogg", ".mp3")):
-            user_text = user.strip()
+            user_text = heard = user.strip()
         else:
-            transcript = self.model.transcribe(user)
+            from unisono.audio.io import load_audio
+
+            audio = load_audio(user) if isinstance(user, str) else np.asarray(user, np.float32)
+            transcript = self.model.transcribe(audio)
             user_text, warnings = transcript.text.strip(), list(transcript.warnings)
+            heard = audio
         if not user_text:
             raise ValueError("nothing was said in this turn" if not isinstance(user, str) else "the turn is empty")
         seconds["heard"] = time.perf_counter() - started
-        text, finish = self.reply_text(user_text)
+        text, finish = self.reply_text(heard)
         seconds["replied"] = time.perf_counter() - started
         audio = None
         if self.options.speak and text:
@@ -116,3 +124,23 @@ class Conversation:
         self.history += [Turn("user", [user_text]), Turn("assistant", [text])]
         self._turns += 1
         return ChatReply(user_text, text, audio, finish, warnings, seconds)
+
+
+@torch.no_grad()
+def embed_turns(model: "Unisono", turns: Sequence[Turn]) -> tuple[torch.Tensor, int]:
+    """The input embeddings of a chat prompt whose parts are text or 16 kHz audio arrays (each
+    clip encoded and put where it stands), ending with `<|assistant|>`; and the prompt's length."""
+    from unisono.audio.features import batch_log_mel
+    from unisono.model.vocab import Audio
+
+    clips = [p for t in turns for p in t.parts if isinstance(p, np.ndarray)]
+    feats = lengths = None
+    if clips:
+        mel, mel_lengths = batch_log_mel(clips, n_mels=model.config.encoder.n_mels)
+        feats, lengths = model.encode_audio(mel.to(model.device), mel_lengths.to(model.device))
+    positions = iter(int(n) for n in (lengths if lengths is not None else []))
+    prompt = model.vocab.encode_prompt([Turn(t.role, [Audio(next(positions)) if isinstance(p, np.ndarray) else p
+                                                      for p in t.parts]) for t in turns])
+    ids = torch.tensor([prompt.ids], device=model.device)
+    return model.embed_prompt(ids, feats, lengths)[0], len(prompt.ids)
+

@@ -19,7 +19,7 @@ from unisono.decode.session import LENGTH, SessionConfig
 from unisono.decode.stats import DecodeStats
 from unisono.decode.text_stream import TextStream
 from unisono.modes.asr import MAX_SEGMENT_S, Transcript, text_tokens_mask
-from unisono.model.vocab import Audio, Turn
+from unisono.model.vocab import Turn
 
 ChatPart = Union[str, np.ndarray]  # text, or 16 kHz mono audio
 PCM_RATE = 24000  # OpenAI's pcm16 on the wire
@@ -111,23 +111,12 @@ class Engine:
                                  f"at most {MAX_SEGMENT_S:.0f} s of audio (transcribe longer audio instead)")
             if len(clip) == 0:
                 raise ValueError("an input_audio part holds no samples")
-        feats = lengths = None
-        n_positions: list[int] = []
-        if clips:
-            from unisono.audio.features import batch_log_mel
+        from unisono.modes.chat import embed_turns
 
-            mel, mel_lengths = batch_log_mel(clips, n_mels=self.model.config.encoder.n_mels)
-            feats, lengths = self.model.encode_audio(mel.to(self.model.device), mel_lengths.to(self.model.device))
-            n_positions = [int(n) for n in lengths]
-        positions = iter(n_positions)
-        prompt_turns = [Turn(t.role, [Audio(next(positions)) if isinstance(p, np.ndarray) else p for p in t.parts])
-                        for t in turns]
-        prompt = self.model.vocab.encode_prompt(prompt_turns)
-        ids = torch.tensor([prompt.ids], device=self.model.device)
-        embeds = self.model.embed_prompt(ids, feats, lengths)[0]
+        embeds, n_prompt = embed_turns(self.model, [Turn(t.role, list(t.parts)) for t in turns])
         config = SessionConfig(max_new_tokens=max_tokens, stop_ids=(self.model.vocab.end_id,),
                                sampling=sampling, allowed=self._text_mask)
-        return self.scheduler.submit(embeds, config), len(prompt.ids)
+        return self.scheduler.submit(embeds, config), n_prompt
 
     def reply(self, turns: Sequence[ChatTurn], *, max_tokens: int, sampling: SamplingConfig,
               emit: Callable[[str], None]) -> Reply:

@@ -536,8 +536,17 @@ class RealtimeConnection:
             pass
 
     def _turns(self, instructions: str) -> list[ChatTurn]:
+        """The prompt of a response, as `modes.chat` builds it: earlier turns as their words, the
+        user's last turn as its audio when it was spoken (and fits a chat turn)."""
+        from unisono.modes.asr import MAX_SEGMENT_S
+
         turns = [ChatTurn("system", [instructions])] if instructions else []
-        for item in self.items:
+        for index, item in enumerate(self.items):
+            spoken = item.get("_audio")
+            if (index == len(self.items) - 1 and item["role"] == "user" and spoken is not None
+                    and 0 < len(spoken) <= MAX_SEGMENT_S * 16000):
+                turns.append(ChatTurn("user", [spoken]))
+                continue
             words = " ".join(p.get("text") or p.get("transcript") or "" for p in item["content"]).strip()
             if words:
                 turns.append(ChatTurn(item["role"], [words]))

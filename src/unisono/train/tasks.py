@@ -11,6 +11,9 @@ run. ASR uses `unisono.modes.asr.asr_prompt` itself.
     continue     <|user|> <|continue|> u1 <|end|> <|assistant|> u2 u3 <|end|>     (each u as text or as speech tokens)
     s2s          <|user|> <|chat|> speech(q) <|end|> <|assistant|> text(a) speech(a) <|end|>
     text         <|user|> <|text|> <|end|> <|assistant|> text <|end|>
+    chat         [<|system|> persona <|end|>] (<|user|> text <|end|> <|assistant|> text <|end|>)*
+                 <|user|> <|audio_start|> <|audio|>xN <|audio_end|> <|end|> <|assistant|> reply <|end|>
+                 (spoken dialogue, `unisono.data.dialogue` rows: the user's turn heard, the reply learned)
 
 Speech tokens come from the row's `speech_tokens` field (codebook indices). Tasks that need
 them are simply not drawn for rows without them, so a corpus without speech tokens trains
@@ -151,6 +154,20 @@ def s2s_turns(c: TaskContext) -> list[Turn] | None:
     return [Turn("user", [Special("chat"), Speech(tuple(q))]), Turn("assistant", [answer.text, Speech(tuple(a))])]
 
 
+def chat_turns(c: TaskContext) -> list[Turn] | None:
+    """A spoken turn answered: the prompt `unisono.modes.chat` builds (persona, earlier turns as
+    text, this turn as audio); only the reply is learned."""
+    from unisono.model.vocab import Audio
+
+    dialogue = c.row.meta.get("dialogue") or {}
+    reply = dialogue.get("reply")
+    if not isinstance(reply, str) or not reply.strip():
+        return None
+    turns = [Turn("system", [dialogue["persona"]])] if dialogue.get("persona") else []
+    turns += [Turn(role, [text]) for role, text in dialogue.get("history") or []]
+    return turns + [Turn("user", [Audio(c.n_audio)]), Turn("assistant", [reply.strip()])]
+
+
 def text_turns(c: TaskContext) -> list[Turn] | None:
     if not c.row.text.strip():
         return None
@@ -165,8 +182,9 @@ TASKS: dict[str, Callable[[TaskContext], list[Turn] | None]] = {
     "continue": continue_turns,
     "s2s": s2s_turns,
     "text": text_turns,
+    "chat": chat_turns,
 }
-AUDIO_TASKS = {"asr"}  # tasks whose prompt holds the row's audio
+AUDIO_TASKS = {"asr", "chat"}  # tasks whose prompt holds the row's audio
 PARTNER_KEYS = {"continue": "speaker", "tts-prompted": "speaker", "s2s": "conversation"}  # rows are paired on this field
 
 

@@ -1,0 +1,68 @@
+"""Spoken dialogue data: rows whose replies and speakers are known, nothing of the evaluation set,
+and a build that resumes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from unisono.data.dialogue import (CITIES, FEMALE_VARIANTS, MALE_VARIANTS, NAMES, RATES, SPEAKER_REPLIES,
+                                   DialogueDataConfig, build, chatterbot_rows, excluded_turns, plan_rows, _key)
+from unisono.eval.dialogue import DEFAULT_PROMPTS, read_prompts
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng)")
+
+
+def test_the_evaluation_set_is_kept_out():
+    evaluation = read_prompts(DEFAULT_PROMPTS)
+    excluded = excluded_turns([str(DEFAULT_PROMPTS)])
+    rows = list(plan_rows(DialogueDataConfig(count=1500, seed=3, exclude=[str(DEFAULT_PROMPTS)])))
+    assert not {_key(r.user) for r in rows} & excluded
+    # the evaluation personas' names and cities are not in the matrix
+    said = " ".join(p.persona for p in evaluation if p.persona)
+    assert not {n for n in NAMES if re.search(rf"\b{n}\b", said)} and not {c for c in CITIES if c in said}
+    sources = {s: sum(r.source == s for r in rows) / len(rows) for s in ("chatterbot", "persona", "facts", "speaker")}
+    assert abs(sources["chatterbot"] - 0.45) < 0.05 and abs(sources["speaker"] - 0.15) < 0.04
+
+
+def test_rows_are_spoken_style_and_persona_answers_follow_the_persona():
+    for r in chatterbot_rows("en") + chatterbot_rows("zh"):
+        assert len(r.reply) <= 160 and "\n" not in r.reply and not re.search(r"[*#`]", r.reply)
+        assert [role for role, _ in r.history] == ["user", "assistant"] * (len(r.history) // 2)
+    for r in plan_rows(DialogueDataConfig(count=300, seed=1, shares={"persona": 1.0})):
+        name, job, city = re.match(r"You are (\w+), an? ([\w ]+) who lives in (\w+)\.", r.persona).groups()
+        assert any(fact in r.reply for fact in (name, job, city))
+        assert all(any(f in a for f in (name, job, city)) for role, a in r.history if role == "assistant")
+
+
+def test_the_plan_is_fixed_by_its_seed():
+    a = [r.user for r in plan_rows(DialogueDataConfig(count=50, seed=7))]
+    assert a == [r.user for r in plan_rows(DialogueDataConfig(count=50, seed=7))]
+    assert a != [r.user for r in plan_rows(DialogueDataConfig(count=50, seed=8))]
+
+
+@needs_espeak
+def test_speaker_replies_come_from_the_voice_the_turn_was_spoken_in_and_a_build_resumes(tmp_path):
+    config = DialogueDataConfig(count=16, seed=2, shares={"speaker": 0.7, "facts": 0.3})
+    manifest = build(tmp_path / "d", config)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert len(rows) == 16
+    for r in rows:
+        meta = r["meta"]
+        attributes, variant = meta["speaker_attributes"], meta["voice"].split("+")[1]
+        assert variant in (FEMALE_VARIANTS if attributes["gender"] == "female" else MALE_VARIANTS)
+        lo, hi = RATES[attributes["rate"]]
+        assert lo <= meta["synth"]["wpm"] <= hi
+        if meta["dialogue"]["source"] == "speaker":
+            asked = "gender" if re.search(r"\b(man|woman|male|female)\b", r["text"]) else "rate"
+            assert meta["dialogue"]["reply"] in SPEAKER_REPLIES[(asked, attributes[asked])]
+        assert (tmp_path / "d" / r["audio"]).stat().st_size > 1000
+    # killed mid-write: the torn line goes, the rest is kept, the rows are made again alike
+    text = manifest.read_text()
+    manifest.write_text(text[: len(text) - 40])
+    build(tmp_path / "d", config)
+    again = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert [r["id"] for r in again] == [r["id"] for r in rows] and again == rows
