@@ -1,7 +1,7 @@
 """`unisono train ...` commands. Heavy imports stay inside the commands so the CLI starts fast.
 
     unisono train align    --config FILE [--out DIR] [--resume] [--init DIR] [--set KEY=VALUE]...
-    unisono train pretrain | cooldown | sft-asr | sft-tts | mtp   (the same options)
+    unisono train pretrain | cooldown | sft-asr | sft-tts | sft-chat | mtp   (the same options)
     unisono train features MANIFEST... --out DIR [--encoder unisono-tiny]
     unisono train plot RUN... --out loss.png
     unisono train export RUN --out DIR [--dtype float16|int8]
@@ -17,7 +17,7 @@ import typer
 
 from unisono.train.codec_cli import app as codec_app
 
-app = typer.Typer(help="Train the backbone through the report's stages (align, pretrain, cooldown, sft-asr, sft-tts, mtp), and the speech codec.",
+app = typer.Typer(help="Train the backbone through the report's stages (align, pretrain, cooldown, sft-asr, sft-tts, sft-chat, mtp), and the speech codec.",
                   no_args_is_help=True)
 
 STAGE_HELP = {
@@ -26,6 +26,7 @@ STAGE_HELP = {
     "cooldown": "Cool-down: the best data, longer sequences, instructive TTS.",
     "sft-asr": "ASR fine-tuning: encoder frozen, token-budget batches, SpecAugment, cosine LR.",
     "sft-tts": "TTS fine-tuning: text (and an instruction) -> speech tokens, with ASR rehearsal.",
+    "sft-chat": "Spoken dialogue fine-tuning: a spoken turn -> the reply, with ASR and TTS rehearsal.",
     "mtp": "MTP head: branches alone on the frozen backbone, then jointly at a lower LR.",
 }
 

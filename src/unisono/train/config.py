@@ -1,6 +1,6 @@
 """Configuration of a training stage: one YAML file per stage, one schema for all of them.
 
-    stage: sft-asr                      # align | pretrain | cooldown | sft-asr | sft-tts | mtp
+    stage: sft-asr                      # align | pretrain | cooldown | sft-asr | sft-tts | sft-chat | mtp
     model:    where the weights start (a registered config name or a checkpoint directory)
     data:     manifests, tasks and their mix, batching, SpecAugment
     optim:    AdamW and gradient clipping
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-STAGES = ("align", "pretrain", "cooldown", "sft-asr", "sft-tts", "mtp")
+STAGES = ("align", "pretrain", "cooldown", "sft-asr", "sft-tts", "sft-chat", "mtp")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
