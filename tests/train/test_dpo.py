@@ -87,3 +87,46 @@ def test_broken_pairs_are_named(tmp_path):
         read_pairs([str(bad)])
     with pytest.raises(ValueError, match="loss_type"):
         DPOObjective(DPOConfig(init="x", pairs=[write_pairs(tmp_path / "p.jsonl")], loss_type="kto"))
+
+
+def write_chat_pairs(path, clip: str, n: int = 3) -> str:
+    rows = [{"id": f"c{i}", "prompt": {"id": f"c{i}", "text": "Where do you live?", "audio": clip,
+                                        "persona": "You are Ava.", "history": [["user", "Hi."], ["assistant", "Hello."]]},
+             "chosen": f"I live in Oslo, number {i}.", "rejected": "" if i == 0 else "Lists: one, two, three.",
+             "margin": 0.3} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_chat_pairs_are_scored_in_the_chat_tasks_format_with_the_turns_audio(model, tmp_path, example_wav):
+    # a chat pair's row is the `chat` training example of that turn and reply; its log-probability is
+    # the model's own on that example, the spoken turn encoded into the prompt
+    import numpy as np
+
+    from unisono.audio.io import load_audio
+    from unisono.data.manifest import Utterance
+    from unisono.train.data import audio_positions
+    from unisono.train.preference import model_logps
+    from unisono.train.tasks import TaskContext, build_example
+
+    pairs = read_pairs([write_chat_pairs(tmp_path / "c.jsonl", str(example_wav))])  # an empty rejected reply is a pair
+    stream = PairStream(pairs, model.vocab, 1, seed=0, stride=model.config.adaptor.stride)
+    batch = stream.batch(0)
+    pair = next(p for p in pairs if p["chosen"] == model.vocab.decode_text(
+        [t for t in batch.targets[0].tolist() if t != -100][:-1]))
+    n_audio = audio_positions(len(load_audio(example_wav)), model.config.adaptor.stride)
+    row = Utterance("u", str(example_wav), "Where do you live?", "en", 1.0, meta={"dialogue": {
+        "persona": "You are Ava.", "history": pair["prompt"]["history"], "reply": pair["chosen"]}})
+    example = build_example("chat", TaskContext(row, [], n_audio, np.random.default_rng(0)), model.vocab, 0)
+    n = int(batch.attention_mask[0].sum())
+    assert batch.input_ids[0, :n].tolist() == example.ids
+    assert batch.targets[0, example.target_start:n].tolist() == example.ids[example.target_start:]
+    with torch.no_grad():
+        logps = model_logps(model, batch.input_ids, batch.attention_mask, batch.targets, batch.mel, batch.mel_lengths)
+        # by hand: the chosen row alone, its clip encoded, the answer's log-probabilities summed
+        feats, lengths = model.encode_audio(batch.mel[:1], batch.mel_lengths[:1])
+        ids = batch.input_ids[:1, :n]
+        logits = model.logits(model.decoder.model(inputs_embeds=model.embed_prompt(ids, feats, lengths)).last_hidden_state)
+        logp = torch.log_softmax(logits[0, :-1].float(), -1)
+        by_hand = sum(float(logp[i - 1, ids[0, i]]) for i in range(example.target_start, n))
+    assert float(logps[0]) == pytest.approx(by_hand, abs=1e-3)

@@ -77,6 +77,7 @@ class GenerativeJudge:
     """An instruct LLM as the judge, loaded once from a decoder source (nothing is downloaded)."""
 
     def __init__(self, source: str = DEFAULT_JUDGE, max_new_tokens: int = 160, threads: int | None = None):
+        """`max_new_tokens=0`: no critique, only the probability-weighted score (a cheap reward)."""
         import torch
         from transformers import AutoTokenizer
 
@@ -95,11 +96,13 @@ class GenerativeJudge:
 
         ids = self.tokenizer.apply_chat_template(judge_messages(reply, dialogue, persona), add_generation_prompt=True,
                                                  return_tensors="pt", return_dict=True)
-        with torch.no_grad():
-            out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.eos_token_id)
-        text = self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-        judgement = parse_judgement(text)
+        if self.max_new_tokens == 0:  # the score alone: no critique is written, "Score:" follows the prompt
+            judgement = Judgement("", None, "no critique asked for (max_new_tokens=0)")
+        else:
+            with torch.no_grad():
+                out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                          pad_token_id=self.tokenizer.eos_token_id)
+            judgement = parse_judgement(self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
         judgement.expected = self.expected_score(ids["input_ids"][0].tolist(), judgement.critique)
         return judgement
 

@@ -1,10 +1,11 @@
-"""Preference alignment of the TTS mode on the one Trainer: DPO (or IPO, or DPO with a reward-margin
-offset) on the pairs of `unisono.train.rollouts`.
+"""Preference alignment on the one Trainer: DPO (or IPO, or DPO with a reward-margin offset) on the
+pairs of `unisono.train.rollouts` (TTS) and `unisono.train.chat_rollouts` (spoken dialogue).
 
     RUN/init ◄─ the model the pairs were sampled from (the policy starts here; a frozen copy is the reference)
     micro-batch g: `pairs_per_batch` pairs drawn with rng(seed, g); rows [chosen..., rejected...], each
                    the TTS prompt of training + <|speech_start|> + the answer's speech tokens
-                   + <|speech_end|> <|end|>, scored on the answer only
+                   + <|speech_end|> <|end|>, or the chat mode's prompt (persona, earlier turns, the
+                   turn's audio) + the reply's text + <|end|>; scored on the answer only
     loss: `preference.dpo_loss` of the policy's and the reference's summed log-probabilities
     ─► RUN/model: a unisono checkpoint whose meta records the stage, β and the pairs
 """
@@ -53,8 +54,9 @@ def read_pairs(paths: list[str]) -> list[dict]:
                 continue
             try:
                 pair = json.loads(line)
-                if not (pair["chosen"] and pair["rejected"] and pair["prompt"]["text"]):
-                    raise ValueError("a pair needs a prompt text and two non-empty token sequences")
+                chat = "audio" in pair["prompt"]  # a reply's text; it may be empty when it is the one rejected
+                if not (pair["chosen"] and (chat or pair["rejected"]) and pair["prompt"]["text"]):
+                    raise ValueError("a pair needs a prompt text and two non-empty answers")
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{path}, line {number}: not a preference pair ({e})") from None
             pairs.append(pair)
@@ -63,12 +65,19 @@ def read_pairs(paths: list[str]) -> list[dict]:
     return pairs
 
 
-def encode_answer(vocab, prompt: dict, codes: list[int]) -> tuple[list[int], int]:
-    """(ids, first scored position) of a TTS prompt and its spoken answer."""
+def encode_answer(vocab, prompt: dict, answer, n_audio: int = 0) -> tuple[list[int], int]:
+    """(ids, first scored position) of a prompt and its answer: speech tokens after a TTS prompt, or
+    a reply's text after the chat mode's prompt whose spoken turn fills `n_audio` positions."""
+    from unisono.model.vocab import Audio, Turn
     from unisono.modes.tts import tts_prompt
 
+    if "audio" in prompt:
+        turns = [Turn("system", [prompt["persona"]])] if prompt.get("persona") else []
+        turns += [Turn(role, [text]) for role, text in prompt.get("history") or []] + [Turn("user", [Audio(n_audio)])]
+        context = vocab.encode_prompt(turns).ids
+        return context + vocab.encode_text(answer) + [vocab.end_id], len(context)
     context = vocab.encode_prompt(tts_prompt(prompt["text"], prompt.get("instruct"))).ids + [vocab.id("speech_start")]
-    answer = [vocab.speech_offset + int(c) for c in codes] + [vocab.id("speech_end"), vocab.end_id]
+    answer = [vocab.speech_offset + int(c) for c in answer] + [vocab.id("speech_end"), vocab.end_id]
     return context + answer, len(context)
 
 
@@ -78,19 +87,35 @@ class PairBatch:
     attention_mask: torch.Tensor
     targets: torch.Tensor  # -100 but on the answers
     margin: torch.Tensor  # (B,)
+    mel: torch.Tensor | None = None  # (N, n_mels, T): the spoken turns of chat rows, in row order
+    mel_lengths: torch.Tensor | None = None  # (N,)
 
     def to(self, device) -> "PairBatch":
-        return PairBatch(*(t.to(device) for t in dataclasses.astuple(self)))
+        return PairBatch(*(None if t is None else t.to(device) for t in dataclasses.astuple(self)))
 
 
 class PairStream:
-    def __init__(self, pairs: list[dict], vocab, pairs_per_batch: int, seed: int):
+    def __init__(self, pairs: list[dict], vocab, pairs_per_batch: int, seed: int, stride: int = 4, n_mels: int = 80):
         self.pairs, self.vocab, self.n, self.seed = pairs, vocab, pairs_per_batch, seed
+        self.stride, self.n_mels = stride, n_mels
+        self._clips: dict[str, np.ndarray] = {}
+
+    def _clip(self, path: str) -> np.ndarray:
+        from unisono.audio.io import load_audio
+
+        if path not in self._clips:
+            self._clips[path] = load_audio(path)
+        return self._clips[path]
 
     def batch(self, g: int) -> PairBatch:
+        from unisono.train.data import audio_positions
+
         rng = np.random.default_rng([self.seed, g])
         chosen = [self.pairs[i] for i in rng.choice(len(self.pairs), size=self.n, replace=len(self.pairs) < self.n)]
-        rows = [encode_answer(self.vocab, p["prompt"], p[side]) for side in ("chosen", "rejected") for p in chosen]
+        clips = [self._clip(p["prompt"]["audio"]) for _ in ("chosen", "rejected") for p in chosen if "audio" in p["prompt"]]
+        positions = iter(audio_positions(len(c), self.stride) for c in clips)
+        rows = [encode_answer(self.vocab, p["prompt"], p[side], next(positions) if "audio" in p["prompt"] else 0)
+                for side in ("chosen", "rejected") for p in chosen]
         width = max(len(ids) for ids, _ in rows)
         ids = torch.full((len(rows), width), self.vocab.end_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.bool)
@@ -99,7 +124,12 @@ class PairStream:
             ids[r, : len(row)] = torch.tensor(row)
             mask[r, : len(row)] = True
             targets[r, start : len(row)] = torch.tensor(row[start:])
-        return PairBatch(ids, mask, targets, torch.tensor([float(p["margin"]) for p in chosen]))
+        mel = mel_lengths = None
+        if clips:
+            from unisono.audio.features import batch_log_mel
+
+            mel, mel_lengths = batch_log_mel(clips, n_mels=self.n_mels)
+        return PairBatch(ids, mask, targets, torch.tensor([float(p["margin"]) for p in chosen]), mel, mel_lengths)
 
     def batches(self, start: int, stride: int) -> Iterator[PairBatch]:
         return (self.batch(g) for g in itertools.count(start, stride))
@@ -131,18 +161,20 @@ class DPOObjective(Objective):
         from unisono.model.unisono import Unisono
 
         policy = Unisono.load(run / "init")
-        if policy.vocab.n_speech == 0:
+        if policy.vocab.n_speech == 0 and any("audio" not in p["prompt"] for p in self.pairs):
             raise ValueError(f"{self.config.init} has no speech tokens: there is nothing to align")
         self.reference = Unisono.load(run / "init").to(device).eval().requires_grad_(False)
         return policy
 
     def stream(self, model, phase_index: int, phase: PhaseConfig, seed: int) -> PairStream:
-        return PairStream(self.pairs, model.vocab, self.config.pairs_per_batch, seed + phase_index)
+        return PairStream(self.pairs, model.vocab, self.config.pairs_per_batch, seed + phase_index,
+                          model.config.adaptor.stride, model.config.encoder.n_mels)
 
     def loss(self, model, batch: PairBatch, phase: PhaseConfig):
-        logps = model_logps(model, batch.input_ids, batch.attention_mask, batch.targets)
+        logps = model_logps(model, batch.input_ids, batch.attention_mask, batch.targets, batch.mel, batch.mel_lengths)
         with torch.no_grad():
-            reference = model_logps(self.reference, batch.input_ids, batch.attention_mask, batch.targets)
+            reference = model_logps(self.reference, batch.input_ids, batch.attention_mask, batch.targets, batch.mel,
+                                    batch.mel_lengths)
         b = batch.margin.shape[0]
         cfg = self.config
         losses, chosen, rejected = dpo_loss(logps[:b], logps[b:], reference[:b], reference[b:], beta=cfg.beta,

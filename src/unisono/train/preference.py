@@ -64,10 +64,14 @@ def sequence_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (picked * mask).sum(-1)
 
 
-def model_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B,) summed log-probabilities of each row's targets under a unisono model (text and speech
-    tokens only: no audio in the prompt). `targets` as a Batch holds them: the token at a position,
-    learned from the position before."""
-    embeds = model.embed_prompt(input_ids)
+def model_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor,
+                mel: torch.Tensor | None = None, mel_lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) summed log-probabilities of each row's targets under a unisono model. `targets` as a
+    Batch holds them: the token at a position, learned from the position before. `mel`: the clips
+    whose adaptor frames fill the rows' <|audio|> spans, in order (through the frozen encoder)."""
+    feats = lengths = None
+    if mel is not None:  # a frozen encoder stays out of the graph (encode_audio); the adaptor follows its flags
+        feats, lengths = model.encode_audio(mel, mel_lengths)
+    embeds = model.embed_prompt(input_ids, feats, lengths)
     hidden = model.decoder.model(inputs_embeds=embeds, attention_mask=attention_mask.long()).last_hidden_state
     return sequence_logps(model.logits(hidden[:, :-1]), targets[:, 1:])

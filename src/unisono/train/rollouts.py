@@ -153,7 +153,7 @@ def pair_of(row: dict, margin: float) -> dict | None:
     return {"id": row["prompt"]["id"], "prompt": row["prompt"], "chosen": best["tokens"], "rejected": worst["tokens"],
             "chosen_rewards": best["rewards"], "rejected_rewards": worst["rewards"],
             "margin": round(best["total"] - worst["total"], 4), "seeds": [best["seed"], worst["seed"]],
-            "model": row["model"], "recognizer": row["recognizer"]}
+            "model": row["model"], "scorer": row.get("recognizer") or row.get("judge")}
 
 
 def read_rollouts(path: Path) -> list[dict]:
