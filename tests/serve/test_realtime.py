@@ -282,3 +282,51 @@ def test_a_speaking_model_answers_in_audio_with_its_transcript(speaking_server):
     assert kinds.index("response.output_audio.delta") > kinds.index("response.output_audio_transcript.delta")
     assert kinds.index("response.output_audio.done") < kinds.index("response.done")
     assert "response.output_text.delta" not in kinds
+
+
+def test_heard_text_keeps_the_words_played():
+    from unisono.serve.realtime import heard_text
+
+    text = "One two three four. Five six seven eight."
+    spans = [("One two three four.", 0.0, 1000.0), ("Five six seven eight.", 1000.0, 2150.0)]
+    assert heard_text(text, spans, 2150) == text
+    assert heard_text(text, spans, 1000) == "One two three four."
+    assert heard_text(text, spans, 500) == "One two"  # half of the first sentence's time, half its words
+    assert heard_text(text, spans, 1000 + 1150 * 0.75) == "One two three four. Five six seven"
+    assert heard_text(text, spans, 0) == ""
+    # stopped while the second sentence was being spoken: it is timed at a natural pace (2.7 words/s)
+    assert heard_text(text, spans[:1], 1000 + 1000 * 2 / 2.7 + 1) == "One two three four. Five six"
+    assert heard_text("你好。今天天气很好。", [("你好。", 0.0, 600.0)], 600 + 1000 * 3 / 4.5 + 1) == "你好。 今天天"
+
+
+def test_a_truncated_answer_leaves_only_what_was_heard_in_the_conversation(speaking_server):
+    from unisono.model.unisono import Unisono
+
+    seen: list = []
+    url = speaking_server.v1.replace("http://", "ws://") + "/realtime?model=unisono-tiny"
+    say = lambda words: {"type": "conversation.item.create", "item": {  # noqa: E731
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": words}]}}
+    with connect(url, open_timeout=30) as ws:
+        _until(ws, "session.created", seen)
+        ws.send(json.dumps(say("Hi")))
+        ws.send(json.dumps({"type": "response.create"}))
+        first = _until(ws, "response.done", seen)["response"]["output"][0]
+        audio = sum(len(base64.b64decode(e["delta"])) for e in seen if e["type"] == "response.output_audio.delta")
+        played = audio // 48  # pcm16 at 24 kHz: 48 bytes a millisecond
+        ws.send(json.dumps({"type": "conversation.item.truncate", "item_id": first["id"], "content_index": 0,
+                            "audio_end_ms": played + 500}))
+        assert "beyond" in _until(ws, "error", seen)["error"]["message"]
+        user_item = next(e["item"]["id"] for e in seen if e["type"] == "conversation.item.added"
+                         and e["item"]["role"] == "user")
+        ws.send(json.dumps({"type": "conversation.item.truncate", "item_id": user_item, "audio_end_ms": 0}))
+        assert _until(ws, "error", seen)["error"]["param"] == "item_id"
+        ws.send(json.dumps({"type": "conversation.item.truncate", "item_id": first["id"], "content_index": 0,
+                            "audio_end_ms": 0}))  # the user spoke over it at once: nothing was heard
+        truncated = _until(ws, "conversation.item.truncated", seen)
+        assert (truncated["item_id"], truncated["audio_end_ms"]) == (first["id"], 0)
+        ws.send(json.dumps(say("Go on")))
+        ws.send(json.dumps({"type": "response.create", "response": {"output_modalities": ["text"]}}))
+        second = _until(ws, "response.done", seen)["response"]["output"][0]["content"][0]["text"]
+    # the next answer is built on a conversation without the unheard words
+    expected = greedy_reply(Unisono.load(), [Turn("user", ["Hi"]), Turn("user", ["Go on"])], 24)[0]
+    assert second == expected

@@ -217,11 +217,14 @@ def speak_stream(
     options: TTSOptions | None = None,
     scheduler: "Scheduler | None" = None,
     report: Callable[[Speech], None] | None = None,
+    on_sentence: Callable[[int, str], None] | None = None,
 ) -> Iterator[np.ndarray]:
     """16 kHz float32 audio chunks as they are decoded. `voice`: see `voice_embedding`, or an
     embedding it made. With a running `scheduler` (a server's),
     each sentence is a request beside its other work. `report` receives the Speech record
-    (tokens, stats, warnings; its audio left empty) once the text is spoken."""
+    (tokens, stats, warnings; its audio left empty) once the text is spoken; `on_sentence(i,
+    sentence)` is called once sentence i's audio has all been yielded (before the pause after it),
+    so a caller can tell which words a stretch of audio holds."""
     from unisono.decode.session import LENGTH, Session
 
     options = options or TTSOptions()
@@ -266,6 +269,8 @@ def speak_stream(
         tail = stream.flush()
         if len(tail):
             yield tail
+        if on_sentence is not None:
+            on_sentence(index, sentence)
         if index < len(sentences) - 1:
             yield np.zeros(int(PAUSE_S * SAMPLE_RATE), np.float32)
         record.tokens.append(codes)

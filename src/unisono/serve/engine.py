@@ -146,12 +146,24 @@ class Engine:
 
         return voice_embedding(self.model, voice)
 
-    def speak(self, text: str, speaker: torch.Tensor, options: Any, emit: Callable[[np.ndarray], None]) -> Any:
+    def speak(self, text: str, speaker: torch.Tensor, options: Any, emit: Callable[[Any], None],
+              sentences: bool = False) -> Any:
         """Speak `text`, handing 16 kHz audio chunks to `emit` as they are decoded (blocking: call it
-        from a worker thread); the Speech record (tokens, stats, warnings) when done."""
+        from a worker thread); the Speech record (tokens, stats, warnings) when done. With
+        `sentences`, a `SentenceEnd` is emitted after each sentence's last chunk."""
         from unisono.modes.tts import speak_stream
 
         records: list = []
-        for chunk in speak_stream(self.model, text, speaker, options, self.scheduler, report=records.append):
+        marks = (lambda index, sentence: emit(SentenceEnd(index, sentence))) if sentences else None
+        for chunk in speak_stream(self.model, text, speaker, options, self.scheduler, report=records.append,
+                                  on_sentence=marks):
             emit(chunk)
         return records[0]
+
+
+@dataclass
+class SentenceEnd:
+    """In a stream of audio chunks: sentence `index` (its text) has been spoken up to here."""
+
+    index: int
+    text: str

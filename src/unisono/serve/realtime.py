@@ -1,10 +1,11 @@
 """/v1/realtime: the OpenAI Realtime protocol over a WebSocket.
 
     client ─► session.update · input_audio_buffer.append / commit / clear · conversation.item.create
-              / delete · response.create / cancel
+              / delete / truncate · response.create / cancel
     server ─► session.created (first) · session.updated · input_audio_buffer.speech_started /
               speech_stopped / committed / cleared · conversation.item.added + done (beta: created)
-              · conversation.item.input_audio_transcription.delta / completed · response.created
+              · conversation.item.input_audio_transcription.delta / completed · conversation.item.truncated
+              · response.created
               · response.output_item.added · response.content_part.added · response.output_text.delta
               (beta: response.text.delta) · the matching .done events · response.done · error
 
@@ -33,6 +34,7 @@ import binascii
 import contextvars
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +44,7 @@ import soxr
 from fastapi import WebSocket, WebSocketDisconnect
 
 from unisono.decode.sampling import SamplingConfig
-from unisono.serve.engine import PCM24, ChatTurn
+from unisono.serve.engine import PCM24, ChatTurn, SentenceEnd
 from unisono.serve.work import Stream
 
 log = logging.getLogger("unisono.serve")
@@ -65,6 +67,34 @@ GA_NAMES = {  # GA name -> beta name, for what the server sends
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+def heard_text(text: str, spans: list, audio_end_ms: float) -> str:
+    """The words of a spoken answer a listener heard in its first `audio_end_ms`: every sentence
+    whose audio had ended by then, and of the sentence being spoken, its share of words (Han
+    characters) by time. `spans`: (sentence, start ms, end ms) of the sentences spoken so far; a
+    sentence after them (the answer stopped while it was being spoken) is timed at a natural pace."""
+    from unisono.modes.tts import split_sentences
+
+    kept = []
+    for index, sentence in enumerate(split_sentences(text)):
+        han = bool(re.search(r"[\u3400-\u9fff]", sentence))
+        units = list(sentence) if han else sentence.split()
+        if index < len(spans):
+            start, end = spans[index][1], spans[index][2]
+        elif index == len(spans):
+            start = spans[-1][2] if spans else 0.0
+            end = start + 1000 * len(units) / (4.5 if han else 2.7)
+        else:
+            break
+        if audio_end_ms >= end:
+            kept.append(sentence)
+            continue
+        n = int(len(units) * max(0.0, audio_end_ms - start) / max(end - start, 1.0))
+        if n:
+            kept.append(("" if han else " ").join(units[:n]))
+        break
+    return " ".join(kept)
 
 
 class Held:
@@ -214,6 +244,7 @@ class RealtimeConnection:
         self._vad = None
         self._speech_item: str | None = None  # the item id announced at speech_started
         self._eager: EagerTurn | None = None  # a turn being answered while the VAD waits out its silence
+        self._spoken: dict | None = None  # the answer being spoken: audio ms so far, (sentence, start, end) spans
         self._speaker: tuple[str, Any] | None = None  # (voice name, its speaker embedding)
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._closed = False
@@ -495,6 +526,30 @@ class RealtimeConnection:
         self.items.remove(found[0])
         await self.send("conversation.item.deleted", item_id=item_id)
 
+    async def on_item_truncate(self, event: dict) -> None:
+        """The client played only `audio_end_ms` of an answer (the user spoke over it): the item keeps
+        the words that were heard, so the next answer does not build on words never said."""
+        item_id, end_ms = event.get("item_id"), event.get("audio_end_ms")
+        found = [i for i in self.items if i["id"] == item_id]
+        if not found:
+            raise ProtocolError(f"no item {item_id!r} in the conversation", "item_not_found", "item_id")
+        item = found[0]
+        if item["role"] != "assistant" or "_spoken" not in item:
+            raise ProtocolError("only a spoken assistant item can be truncated", "invalid_value", "item_id")
+        if event.get("content_index", 0) != 0:
+            raise ProtocolError("an answer has one content part: content_index 0", "invalid_value", "content_index")
+        if not isinstance(end_ms, int) or isinstance(end_ms, bool) or end_ms < 0:
+            raise ProtocolError("audio_end_ms must be a whole number of milliseconds >= 0", "invalid_value",
+                                "audio_end_ms")
+        spoken = item["_spoken"]
+        if end_ms > spoken["ms"] + 1:
+            raise ProtocolError(f"audio_end_ms {end_ms} is beyond the {spoken['ms']:.0f} ms of audio the answer has",
+                                "invalid_value", "audio_end_ms")
+        part = item["content"][0]
+        part["transcript"] = heard_text(part["transcript"], spoken["spans"], end_ms)
+        spoken["ms"] = float(end_ms)
+        await self.send("conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=end_ms)
+
     async def on_response_create(self, event: dict) -> None:
         if self.response is not None and not self.response.done():
             raise ProtocolError("a response is in progress: cancel it first (response.cancel)",
@@ -571,6 +626,7 @@ class RealtimeConnection:
                 "object": "realtime.item", "content": []}
         where = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
         text, status, usage, spoken = "", "completed", None, False
+        self._spoken = None
         try:
             await self.send("response.output_item.added", response_id=response_id, output_index=0, item=dict(item))
             previous = self.items[-1]["id"] if self.items else None
@@ -603,6 +659,8 @@ class RealtimeConnection:
             self._stream = None
         item = {**item, "status": "completed" if status == "completed" else "incomplete",
                 "content": [{"type": kind, field_name: text}]}
+        if self._spoken is not None:  # what was said when: a client's truncate keeps the words heard
+            item["_spoken"], self._spoken = self._spoken, None
         self.items.append(item)
         if status != "cancelled":
             if spoken:
@@ -625,8 +683,14 @@ class RealtimeConnection:
                 raise ProtocolError(str(e), "voice_not_found", "session.voice") from None
         pcm24 = PCM24()
         speaker = self._speaker[1]
-        self._stream = Stream().start(lambda emit: self.engine.speak(text, speaker, TTSOptions(), emit))
+        self._spoken = spoken = {"ms": 0.0, "spans": []}
+        self._stream = Stream().start(lambda emit: self.engine.speak(text, speaker, TTSOptions(), emit, sentences=True))
         async for chunk in self._stream:
+            if isinstance(chunk, SentenceEnd):
+                start = spoken["spans"][-1][2] if spoken["spans"] else 0.0
+                spoken["spans"].append((chunk.text, start, spoken["ms"]))
+                continue
+            spoken["ms"] += len(chunk) * 1000 / 16000
             await self._audio_delta(pcm24(chunk), where)
         await self._audio_delta(pcm24.flush(), where)
 
@@ -643,6 +707,7 @@ HANDLERS = {
     "input_audio_buffer.clear": RealtimeConnection.on_clear,
     "conversation.item.create": RealtimeConnection.on_item_create,
     "conversation.item.delete": RealtimeConnection.on_item_delete,
+    "conversation.item.truncate": RealtimeConnection.on_item_truncate,
     "response.create": RealtimeConnection.on_response_create,
     "response.cancel": RealtimeConnection.on_response_cancel,
 }
