@@ -65,3 +65,14 @@ def test_the_pinned_judge_prefers_a_spoken_answer_to_a_markdown_list(judge):
     again = judge("The library opens at nine in the morning. Anything else I can help with?", dialogue, persona)
     assert again.expected == spoken.expected and again.raw == spoken.raw  # greedy: the same words, the same score
     assert spoken.score is None or LOW <= spoken.score <= HIGH  # whatever it wrote parses without an error
+
+
+def test_the_score_is_read_where_the_digit_is_written(judge):
+    # after "Score:" and, for tokenizers that spell " 5" as a space and a digit, after the space
+    from unisono.eval.judge import score_tokens
+
+    for critique in ("", "Clear and short."):
+        tail, digits = score_tokens(judge.tokenizer, critique)
+        assert judge.tokenizer.decode(tail).rstrip().endswith("Score:")
+        assert [judge.tokenizer.decode([d]).strip() for d in digits] == ["1", "2", "3", "4", "5"]
+        assert judge.tokenizer.decode(tail + [digits[4]]).endswith("Score: 5")

@@ -107,12 +107,23 @@ class GenerativeJudge:
         return judgement
 
     def expected_score(self, prompt_ids: list[int], critique: str) -> float:
-        """Σ p(d) d over the digits LOW..HIGH as the next token after the critique and "Score:"."""
+        """Σ p(d) d over the digits LOW..HIGH where the judge writes its score (`score_tokens`)."""
         import torch
 
-        tail = self.tokenizer.encode(f"{critique}\nScore:", add_special_tokens=False)
-        digits = [self.tokenizer.encode(f" {d}", add_special_tokens=False)[-1] for d in range(LOW, HIGH + 1)]
+        tail, digits = score_tokens(self.tokenizer, critique)
         with torch.no_grad():
             logits = self.model(torch.tensor([prompt_ids + tail])).logits[0, -1]
         p = torch.softmax(logits.float(), -1)[digits]
         return float((p / p.sum() * torch.arange(LOW, HIGH + 1, dtype=torch.float32)).sum())
+
+
+def score_tokens(tokenizer: Any, critique: str) -> tuple[list[int], list[int]]:
+    """(the tokens after the prompt up to where the score lines "Score: 1" ... "Score: 5" first
+    differ, the token of each digit there). A tokenizer may spell " 5" as a space and a digit; the
+    digits' distribution means something only after the space."""
+    head = f"{critique}\n" if critique else ""
+    lines = [tokenizer.encode(f"{head}Score: {d}", add_special_tokens=False) for d in range(LOW, HIGH + 1)]
+    common = 0
+    while all(len(line) > common and line[common] == lines[0][common] for line in lines):
+        common += 1
+    return lines[0][:common], [line[common] for line in lines]
