@@ -85,3 +85,23 @@ unisono train plot "$RUNS/align" "$RUNS/sft-asr" "$RUNS/mtp" "$RUNS/sft2" "$RUNS
 
 # 12. into the package: int8 matrices with a scale per row (half of float16), the codec in speech/
 unisono train export "$RUNS/mtp2" --out "$OUT" --dtype int8
+
+# ---- speech and dialogue (docs/train/README.md, "Teaching a model to speak" and "... to converse") ----
+# 13. TTS on a clean natural voice (Piper en_US-joe, 4 h), with AN4 ASR rehearsal: 400 steps, then 2,200
+unisono data synth --engines piper --no-augment --hours-en 4 --hours-zh 0 --out corpus/piper_clean --workers 2 --seed 1
+unisono codec tokenize corpus/piper_clean/manifest.jsonl corpus/piper_clean_tokens/manifest.jsonl --threads 2
+TTS_DATA="data.train=[corpus/piper_clean_tokens/manifest.jsonl,../shared/data/real_speech_train/an4_train/manifest.jsonl]"
+unisono train sft-tts --init "$OUT" --out "$RUNS/tts" --set "$TTS_DATA" --set phases.0.steps=400
+unisono train sft-tts --init "$RUNS/tts/model" --out "$RUNS/tts5" --set "$TTS_DATA" \
+  --set "data.tasks={tts: 0.45, tts-instruct: 0.15, tts-prompted: 0.15, asr: 0.25}" --set phases.0.steps=2200 \
+  --set phases.0.warmup_steps=50 --set phases.0.lr=4e-4 --set data.max_tokens=4000
+
+# 14. spoken dialogue (3,000 rows) with Kokoro English + Mandarin speech and the TTS/ASR rehearsal: 1,200 steps
+unisono data dialogue --out corpus/dialogue --count 3000 --seed 0
+unisono data synth --engines kokoro --no-augment --hours-en 0.2 --hours-zh 0.4 --out corpus/kokoro_clean --workers 1 --seed 3
+unisono codec tokenize corpus/kokoro_clean/manifest.jsonl corpus/kokoro_clean_tokens/manifest.jsonl --threads 1
+unisono train sft-chat --init "$RUNS/tts5/model" --out "$RUNS/chat1" \
+  --set "data.train=[corpus/dialogue/manifest.jsonl,corpus/piper_clean_tokens/manifest.jsonl,corpus/kokoro_clean_tokens/manifest.jsonl,../shared/data/real_speech_train/an4_train/manifest.jsonl]" \
+  --set "data.tasks={chat: 0.3, tts: 0.3, tts-instruct: 0.1, tts-prompted: 0.1, asr: 0.2}" \
+  --set phases.0.steps=1200 --set phases.0.warmup_steps=30 --set phases.0.lr=3e-4 --set data.max_tokens=4000
+unisono train export "$RUNS/chat1" --out "$OUT" --dtype int8

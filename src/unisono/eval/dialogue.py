@@ -64,28 +64,14 @@ class DialoguePrompt:
 
 def read_prompts(path: Path) -> list[DialoguePrompt]:
     """The prompts of a JSONL file; a broken row is an error naming its line."""
-    prompts, seen = [], set()
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("a row must be a JSON object")
-            unknown = set(row) - set(DialoguePrompt.__dataclass_fields__)
-            if unknown:
-                raise ValueError(f"unknown field(s) {sorted(unknown)}")
-            prompt = DialoguePrompt(**row)
-            _check(prompt)
-            if prompt.id in seen:
-                raise ValueError(f"id {prompt.id!r} appears twice")
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{path}, line {number}: {e}") from None
-        seen.add(prompt.id)
-        prompts.append(prompt)
-    if not prompts:
-        raise ValueError(f"{path} holds no prompts")
-    return prompts
+    from unisono.eval.prompt_file import dataclass_row, read_prompt_file
+
+    def make(row: dict) -> DialoguePrompt:
+        prompt = dataclass_row(DialoguePrompt, row)
+        _check(prompt)
+        return prompt
+
+    return read_prompt_file(path, make)
 
 
 def _check(p: DialoguePrompt) -> None:

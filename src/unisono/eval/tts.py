@@ -25,7 +25,6 @@ differences over the prompts both spoke.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -59,39 +58,26 @@ class TTSPrompt:
 
 def read_prompts(path: Path) -> list[TTSPrompt]:
     """The prompts of a JSONL file; a broken row is an error naming its line."""
-    prompts, seen = [], set()
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("a row must be a JSON object")
-            unknown = set(row) - set(TTSPrompt.__dataclass_fields__)
-            if unknown:
-                raise ValueError(f"unknown field(s) {sorted(unknown)}")
-            prompt = TTSPrompt(**row)
-            if not isinstance(prompt.text, str) or not prompt.text.strip():
-                raise ValueError("'text' must be a non-empty string")
-            if prompt.language not in LANGUAGES:
-                raise ValueError(f"language {prompt.language!r}: choose from {', '.join(LANGUAGES)}")
-            prompt.asked = check_asked(prompt.asked or {})
-            if prompt.asked and not prompt.pair_of:
-                raise ValueError("'asked' needs 'pair_of', the prompt of the same text without the instruction")
-            if prompt.id in seen:
-                raise ValueError(f"id {prompt.id!r} appears twice")
-            if prompt.reference and Path(prompt.reference).suffix:
-                prompt.reference = str((Path(path).parent / prompt.reference).resolve())
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"{path}, line {number}: {e}") from None
-        seen.add(prompt.id)
-        prompts.append(prompt)
+    from unisono.eval.prompt_file import dataclass_row, read_prompt_file
+
+    def make(row: dict) -> TTSPrompt:
+        prompt = dataclass_row(TTSPrompt, row)
+        if not isinstance(prompt.text, str) or not prompt.text.strip():
+            raise ValueError("'text' must be a non-empty string")
+        if prompt.language not in LANGUAGES:
+            raise ValueError(f"language {prompt.language!r}: choose from {', '.join(LANGUAGES)}")
+        prompt.asked = check_asked(prompt.asked or {})
+        if prompt.asked and not prompt.pair_of:
+            raise ValueError("'asked' needs 'pair_of', the prompt of the same text without the instruction")
+        if prompt.reference and Path(prompt.reference).suffix:
+            prompt.reference = str((Path(path).parent / prompt.reference).resolve())
+        return prompt
+
+    prompts = read_prompt_file(path, make)
     ids = {p.id for p in prompts}
     for p in prompts:
         if p.pair_of and p.pair_of not in ids:
             raise ValueError(f"{path}: prompt {p.id} is paired with {p.pair_of!r}, which is not in the file")
-    if not prompts:
-        raise ValueError(f"{path} holds no prompts")
     return prompts
 
 
@@ -267,6 +253,21 @@ def add_adherence(result: SystemResult, prompts: list[TTSPrompt]) -> None:
 def audio_folder(system: str) -> str:
     """The folder name of a system's clips in a report ("unisono:runs/x" -> "unisono_runs_x")."""
     return system.replace(":", "_").replace("/", "_")
+
+
+def clip_writer(audio_dir: Path | None) -> Callable[[str, str, np.ndarray], None] | None:
+    """keep(system, name, audio): a report's clip as audio_dir/SYSTEM/NAME.wav (None without a folder)."""
+    if audio_dir is None:
+        return None
+
+    def keep(system: str, name: str, audio: np.ndarray) -> None:
+        import soundfile as sf
+
+        folder = audio_dir / audio_folder(system)
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"{name}.wav", audio, 16000)
+
+    return keep
 
 
 def reference_audio(reference: str | None) -> np.ndarray | None:

