@@ -66,3 +66,23 @@ def test_speaker_replies_come_from_the_voice_the_turn_was_spoken_in_and_a_build_
     build(tmp_path / "d", config)
     again = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert [r["id"] for r in again] == [r["id"] for r in rows] and again == rows
+
+
+def test_disfluent_turns_keep_their_words_and_their_reply():
+    import numpy as np
+
+    from unisono.data.dialogue import FILLERS, REVISIONS, disfluent
+
+    rng = np.random.default_rng(0)
+    said = [disfluent("What is your favourite colour?", rng) for _ in range(60)]
+    assert all(s != "What is your favourite colour?" for s in said)
+    for s in said:  # the original words survive in order; what was added is a filler, a repeat or a restart
+        words = [w.strip(",") for w in s.split()]
+        assert set(words) - {"What", "is", "your", "favourite", "colour?", "what"} <= {
+            w for phrase in FILLERS + REVISIONS for w in phrase.split()}
+    assert any("no wait" in s or "I mean" in s or "sorry" in s or "actually" in s for s in said)
+    assert disfluent("Hi there", rng) == "Hi there"  # too short to stumble over
+    marks = [f"{w}," for w in FILLERS + REVISIONS]
+    rough = [r for r in plan_rows(DialogueDataConfig(count=300, seed=1, disfluent=0.5)) if r.language == "en"]
+    share = sum(any(m in r.user for m in marks) for r in rough) / len(rough)
+    assert 0.2 < share < 0.5  # half are made disfluent; a repeated word carries no mark

@@ -105,6 +105,8 @@ def dialogue(
                                     "asked about over turns), facts (questions with known answers), speaker (questions "
                                     "about the speaker's gender or rate)."),
     chinese: float = typer.Option(0.2, help="Share of the chatterbot rows in Chinese."),
+    disfluent: float = typer.Option(0.15, help="Share of English user turns said with a filler, a repeated word or "
+                                               "a restart (\"What is, no wait, what's ...\")."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Prompt files (JSONL with 'turns') whose user turns "
                                       "are never used; default: the repository's dialogue evaluation set."),
 ) -> None:
@@ -125,9 +127,9 @@ def dialogue(
                                  param_hint="--shares") from None
     if set(weights) - set(SOURCES) or not any(w > 0 for w in weights.values()) or any(w < 0 for w in weights.values()):
         raise typer.BadParameter(f"sources are {', '.join(SOURCES)}, with weights >= 0 and one > 0", param_hint="--shares")
-    if count < 1 or not 0 <= chinese <= 1:
-        raise typer.BadParameter("--count must be >= 1 and --chinese in [0, 1]")
-    config = DialogueDataConfig(count=count, seed=seed, shares=weights, chinese=chinese,
+    if count < 1 or not 0 <= chinese <= 1 or not 0 <= disfluent <= 1:
+        raise typer.BadParameter("--count must be >= 1, --chinese and --disfluent in [0, 1]")
+    config = DialogueDataConfig(count=count, seed=seed, shares=weights, chinese=chinese, disfluent=disfluent,
                                 exclude=[str(p) for p in (exclude or [DEFAULT_PROMPTS])])
     with Progress(TextColumn("dialogue rows"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   transient=True) as bar:

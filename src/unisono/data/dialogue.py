@@ -17,6 +17,7 @@ measures what was learned, not what was seen.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -72,10 +73,31 @@ OPPOSITES = (("big", "small"), ("fast", "slow"), ("up", "down"), ("happy", "sad"
              ("old", "new"), ("wet", "dry"), ("early", "late"), ("full", "empty"), ("loud", "quiet"))
 
 
+FILLERS = ("um", "uh", "well", "you know", "like")
+REVISIONS = ("no wait", "sorry", "I mean", "actually")
+
+
+def disfluent(text: str, rng: np.random.Generator) -> str:
+    """The words of an English turn as people say them: a filler, a repeated word, or a restart
+    ("What is, no wait, what's ..."). The reply is unchanged: it answers what was meant."""
+    words = text.split()
+    if len(words) < 3:
+        return text
+    kind, at = int(rng.integers(3)), int(rng.integers(1, len(words)))
+    if kind == 0:
+        words.insert(at, f"{rng.choice(FILLERS)},")
+    elif kind == 1:
+        words.insert(at, words[at - 1].strip(",.?!"))
+    else:
+        words = words[:at] + [f"{rng.choice(REVISIONS)},"] + [words[0].lower()] + words[1:]
+    return " ".join(words)
+
+
 @dataclass
 class DialogueDataConfig:
     count: int = 3000  # rows
     seed: int = 0
+    disfluent: float = 0.0  # share of English user turns spoken with a filler, a repetition or a restart
     shares: dict[str, float] = field(default_factory=lambda: {"chatterbot": 0.45, "persona": 0.25, "facts": 0.15,
                                                               "speaker": 0.15})
     chinese: float = 0.2  # of the chatterbot rows
@@ -213,6 +235,8 @@ def plan_rows(config: DialogueDataConfig) -> Iterator[DialogueRow]:
             row = {"persona": persona_row, "facts": fact_row, "speaker": speaker_row}[source](rng)
         if _key(row.user) in excluded:
             continue
+        if row.language == "en" and config.disfluent and rng.random() < config.disfluent:
+            row = dataclasses.replace(row, user=disfluent(row.user, rng))
         made += 1
         yield row
 
