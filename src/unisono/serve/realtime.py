@@ -44,6 +44,7 @@ import soxr
 from fastapi import WebSocket, WebSocketDisconnect
 
 from unisono.decode.sampling import SamplingConfig
+from unisono.modes.asr import MAX_SEGMENT_S
 from unisono.serve.engine import PCM24, ChatTurn, SentenceEnd
 from unisono.serve.work import Stream
 
@@ -454,8 +455,15 @@ class RealtimeConnection:
         await self._item_added(item, previous)
         audio = soxr.resample(np.frombuffer(pcm, "<i2").astype(np.float32) / 32768, RATE, 16000)
         item["_audio"] = audio
-        transcript = await self._transcribe(item_id, audio)
-        item["content"][0]["transcript"] = transcript
+        if create_response and len(audio) <= MAX_SEGMENT_S * 16000:
+            # the answer hears the audio itself: it need not wait for the transcript, which is
+            # decoded beside it (its events may come after response.created, as OpenAI's do)
+            transcribing = asyncio.create_task(self._transcribe(item_id, audio))
+            if not self._closed:
+                await self._start_response({})
+            item["content"][0]["transcript"] = await transcribing
+            return
+        item["content"][0]["transcript"] = await self._transcribe(item_id, audio)
         if create_response and not self._closed:
             await self._start_response({})
 
@@ -593,8 +601,6 @@ class RealtimeConnection:
     def _turns(self, instructions: str) -> list[ChatTurn]:
         """The prompt of a response, as `modes.chat` builds it: earlier turns as their words, the
         user's last turn as its audio when it was spoken (and fits a chat turn)."""
-        from unisono.modes.asr import MAX_SEGMENT_S
-
         turns = [ChatTurn("system", [instructions])] if instructions else []
         for index, item in enumerate(self.items):
             spoken = item.get("_audio")
