@@ -86,3 +86,19 @@ def test_disfluent_turns_keep_their_words_and_their_reply():
     rough = [r for r in plan_rows(DialogueDataConfig(count=300, seed=1, disfluent=0.5)) if r.language == "en"]
     share = sum(any(m in r.user for m in marks) for r in rough) / len(rough)
     assert 0.2 < share < 0.5  # half are made disfluent; a repeated word carries no mark
+
+
+@needs_espeak
+def test_the_command_builds_rows_and_refuses_bad_shares(tmp_path):
+    from typer.testing import CliRunner
+
+    from unisono.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "300"})
+    out = runner.invoke(app, ["data", "dialogue", "--out", str(tmp_path / "d"), "--count", "5", "--seed", "2"])
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in (tmp_path / "d" / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and all(r["meta"]["dialogue"]["reply"] for r in rows)
+    for shares in ("chatterbot=0.5,gossip=0.5", "persona=-1", "persona"):
+        bad = runner.invoke(app, ["data", "dialogue", "--out", str(tmp_path / "e"), "--shares", shares])
+        assert bad.exit_code != 0 and "Traceback" not in bad.output
