@@ -87,12 +87,16 @@ unisono train plot "$RUNS/align" "$RUNS/sft-asr" "$RUNS/mtp" "$RUNS/sft2" "$RUNS
 unisono train export "$RUNS/mtp2" --out "$OUT" --dtype int8
 
 # ---- speech and dialogue (docs/train/README.md, "Teaching a model to speak" and "... to converse") ----
-# 13. TTS on a clean natural voice (Piper en_US-joe, 4 h), with AN4 ASR rehearsal: 400 steps, then 2,200
+# 13. TTS: 400 steps on 2 h of Piper en_US-joe (augmented; speech targets only from the clean clips),
+#     then 2,200 steps on 4 h of clean Piper speech with AN4 ASR rehearsal
+unisono data synth --engines piper --hours-en 2 --hours-zh 0 --out corpus/neural_en --workers 2
+unisono codec tokenize corpus/neural_en/manifest.jsonl corpus/neural_en_tokens/manifest.jsonl --threads 2
+unisono train sft-tts --init "$OUT" --out "$RUNS/tts" --set "data.train=[corpus/neural_en_tokens/manifest.jsonl]" \
+  --set phases.0.steps=400 --set phases.0.warmup_steps=20 --set data.max_tokens=4000
 unisono data synth --engines piper --no-augment --hours-en 4 --hours-zh 0 --out corpus/piper_clean --workers 2 --seed 1
 unisono codec tokenize corpus/piper_clean/manifest.jsonl corpus/piper_clean_tokens/manifest.jsonl --threads 2
-TTS_DATA="data.train=[corpus/piper_clean_tokens/manifest.jsonl,../shared/data/real_speech_train/an4_train/manifest.jsonl]"
-unisono train sft-tts --init "$OUT" --out "$RUNS/tts" --set "$TTS_DATA" --set phases.0.steps=400
-unisono train sft-tts --init "$RUNS/tts/model" --out "$RUNS/tts5" --set "$TTS_DATA" \
+unisono train sft-tts --init "$RUNS/tts/model" --out "$RUNS/tts5" \
+  --set "data.train=[corpus/piper_clean_tokens/manifest.jsonl,../shared/data/real_speech_train/an4_train/manifest.jsonl]" \
   --set "data.tasks={tts: 0.45, tts-instruct: 0.15, tts-prompted: 0.15, asr: 0.25}" --set phases.0.steps=2200 \
   --set phases.0.warmup_steps=50 --set phases.0.lr=4e-4 --set data.max_tokens=4000
 
