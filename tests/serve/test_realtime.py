@@ -289,7 +289,7 @@ def test_a_speaking_model_answers_in_audio_with_its_transcript(speaking_server):
 
 
 def test_heard_text_keeps_the_words_played():
-    from unisono.serve.realtime import heard_text
+    from unisono.modes.tts import heard_text
 
     text = "One two three four. Five six seven eight."
     spans = [("One two three four.", 0.0, 1000.0), ("Five six seven eight.", 1000.0, 2150.0)]

@@ -171,20 +171,11 @@ def _unisono(option: str, threads: int, speak: bool, max_tokens: int) -> Dialogu
 
 def _cascade(option: str, threads: int, speak: bool, max_tokens: int) -> DialogueSystem:
     """Whisper tiny.en → a pretrained instruct LLM (greedy, its chat template) → espeak-ng."""
-    import torch
-    from transformers import AutoTokenizer
-
     from unisono.data.engines import Voice, render
-    from unisono.eval.judge import DEFAULT_JUDGE
-    from unisono.model.pretrained import load_base_decoder, resolve_decoder
+    from unisono.eval.judge import DEFAULT_JUDGE, InstructLLM
     from unisono.peers.recognizers import build_recognizer
 
-    torch.set_num_threads(threads)
-    source = option or DEFAULT_JUDGE
-    llm = load_base_decoder(source).eval()
-    tokenizer = AutoTokenizer.from_pretrained(resolve_decoder(source).directory, local_files_only=True)
-    if not tokenizer.chat_template:
-        raise ValueError(f"{source} has no chat template: the cascade's LLM must be an instruct model")
+    llm = InstructLLM(option or DEFAULT_JUDGE, threads=threads)
     asr = build_recognizer("faster-whisper", threads=threads)
     voice = Voice("espeak-ng", "en-us", "en")
 
@@ -196,12 +187,7 @@ def _cascade(option: str, threads: int, speak: bool, max_tokens: int) -> Dialogu
             heard = asr.transcribe(audio, "en").strip()
             seconds = {"heard": time.perf_counter() - started}
             messages.append({"role": "user", "content": heard})
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                return_dict=True)
-            with torch.no_grad():
-                out = llm.generate(**ids, max_new_tokens=max_tokens, do_sample=False,
-                                   pad_token_id=tokenizer.eos_token_id)
-            reply = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            reply = llm.generate(llm.chat_ids(messages), max_tokens).strip()
             messages.append({"role": "assistant", "content": reply})
             seconds["replied"] = time.perf_counter() - started
             spoken = None

@@ -73,11 +73,11 @@ def judge_messages(reply: str, dialogue: list[tuple[str, str]], persona: str | N
     return [{"role": "system", "content": RUBRIC}, {"role": "user", "content": "\n".join(lines)}]
 
 
-class GenerativeJudge:
-    """An instruct LLM as the judge, loaded once from a decoder source (nothing is downloaded)."""
+class InstructLLM:
+    """An instruct LLM from any decoder source (nothing is downloaded), answering chats greedily
+    through its own chat template: the judge, and the cascade's answerer in `eval.dialogue`."""
 
-    def __init__(self, source: str = DEFAULT_JUDGE, max_new_tokens: int = 160, threads: int | None = None):
-        """`max_new_tokens=0`: no critique, only the probability-weighted score (a cheap reward)."""
+    def __init__(self, source: str = DEFAULT_JUDGE, threads: int | None = None):
         import torch
         from transformers import AutoTokenizer
 
@@ -85,24 +85,40 @@ class GenerativeJudge:
 
         if threads:
             torch.set_num_threads(threads)
-        self.source, self.max_new_tokens = source, max_new_tokens
+        self.source = source
         self.model = load_base_decoder(source).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_decoder(source).directory, local_files_only=True)
         if not self.tokenizer.chat_template:
-            raise ValueError(f"{source} has no chat template: the judge must be an instruct model")
+            raise ValueError(f"{source} has no chat template: it must be an instruct model")
 
-    def __call__(self, reply: str, dialogue: list[tuple[str, str]], persona: str | None = None) -> Judgement:
+    def chat_ids(self, messages: list[dict]) -> dict:
+        """The chat as the model's template writes it, ending where the assistant speaks."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                  return_dict=True)
+
+    def generate(self, ids: dict, max_new_tokens: int) -> str:
         import torch
 
-        ids = self.tokenizer.apply_chat_template(judge_messages(reply, dialogue, persona), add_generation_prompt=True,
-                                                 return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            out = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.eos_token_id)
+        return self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+class GenerativeJudge(InstructLLM):
+    """The judge: an instruct LLM given the rubric, loaded once."""
+
+    def __init__(self, source: str = DEFAULT_JUDGE, max_new_tokens: int = 160, threads: int | None = None):
+        """`max_new_tokens=0`: no critique, only the probability-weighted score (a cheap reward)."""
+        super().__init__(source, threads)
+        self.max_new_tokens = max_new_tokens
+
+    def __call__(self, reply: str, dialogue: list[tuple[str, str]], persona: str | None = None) -> Judgement:
+        ids = self.chat_ids(judge_messages(reply, dialogue, persona))
         if self.max_new_tokens == 0:  # the score alone: no critique is written, "Score:" follows the prompt
             judgement = Judgement("", None, "no critique asked for (max_new_tokens=0)")
         else:
-            with torch.no_grad():
-                out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                          pad_token_id=self.tokenizer.eos_token_id)
-            judgement = parse_judgement(self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+            judgement = parse_judgement(self.generate(ids, self.max_new_tokens))
         judgement.expected = self.expected_score(ids["input_ids"][0].tolist(), judgement.critique)
         return judgement
 

@@ -66,8 +66,7 @@ class Conversation:
     def prompt(self, user: str | np.ndarray) -> list[Turn]:
         """The turns the reply is decoded from; `user` is the new turn's words or its 16 kHz audio."""
         keep = self.history[-self.options.max_history_turns:] if self.options.max_history_turns else []
-        system = [Turn("system", [self.options.system])] if self.options.system else []
-        return system + keep + [Turn("user", [user])]
+        return chat_turns(self.options.system, keep, user)
 
     @torch.no_grad()
     def reply_text(self, user: str | np.ndarray) -> tuple[str, str]:
@@ -126,10 +125,18 @@ class Conversation:
         return ChatReply(user_text, text, audio, finish, warnings, seconds)
 
 
+def chat_turns(persona: str | None, history: Sequence[Turn], user: Any) -> list[Turn]:
+    """The chat prompt: the persona as the system turn, the earlier turns, then the new user turn
+    (its words, its 16 kHz audio, or an `Audio(n)` placeholder). The chat mode decodes from it, the
+    `chat` training task and the dialogue DPO pairs learn on it."""
+    return ([Turn("system", [persona])] if persona else []) + list(history) + [Turn("user", [user])]
+
+
 @torch.no_grad()
 def embed_turns(model: "Unisono", turns: Sequence[Turn]) -> tuple[torch.Tensor, int]:
-    """The input embeddings of a chat prompt whose parts are text or 16 kHz audio arrays (each
-    clip encoded and put where it stands), ending with `<|assistant|>`; and the prompt's length."""
+    """The input embeddings of a chat prompt (turns with a role and parts: text, or 16 kHz audio
+    arrays, each clip encoded and put where it stands), ending with `<|assistant|>`; and the
+    prompt's length."""
     from unisono.audio.features import batch_log_mel
     from unisono.model.vocab import Audio
 

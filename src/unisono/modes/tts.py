@@ -45,6 +45,7 @@ _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _KNOWN_INSTRUCTION = re.compile(r"\b(slow|slowly|quick|quickly|fast|pace|low|high|pitch|voice)\b", re.IGNORECASE)
 MAX_SENTENCE_CHARS = 300  # longer sentences are cut at a comma or space: training rows are ~30 s at most
 MAX_SENTENCE_HAN = 100
+NATURAL_RATE = {"en": 2.7, "zh": 4.5}  # units a second of unhurried speech (words; Han characters)
 
 
 @dataclass
@@ -119,6 +120,33 @@ def split_sentences(text: str) -> list[str]:
         limit = MAX_SENTENCE_HAN if _CJK.search(sentence) else MAX_SENTENCE_CHARS
         out += [piece for piece in _cut(sentence, limit) if _speakable(piece)]
     return out
+
+
+def heard_text(text: str, spans: list, audio_end_ms: float) -> str:
+    """The words of a spoken answer a listener heard in its first `audio_end_ms`: every sentence
+    whose audio had ended by then, and of the sentence being spoken, its share of words (Han
+    characters) by time. `spans`: (sentence, start ms, end ms) of the sentences spoken so far
+    (`speak_stream`'s `on_sentence` marks them); a sentence after them (the answer stopped while it
+    was being spoken) is timed at a natural pace."""
+    kept = []
+    for index, sentence in enumerate(split_sentences(text)):
+        han = bool(_CJK.search(sentence))
+        units = list(sentence) if han else sentence.split()
+        if index < len(spans):
+            start, end = spans[index][1], spans[index][2]
+        elif index == len(spans):
+            start = spans[-1][2] if spans else 0.0
+            end = start + 1000 * len(units) / NATURAL_RATE["zh" if han else "en"]
+        else:
+            break
+        if audio_end_ms >= end:
+            kept.append(sentence)
+            continue
+        n = int(len(units) * max(0.0, audio_end_ms - start) / max(end - start, 1.0))
+        if n:
+            kept.append(("" if han else " ").join(units[:n]))
+        break
+    return " ".join(kept)
 
 
 def text_warnings(text: str, instruction: str | None) -> list[str]:

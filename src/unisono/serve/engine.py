@@ -19,7 +19,6 @@ from unisono.decode.session import LENGTH, SessionConfig
 from unisono.decode.stats import DecodeStats
 from unisono.decode.text_stream import TextStream
 from unisono.modes.asr import MAX_SEGMENT_S, Transcript, text_tokens_mask
-from unisono.model.vocab import Turn
 
 ChatPart = Union[str, np.ndarray]  # text, or 16 kHz mono audio
 PCM_RATE = 24000  # OpenAI's pcm16 on the wire
@@ -113,7 +112,7 @@ class Engine:
                 raise ValueError("an input_audio part holds no samples")
         from unisono.modes.chat import embed_turns
 
-        embeds, n_prompt = embed_turns(self.model, [Turn(t.role, list(t.parts)) for t in turns])
+        embeds, n_prompt = embed_turns(self.model, turns)
         config = SessionConfig(max_new_tokens=max_tokens, stop_ids=(self.model.vocab.end_id,),
                                sampling=sampling, allowed=self._text_mask)
         return self.scheduler.submit(embeds, config), n_prompt

@@ -34,7 +34,6 @@ import binascii
 import contextvars
 import json
 import logging
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +44,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from unisono.decode.sampling import SamplingConfig
 from unisono.modes.asr import MAX_SEGMENT_S
+from unisono.modes.tts import heard_text
 from unisono.serve.engine import PCM24, ChatTurn, SentenceEnd
 from unisono.serve.work import Stream
 
@@ -68,34 +68,6 @@ GA_NAMES = {  # GA name -> beta name, for what the server sends
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
-
-
-def heard_text(text: str, spans: list, audio_end_ms: float) -> str:
-    """The words of a spoken answer a listener heard in its first `audio_end_ms`: every sentence
-    whose audio had ended by then, and of the sentence being spoken, its share of words (Han
-    characters) by time. `spans`: (sentence, start ms, end ms) of the sentences spoken so far; a
-    sentence after them (the answer stopped while it was being spoken) is timed at a natural pace."""
-    from unisono.modes.tts import split_sentences
-
-    kept = []
-    for index, sentence in enumerate(split_sentences(text)):
-        han = bool(re.search(r"[\u3400-\u9fff]", sentence))
-        units = list(sentence) if han else sentence.split()
-        if index < len(spans):
-            start, end = spans[index][1], spans[index][2]
-        elif index == len(spans):
-            start = spans[-1][2] if spans else 0.0
-            end = start + 1000 * len(units) / (4.5 if han else 2.7)
-        else:
-            break
-        if audio_end_ms >= end:
-            kept.append(sentence)
-            continue
-        n = int(len(units) * max(0.0, audio_end_ms - start) / max(end - start, 1.0))
-        if n:
-            kept.append(("" if han else " ").join(units[:n]))
-        break
-    return " ".join(kept)
 
 
 class Held:

@@ -69,12 +69,12 @@ def encode_answer(vocab, prompt: dict, answer, n_audio: int = 0) -> tuple[list[i
     """(ids, first scored position) of a prompt and its answer: speech tokens after a TTS prompt, or
     a reply's text after the chat mode's prompt whose spoken turn fills `n_audio` positions."""
     from unisono.model.vocab import Audio, Turn
+    from unisono.modes.chat import chat_turns
     from unisono.modes.tts import tts_prompt
 
     if "audio" in prompt:
-        turns = [Turn("system", [prompt["persona"]])] if prompt.get("persona") else []
-        turns += [Turn(role, [text]) for role, text in prompt.get("history") or []] + [Turn("user", [Audio(n_audio)])]
-        context = vocab.encode_prompt(turns).ids
+        history = [Turn(role, [text]) for role, text in prompt.get("history") or []]
+        context = vocab.encode_prompt(chat_turns(prompt.get("persona"), history, Audio(n_audio))).ids
         return context + vocab.encode_text(answer) + [vocab.end_id], len(context)
     context = vocab.encode_prompt(tts_prompt(prompt["text"], prompt.get("instruct"))).ids + [vocab.id("speech_start")]
     answer = [vocab.speech_offset + int(c) for c in answer] + [vocab.id("speech_end"), vocab.end_id]

@@ -32,10 +32,10 @@ from typing import Callable
 import numpy as np
 
 from unisono.eval.speech_scores import speech_units
+from unisono.modes.tts import NATURAL_RATE
 
 ROLLOUTS_FILE = "rollouts.jsonl"
 PAIRS_FILE = "pairs.jsonl"
-NATURAL_RATE = {"en": 2.7, "zh": 4.5}  # units a second of unhurried read speech (words; Han characters)
 
 
 @dataclass

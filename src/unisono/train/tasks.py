@@ -158,14 +158,14 @@ def chat_turns(c: TaskContext) -> list[Turn] | None:
     """A spoken turn answered: the prompt `unisono.modes.chat` builds (persona, earlier turns as
     text, this turn as audio); only the reply is learned."""
     from unisono.model.vocab import Audio
+    from unisono.modes.chat import chat_turns
 
     dialogue = c.row.meta.get("dialogue") or {}
     reply = dialogue.get("reply")
     if not isinstance(reply, str) or not reply.strip():
         return None
-    turns = [Turn("system", [dialogue["persona"]])] if dialogue.get("persona") else []
-    turns += [Turn(role, [text]) for role, text in dialogue.get("history") or []]
-    return turns + [Turn("user", [Audio(c.n_audio)]), Turn("assistant", [reply.strip()])]
+    history = [Turn(role, [text]) for role, text in dialogue.get("history") or []]
+    return chat_turns(dialogue.get("persona"), history, Audio(c.n_audio)) + [Turn("assistant", [reply.strip()])]
 
 
 def text_turns(c: TaskContext) -> list[Turn] | None:
