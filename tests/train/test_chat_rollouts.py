@@ -61,6 +61,11 @@ def test_replies_are_the_chat_modes_samples_and_a_killed_run_resumes(model, tmp_
     for pair, row in zip(pairs, rows):
         best = max(row["candidates"], key=lambda x: (x["total"], -x["seed"]))
         assert pair["chosen"] == best["tokens"] and pair["scorer"] == "length-judge"
+    # a turn whose audio is gone is skipped with a warning; the others are kept
+    broken = dict(prompts[0], id="gone", audio=str(tmp_path / "missing.flac"))
+    assert chat_rollouts(model, "embedded", [broken] + prompts, tmp_path / "run2", config, LengthJudge()) == \
+        chat_rollouts(model, "embedded", prompts, tmp_path / "run2", config, LengthJudge())
+    assert "gone" not in (tmp_path / "run2" / "rollouts.jsonl").read_text()
     # killed mid-line: the torn line goes, the turn is rolled out again, no pair twice
     text = (run / "rollouts.jsonl").read_text()
     (run / "rollouts.jsonl").write_text(text[: len(text) - 30])

@@ -17,18 +17,22 @@ be cheaper than the one used to evaluate (`max_new_tokens=0`: the score without 
 the held-out evaluation is not the very signal that was optimised.
 
 RUN/rollouts.jsonl holds a line per turn (every candidate's seed, reply and rewards), appended turn by
-turn, and a killed run resumes; RUN/pairs.jsonl is rebuilt from it (`train.rollouts`).
+turn, and a killed run resumes; RUN/pairs.jsonl is rebuilt from it (`train.rollouts`). A turn whose
+audio cannot be read is skipped with a warning (and tried again by a later run).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from unisono.train.rollouts import ROLLOUTS_FILE, read_rollouts, write_pairs
+
+log = logging.getLogger("unisono.rlhf")
 
 
 @dataclass
@@ -71,7 +75,7 @@ def length_reward(reply: str, max_words: int) -> float:
 def chat_rollouts(model, model_name: str, prompts: list[dict], run: Path, config: ChatRolloutConfig, judge,
                   progress: Callable[[], None] | None = None) -> list[dict]:
     """Roll out every prompt not yet in RUN/rollouts.jsonl; returns the pairs of all of them."""
-    from unisono.audio.io import load_audio
+    from unisono.audio.io import AudioError, load_audio
     from unisono.model.vocab import Turn
     from unisono.modes.chat import ChatOptions, Conversation
 
@@ -84,7 +88,13 @@ def chat_rollouts(model, model_name: str, prompts: list[dict], run: Path, config
                 if progress:
                     progress()
                 continue
-            audio = load_audio(prompt["audio"])
+            try:
+                audio = load_audio(prompt["audio"])
+            except (AudioError, OSError) as e:  # left out of this run, tried again by the next
+                log.warning("turn %s skipped: %s", prompt["id"], e)
+                if progress:
+                    progress()
+                continue
             dialogue = [(role, text) for role, text in prompt["history"]] + [("user", prompt["text"])]
             candidates = []
             for k in range(config.candidates):
