@@ -235,6 +235,8 @@ class Unisono(nn.Module):
         return out.last_hidden_state
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.dim() == 1:  # one position: an int8 (dynamically quantised) head needs a batch dimension
+            return self.decoder.lm_head(hidden[None])[0]
         return self.decoder.lm_head(hidden)
 
     def new_kv_cache(self):
