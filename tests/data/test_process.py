@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ from unisono.data.manifest import read_manifest, read_rejections
 from unisono.data.process import (
     RESULTS_NAME,
     ProcessConfig,
-    Recording,
     collect_recordings,
     read_results,
     run,

@@ -173,3 +173,43 @@ def test_mtp_equals_greedy_on_ragged_batches_with_long_prompts(qwen64, prompts, 
     assert fast.stats.passes <= greedy.stats.passes
     row = row % len(prompts)  # a row decodes alike alone and among others
     assert decode(True, [row]).tokens[0] == greedy.tokens[row]
+
+
+def test_a_draft_vocabulary_keeps_the_greedy_output_and_drafts_only_from_it(tiny_tokenizer, tmp_path):
+    from unisono.decode.propose import MTPProposer
+    from unisono.model.mtp import frequent_tokens
+    from unisono.model.unisono import Unisono
+
+    model = make_tiny_model(tiny_tokenizer, mtp__draft_vocab_size=40).double()
+    assert model.mtp.draft_vocabulary is None  # not counted yet: drafts over every token
+    prompts = [[5, 6, 7, 8, 9], [9, 10], [11, 12, 13]]
+    greedy = run(model, prompts, mtp=False)
+    # the draft set: the tokens the greedy decode writes, the stop token, then others
+    ids = frequent_tokens(greedy.tokens + [list(range(100))], 40, always=[model.vocab.end_id])
+    model.mtp.set_draft_vocabulary(ids)
+    fast = run(model, prompts, mtp=True)
+    assert fast.tokens == greedy.tokens and fast.stopped == greedy.stopped
+    assert fast.stats.passes <= greedy.stats.passes
+
+    # a draft is the best allowed token of the set, as the full head scores it
+    proposer = MTPProposer(model.mtp, model.embed_tokens, model.logits, model.head_rows, 1, 64,
+                           model.config.decoder.hidden_size, 2, torch.device("cpu"), torch.float64)
+    hidden = torch.randn(8, model.config.decoder.hidden_size, dtype=torch.float64)
+    allowed = text_allowed(model)
+    allowed[ids[5:10]] = False
+    in_set = torch.zeros(model.vocab.size, dtype=torch.bool)
+    in_set[ids] = True
+    reference = model.logits(hidden).masked_fill(~(allowed & in_set), float("-inf")).argmax(-1)
+    assert torch.equal(proposer._draft(hidden, allowed), reference)
+
+    # the set travels with the checkpoint
+    model.save(tmp_path / "m")
+    assert torch.equal(Unisono.load(tmp_path / "m").mtp.draft_vocabulary, ids)
+
+
+def test_frequent_tokens_ranks_by_count_after_the_tokens_always_kept():
+    from unisono.model.mtp import frequent_tokens
+
+    ids = frequent_tokens([[3, 3, 7, 1], [7, 3, 2, 9, 9]], 4, always=[9, 50])
+    assert ids.tolist() == [9, 50, 3, 7]  # 3 thrice, 7 twice; 9 is kept first, not counted again
+    assert frequent_tokens([[1]], 5, always=[]).tolist() == [1]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from unisono.eval.codec import SetResult, evaluate_set, first_chunk_latency, token_entropy_bits, write_report
+from unisono.eval.codec import evaluate_set, first_chunk_latency, token_entropy_bits, write_report
 from unisono.model.config import EncoderConfig
 from unisono.model.encoder import AudioEncoder
 from unisono.codec import CodecConfig, SpeechCodec

@@ -107,7 +107,7 @@ def generate(
     if not K:
         proposer = None
     elif proposer is None:
-        proposer = MTPProposer(model.mtp, model.embed_tokens, model.logits, B, L + config.max_new_tokens, D, K, device, prompt_embeds.dtype)
+        proposer = MTPProposer(model.mtp, model.embed_tokens, model.logits, model.head_rows, B, L + config.max_new_tokens, D, K, device, prompt_embeds.dtype)
     if proposer is not None:
         proposer.record(positions, prompt_embeds, hidden, prompt_mask)
 

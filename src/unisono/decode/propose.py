@@ -40,6 +40,7 @@ class MTPProposer:
         head: MTPHead,
         embed_tokens: Callable[[torch.Tensor], torch.Tensor],  # (B, T) ids -> (B, T, D)
         logits: Callable[[torch.Tensor], torch.Tensor],  # (B, D) hidden -> (B, V)
+        head_rows: Callable[[torch.Tensor], torch.Tensor],  # ids (K,) -> the output head's rows (K, D)
         batch_size: int,
         max_positions: int,
         dim: int,
@@ -50,6 +51,9 @@ class MTPProposer:
         if not 1 <= n_drafts <= head.n_branches:
             raise ValueError(f"n_drafts must be in 1..{head.n_branches} (the head's branches), got {n_drafts}")
         self.head, self.embed_tokens, self.logits, self.K = head, embed_tokens, logits, n_drafts
+        # With a draft vocabulary the branches score only its rows of the output head.
+        self.draft_ids = head.draft_vocabulary
+        self.draft_rows = None if self.draft_ids is None else head_rows(self.draft_ids).to(dtype)
         P = max_positions + n_drafts + 2
         self.P = P
         self.embeds = torch.zeros(batch_size, P, dim, device=device, dtype=dtype)  # input embedding by position
@@ -90,12 +94,21 @@ class MTPProposer:
             if h < self.K:
                 _scatter(self.hidden[h], ps.clamp(0, self.P - 1), out, valid)
             last = (n - 1 - start).clamp(0, width - 1)  # index of position n-1 in the window
-            logits = self.logits(branch.out_norm(out[rows, last]))  # (B, V)
-            if allowed is not None:
-                logits = logits.masked_fill(~allowed, float("-inf"))
-            d = logits.argmax(-1)
+            d = self._draft(branch.out_norm(out[rows, last]), allowed)  # (B,)
             drafts.append(d)
             _scatter(self.embeds, (n + h)[:, None].clamp(0, self.P - 1), self.embed_tokens(d[:, None]), active[:, None])
             cache.invalidate_last(width, valid & (ps <= (n - h)[:, None]))
             self.certain[h - 1] = torch.where(active, (n - h + 1).clamp(min=0), start)
         return torch.stack(drafts, dim=1)
+
+    def _draft(self, hidden: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        """hidden (B, D) -> the most likely allowed token (B,), over the draft vocabulary if any."""
+        if self.draft_rows is None:
+            logits = self.logits(hidden)  # (B, V)
+        else:
+            logits = hidden @ self.draft_rows.T  # (B, K)
+            allowed = None if allowed is None else allowed[self.draft_ids]
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        d = logits.argmax(-1)
+        return d if self.draft_rows is None else self.draft_ids[d]

@@ -309,7 +309,7 @@ class Session:
         p = self._proposer
         if p is None:
             D = self.model.config.decoder.hidden_size
-            self._proposer = MTPProposer(self.model.mtp, self.model.embed_tokens, self.model.logits, 1,
+            self._proposer = MTPProposer(self.model.mtp, self.model.embed_tokens, self.model.logits, self.model.head_rows, 1,
                                          max(256, 2 * positions_needed), D, self.K, self.device, self.model.dtype)
             return
         if positions_needed + self.K + 2 <= p.P:

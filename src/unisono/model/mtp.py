@@ -11,8 +11,10 @@ projection W_h (2D -> D), one Transformer block (causal self-attention over the 
 sequence + SwiGLU MLP) and an output norm. With H = 5 a decoder pass yields a 6-token proposal.
 
 Training loss (`mtp_loss`): next-token loss + sum_h w_h * loss_h with w_h = decay**h.
-Inference: `MTPHead.branch_step` runs one branch over a few positions with a `BranchCache`;
-the proposer in `unisono.decode.propose` decides which positions.
+Inference: the proposer in `unisono.decode.propose` runs the branches over a few positions with
+a `BranchCache` each. With a draft vocabulary (`MTPConfig.draft_vocab_size`) a branch's logits
+cover only the most frequent training tokens: on a large vocabulary the shared output head is
+most of a branch's cost, and a draft outside the set would rarely have been accepted anyway.
 """
 
 from __future__ import annotations
@@ -157,6 +159,27 @@ class MTPHead(nn.Module):
         self.branches = nn.ModuleList(
             MTPBranch(dim, self.n_heads, inter, rope_theta, eps) for _ in range(config.n_branches)
         )
+        if config.draft_vocab_size:
+            # -1 until the MTP stage counts its training targets (`set_draft_vocabulary`)
+            self.register_buffer("draft_ids", torch.full((config.draft_vocab_size,), -1, dtype=torch.long))
+        else:
+            self.draft_ids = None
+
+    @property
+    def draft_vocabulary(self) -> torch.Tensor | None:
+        """The token ids drafts are chosen among, or None (the whole vocabulary)."""
+        if self.draft_ids is None or bool((self.draft_ids < 0).any()):
+            return None
+        return self.draft_ids
+
+    def set_draft_vocabulary(self, ids: torch.Tensor) -> None:
+        """Draft among `ids` (at most draft_vocab_size of them; fewer are padded with repeats)."""
+        if self.draft_ids is None:
+            raise ValueError("this MTP head has no draft vocabulary (mtp.draft_vocab_size is not set)")
+        ids = ids.to(torch.long).flatten()[: len(self.draft_ids)]
+        if ids.numel() == 0:
+            raise ValueError("an empty draft vocabulary")
+        self.draft_ids.copy_(ids.repeat(-(-len(self.draft_ids) // ids.numel()))[: len(self.draft_ids)])
 
     @property
     def n_branches(self) -> int:
@@ -182,6 +205,18 @@ class MTPHead(nn.Module):
     def new_caches(self, batch_size: int, capacity: int, device, dtype) -> list[BranchCache]:
         b = self.branches[0].block
         return [BranchCache(batch_size, b.n_heads, b.head_dim, capacity, device, dtype) for _ in self.branches]
+
+
+def frequent_tokens(token_lists, size: int, always: list[int]) -> torch.Tensor:
+    """The draft vocabulary: `always` (e.g. the special tokens) first, then the most frequent ids
+    of `token_lists` (ties by id), `size` ids in all."""
+    from collections import Counter
+
+    counts = Counter(t for ids in token_lists for t in ids)
+    for t in always:
+        counts.pop(t, None)
+    ranked = [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return torch.tensor((list(dict.fromkeys(always)) + ranked)[:size], dtype=torch.long)
 
 
 def branch_weights(n_branches: int, decay: float) -> list[float]:

@@ -239,6 +239,14 @@ class Unisono(nn.Module):
             return self.decoder.lm_head(hidden[None])[0]
         return self.decoder.lm_head(hidden)
 
+    def head_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows `ids` (K,) of the output head's weight, (K, D) in floating point (an int8 head dequantised)."""
+        head = self.decoder.lm_head  # bias-free in every decoder family used here
+        weight = head.weight() if callable(head.weight) else head.weight
+        if weight.is_quantized:
+            weight = weight.dequantize()
+        return weight.detach()[ids]
+
     def new_kv_cache(self):
         from transformers import DynamicCache
 

@@ -158,6 +158,10 @@ class BackboneObjective(Objective):
         missing, unexpected = base.load_state_dict(model_state, strict=False)
         if unexpected or [k for k in missing if not k.startswith("encoder.")]:
             raise RuntimeError(f"trained state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        if base.mtp is not None and base.mtp.draft_ids is not None and any(p.mtp_loss for p in cfg.phases):
+            from unisono.train.model_setup import set_draft_vocabulary
+
+            set_draft_vocabulary(base, self.corpus.texts())
         stages = list(base.config.meta.get("stages", []))
         stages.append({
             "stage": cfg.stage,

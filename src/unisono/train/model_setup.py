@@ -74,6 +74,18 @@ def pretrained_model(spec) -> Unisono:
 
 
 @torch.no_grad()
+def set_draft_vocabulary(model: Unisono, texts: Iterable[str]) -> None:
+    """The MTP head drafts among the special and speech tokens and the text tokens most frequent
+    in `texts` (the training targets), as many as its draft_vocab_size."""
+    from unisono.model.mtp import frequent_tokens
+
+    vocab = model.vocab
+    always = [vocab.id(name) for name in vocab.special_tokens]
+    always += range(vocab.speech_offset, vocab.speech_offset + vocab.n_speech)
+    ids = frequent_tokens((vocab.encode_text(t) for t in texts if t), model.config.mtp.draft_vocab_size, always)
+    model.mtp.set_draft_vocabulary(ids)
+
+
 def expand_speech_vocabulary(model: Unisono, n_speech_tokens: int, noise_std: float = 0.02) -> Unisono:
     """Grow the speech-token block to `n_speech_tokens` codes (in place); text rows unchanged."""
     old = model.vocab
