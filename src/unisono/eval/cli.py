@@ -504,6 +504,58 @@ def dialogue(
         console.print(f"report: {write_report(results, report, command)}")
 
 
+@app.command()
+def text(
+    model_dir: Path = typer.Option(..., "--model", "-m", help="A checkpoint on a pretrained base (its decoder names a source)."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts", "-p", help="JSONL rows (id, kind: passage or prompt, "
+                                                "text); default: the repository's held-out set."),
+    max_new_tokens: int = typer.Option(48, help="Of a reply."),
+    threads: int = typer.Option(2, help="CPU threads."),
+    report: Optional[Path] = typer.Option(None, "--report", "-r", help="Write results.json and README.md here."),
+) -> None:
+    """Text ability kept: the base decoder (adapters off) against the trained model (adapters on):
+    perplexity on held-out passages, and greedy replies to fixed prompts through the base's chat template."""
+    import json
+
+    import torch
+    from rich.console import Console
+
+    from unisono.eval.text_ability import DEFAULT_TEXTS, TextAbilityEval, read_text_items, same_replies
+    from unisono.model.unisono import Unisono
+
+    console = Console()
+    torch.set_num_threads(threads)
+    path = prompts_file or DEFAULT_TEXTS
+    try:
+        items = read_text_items(path)
+    except (OSError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--prompts") from None
+    try:
+        evaluator = TextAbilityEval(Unisono.load(model_dir))
+        base = evaluator.measure(items, "base (adapters off)", adapters_on=False, max_new_tokens=max_new_tokens)
+    except (OSError, ValueError, ImportError) as e:
+        raise typer.BadParameter(f"{model_dir}: {e}", param_hint="--model") from None
+    trained = evaluator.measure(items, f"{model_dir} (adapters on)", max_new_tokens=max_new_tokens)
+    same = same_replies(base, trained)
+    lines = ["| decoder | passage tokens | nats/token | perplexity | replies as the base's |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r.name} | {r.tokens} | {r.nats_per_token:.3f} | {r.perplexity:.2f} | "
+              f"{same if r is trained else len(r.replies)}/{len(r.replies)} |" for r in (base, trained)]
+    lines += ["", "| prompt | base | trained |", "|---|---|---|"]
+    prompts = {i.id: i.text for i in items}
+    lines += [f"| {prompts[k]} | {base.replies[k]} | {trained.replies[k]} |".replace("\n", " ") for k in base.replies]
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+    if report is not None:
+        report.mkdir(parents=True, exist_ok=True)
+        results = [{"name": r.name, "nats_per_token": r.nats_per_token, "perplexity": r.perplexity, "tokens": r.tokens,
+                    "replies": r.replies} for r in (base, trained)]
+        (report / "results.json").write_text(json.dumps({"model": str(model_dir), "same_replies": same,
+                                                         "results": results}, indent=2, ensure_ascii=False))
+        command = _command_line(["text", "--model", str(model_dir)] + (["--prompts", str(prompts_file)] if prompts_file else []))
+        (report / "README.md").write_text(f"# Text ability kept\n\n`{command}`\n\n" + "\n".join(lines) + "\n")
+        console.print(f"report: {report}")
+
+
 arena_app = typer.Typer(help="The TTS arena: systems compared two at a time by judges and by people.", no_args_is_help=True)
 app.add_typer(arena_app, name="arena")
 
