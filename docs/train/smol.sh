@@ -10,13 +10,13 @@
 # Usage: docs/train/smol.sh            (THREADS, RUNS, REAL, NEURAL and the *_STEPS override)
 set -euo pipefail
 REAL=${REAL:-../shared/data/real_speech_train}
-NEURAL=${NEURAL:-"corpus/neural_en, corpus/neural_probe"}   # Piper / Kokoro English (unisono data synth)
+NEURAL=${NEURAL:-corpus/neural_en}   # Piper / Kokoro English, 2 h (step 0)
 RUNS=${RUNS:-runs/smol}
-THREADS=${THREADS:-2}
-ALIGN_STEPS=${ALIGN_STEPS:-150}
-SFT_STEPS=${SFT_STEPS:-1000}
-MTP_STEPS=${MTP_STEPS:-300}
-JOINT_STEPS=${JOINT_STEPS:-50}
+THREADS=${THREADS:-1}   # one thread per process on a busy 2-core machine
+ALIGN_STEPS=${ALIGN_STEPS:-600}
+SFT_STEPS=${SFT_STEPS:-500}
+MTP_STEPS=${MTP_STEPS:-150}
+JOINT_STEPS=${JOINT_STEPS:-30}
 MAX_TOKENS=${MAX_TOKENS:-1200}
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-50}
 EXTRA=${EXTRA:-}            # more --set KEY=VALUE for every stage (e.g. "--set run.device=cuda")
@@ -35,6 +35,11 @@ stage() {  # stage NAME CONFIG [ARGS...]: run it unless its model is written
     --config "$config" --out "$RUNS/$name" "${COMMON[@]}" "$@" 2>&1 | tee -a "$RUNS/$name.log"
 }
 mkdir -p "$RUNS"
+
+# 0. natural-sounding English speech from the neural voices (7 minutes on 2 cores; a finished corpus
+#    is kept, an interrupted one resumed)
+unisono data synth --engines piper,kokoro --engine-weights piper=0.8,kokoro=0.2 --hours-en 2 --hours-zh 0 \
+  --out "${NEURAL%%,*}" --workers 2
 
 # 1. alignment: only the adaptor (1.7 M parameters) trains; the decoder and its adapters are frozen
 stage align "$CONFIGS/smol-align.yaml" --set phases.0.steps=$ALIGN_STEPS --set phases.0.warmup_steps=10

@@ -86,6 +86,7 @@ def set_draft_vocabulary(model: Unisono, texts: Iterable[str]) -> None:
     model.mtp.set_draft_vocabulary(ids)
 
 
+@torch.no_grad()
 def expand_speech_vocabulary(model: Unisono, n_speech_tokens: int, noise_std: float = 0.02) -> Unisono:
     """Grow the speech-token block to `n_speech_tokens` codes (in place); text rows unchanged."""
     old = model.vocab
