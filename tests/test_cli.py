@@ -219,3 +219,35 @@ def test_chat_hears_answers_and_writes_replies(tmp_path, example_wav):
     assert sorted(p.name for p in (tmp_path / "replies").iterdir()) <= ["reply-1.wav", "reply-2.wav"]
     r = run("chat", "-i", str(tmp_path / "nope.wav"))
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_chat_from_the_microphone_answers_each_utterance(example_wav, monkeypatch):
+    """The live loop on a stream of 160 ms blocks as a microphone gives them (a recording here):
+    two utterances, two turns, each reply played; a machine without audio devices is told so."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from unisono.audio import microphone
+    from unisono.audio.io import load_audio
+    from unisono.cli import app
+
+    audio = load_audio(example_wav)
+    x = np.concatenate([np.zeros(8000, np.float32), audio[: 16000 * 3], np.zeros(24000, np.float32),
+                        audio[16000 * 4 : 16000 * 7], np.zeros(16000, np.float32)])
+    played = []
+    monkeypatch.setattr(microphone, "microphone_blocks", lambda: iter([x[i : i + 2560] for i in range(0, len(x), 2560)]))
+    monkeypatch.setattr(microphone, "play", lambda a: played.append(len(a)))
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["chat", "--mic", "--max-tokens", "6", "--seed", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("you: ") == 2 and result.output.count("unisono: ") == 2
+    assert len(played) == 2 and all(n > 0 for n in played)
+
+    def no_portaudio():
+        raise microphone.DeviceError("live audio needs the PortAudio library (Debian/Ubuntu: apt-get install libportaudio2)")
+
+    monkeypatch.setattr(microphone, "microphone_blocks", no_portaudio)
+    result = CliRunner().invoke(app, ["chat", "--mic", "--text-only"])
+    assert result.exit_code == 1 and "PortAudio" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["chat", "--mic", "-i", str(example_wav)])
+    assert result.exit_code == 2 and "not both" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Optional
 
@@ -306,7 +307,10 @@ def speak(
 
 @app.command()
 def chat(
-    inputs: list[Path] = typer.Option(..., "--input", "-i", help="A spoken turn (audio file); repeat for a conversation, turn after turn."),
+    inputs: Optional[list[Path]] = typer.Option(None, "--input", "-i", help="A spoken turn (audio file); repeat for a conversation, turn after turn."),
+    mic: bool = typer.Option(False, "--mic", help="Talk through the microphone instead: each utterance is a turn once you have "
+                                                 "been quiet --silence-ms; the reply is played (Ctrl-C ends)."),
+    silence_ms: int = typer.Option(700, min=100, help="With --mic: the silence that ends a turn."),
     system: Optional[str] = typer.Option(None, "--system", help="A persona or instructions for the whole conversation."),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Write each reply's audio here (reply-1.wav, ...)."),
     text_only: bool = typer.Option(False, "--text-only", help="Reply in text only."),
@@ -316,11 +320,16 @@ def chat(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint directory (default: the embedded unisono-tiny)."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: torch's choice)."),
 ) -> None:
-    """Talk to the model: each input is a spoken turn; prints what was heard and the reply, and writes the reply spoken."""
+    """Talk to the model: each input (or each utterance into the microphone) is a spoken turn; prints
+    what was heard and the reply, and writes (or, from the microphone, plays) the reply spoken."""
     from rich.console import Console
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    for path in inputs:
+    if inputs and mic:
+        raise typer.BadParameter("spoken turns from files or from the microphone, not both", param_hint="--input/--mic")
+    if not inputs and not mic:
+        raise typer.BadParameter("give spoken turns with --input FILE, or --mic to talk live", param_hint="--input/--mic")
+    for path in inputs or []:
         if not path.is_file():
             raise typer.BadParameter(f"no such file: {path}", param_hint="--input")
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
@@ -340,12 +349,15 @@ def chat(
             system=system, max_tokens=max_tokens, seed=seed, voice=voice, speak=not text_only))
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--model") from None
-    for number, path in enumerate(inputs, 1):
+
+    def answer(number: int, turn, where: str, play=None) -> None:
         try:
-            reply = conversation.turn(str(path))
+            reply = conversation.turn(turn)
         except (AudioError, ValueError, OSError) as e:
-            err.print(f"[red]turn {number}[/red] ({path}): {e}")
-            raise typer.Exit(code=1) from None
+            err.print(f"[red]turn {number}[/red] ({where}): {e}")
+            if not mic:
+                raise typer.Exit(code=1) from None
+            return  # a live conversation goes on after a turn it could not take
         for note in reply.warnings:
             err.print(f"[yellow]warning[/yellow] {note}")
         typer.echo(f"you: {reply.user_text}")
@@ -356,6 +368,36 @@ def chat(
             out_dir.mkdir(parents=True, exist_ok=True)
             save_audio(out_dir / f"reply-{number}.wav", reply.audio)
             err.print(f"reply {number}: {out_dir / f'reply-{number}.wav'} ({len(reply.audio) / 16000:.1f} s)")
+        if reply.audio is not None and play is not None:
+            play(reply.audio)
+
+    if not mic:
+        for number, path in enumerate(inputs, 1):
+            answer(number, str(path), str(path))
+        return
+
+    from unisono.audio import microphone
+    from unisono.audio.vad import TurnSegmenter
+
+    segmenter, number = TurnSegmenter(min_silence_ms=silence_ms), 0
+    try:
+        blocks = microphone.microphone_blocks()
+        first = next(blocks)  # opens the device: a missing one is reported before anything else
+        err.print("listening: speak, then pause (Ctrl-C ends the conversation)")
+        for block in itertools.chain([first], blocks):
+            for turn in segmenter.feed(block):
+                number += 1
+                # half duplex: the microphone's blocks queue while the reply is played, so what
+                # the speakers said is heard as speech only if they reach the microphone
+                answer(number, turn, f"{len(turn) / 16000:.1f} s from the microphone", play=microphone.play)
+        rest = segmenter.flush()
+        if rest is not None and len(rest) >= 16000 // 4:
+            answer(number + 1, rest, "the end of the stream", play=microphone.play)
+    except microphone.DeviceError as e:
+        err.print(f"[red]error[/red] {e}")
+        raise typer.Exit(code=1) from None
+    except KeyboardInterrupt:
+        err.print(f"conversation ended after {number} turn(s)")
 
 
 @app.command()

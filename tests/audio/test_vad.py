@@ -85,3 +85,46 @@ def test_a_pause_is_announced_before_the_silence_that_ends_the_turn(example_wav)
     # without pause_ms the stream says only start and end
     plain = StreamingVAD(min_silence_ms=600)
     assert [k for i in range(0, len(x), 1600) for k, _ in plain.feed(x[i : i + 1600])] == ["start", "end"]
+
+
+def _blocks(x: np.ndarray, n: int = 2560):  # 160 ms
+    return [x[i : i + n] for i in range(0, len(x), n)]
+
+
+def test_a_live_stream_is_cut_into_its_utterances(example_wav):
+    from unisono.audio.vad import StreamingVAD, TurnSegmenter
+
+    audio = load_audio(example_wav)
+    gap = lambda s: np.zeros(int(16000 * s), np.float32)  # noqa: E731
+    x = np.concatenate([gap(0.5), audio, gap(1.5), audio[: 16000 * 4], gap(1.0)])
+    segmenter = TurnSegmenter(min_silence_ms=700)
+    turns = [t for b in _blocks(x) for t in segmenter.feed(b)]
+    assert len(turns) == 2 and segmenter.flush() is None
+    # each turn is the stream between the VAD's start and end, sample for sample
+    vad = StreamingVAD(0.5, 700)
+    changes = [c for b in _blocks(x) for c in vad.feed(b)]
+    assert [k for k, _ in changes] == ["start", "end", "start", "end"]
+    for turn, (start, end) in zip(turns, [(changes[0][1], changes[1][1]), (changes[2][1], changes[3][1])]):
+        np.testing.assert_array_equal(turn, x[start:end])
+    assert abs(len(turns[0]) / 16000 - len(audio) / 16000) < 0.8 and abs(len(turns[1]) / 16000 - 4.0) < 0.8
+    # silence is not kept: only what the padding of a starting utterance can reach
+    quiet = TurnSegmenter()
+    for b in _blocks(gap(20.0)):
+        assert quiet.feed(b) == []
+    assert len(quiet._audio) <= 16000 + 2560
+
+
+def test_a_turn_that_goes_on_is_cut_and_the_rest_kept(example_wav):
+    from unisono.audio.vad import TurnSegmenter
+
+    audio = load_audio(example_wav)
+    x = np.concatenate([np.zeros(8000, np.float32), audio])  # the stream stops while speech goes on
+    segmenter = TurnSegmenter(max_turn_s=3.0)
+    turns = [t for b in _blocks(x) for t in segmenter.feed(b)]
+    rest = segmenter.flush()
+    assert len(turns) == 3 and all(len(t) == 3 * 16000 for t in turns) and rest is not None
+    # the pieces are the utterance without a gap or a repeat
+    joined = np.concatenate(turns + [rest])
+    start = len(x) - len(joined)
+    np.testing.assert_array_equal(joined, x[start:])
+    assert start < 8000 + 0.3 * 16000

@@ -158,3 +158,52 @@ class StreamingVAD:
         self._iterator.reset_states()
         self._rest = np.zeros(0, np.float32)
         self.speaking = self.paused = False
+
+
+class TurnSegmenter:
+    """A live stream cut into spoken turns: blocks of 16 kHz samples in (a microphone's 160 ms
+    reads), each utterance out once the speaker has been quiet `min_silence_ms`, from its start
+    to its end as the VAD places them. Only the audio since the last turn is kept, and at most
+    `max_turn_s` of it: a turn that goes on longer is cut there."""
+
+    def __init__(self, min_silence_ms: int = 500, threshold: float = 0.5, max_turn_s: float = 30.0):
+        self.vad = StreamingVAD(threshold, min_silence_ms)
+        self.max_samples = int(max_turn_s * SAMPLE_RATE)
+        self._audio = np.zeros(0, np.float32)  # the stream from sample `_origin` on
+        self._origin = 0
+        self._start: int | None = None  # the current utterance's first sample
+
+    def feed(self, block: np.ndarray) -> list[np.ndarray]:
+        """Samples in; the turns they complete out."""
+        block = np.asarray(block, np.float32).reshape(-1)
+        self._audio = np.concatenate([self._audio, block])
+        turns = []
+        for change, sample in self.vad.feed(block):
+            if change == "start":
+                self._start = sample
+            elif change == "end" and self._start is not None:
+                turns.append(self._cut(sample))
+        if self._start is None:  # silence: keep only what a starting utterance's padding can reach
+            self._drop_before(self._origin + len(self._audio) - SAMPLE_RATE)
+        elif self._origin + len(self._audio) - self._start >= self.max_samples:
+            cut = self._start + self.max_samples
+            turns.append(self._cut(cut))
+            self._start = cut  # the rest of a long utterance is the next turn
+        return turns
+
+    def flush(self) -> np.ndarray | None:
+        """At the end of the stream: the utterance still going on, if any."""
+        if self._start is None:
+            return None
+        return self._cut(self._origin + len(self._audio))
+
+    def _cut(self, end: int) -> np.ndarray:
+        turn = self._audio[max(0, self._start - self._origin) : end - self._origin].copy()
+        self._drop_before(end)
+        self._start = None
+        return turn
+
+    def _drop_before(self, sample: int) -> None:
+        if sample > self._origin:
+            self._audio = self._audio[sample - self._origin :]
+            self._origin = sample
