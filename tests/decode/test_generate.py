@@ -202,9 +202,12 @@ def test_a_draft_vocabulary_keeps_the_greedy_output_and_drafts_only_from_it(tiny
     reference = model.logits(hidden).masked_fill(~(allowed & in_set), float("-inf")).argmax(-1)
     assert torch.equal(proposer._draft(hidden, allowed), reference)
 
-    # the set travels with the checkpoint
+    # the set travels with the checkpoint, and drafts from an int8 head (dequantised rows) are verified alike
     model.save(tmp_path / "m")
     assert torch.equal(Unisono.load(tmp_path / "m").mtp.draft_vocabulary, ids)
+    int8 = Unisono.load(tmp_path / "m", compute_type="int8")
+    assert torch.equal(int8.mtp.draft_vocabulary, ids)
+    assert run(int8, prompts, mtp=True).tokens == run(int8, prompts, mtp=False).tokens
 
 
 def test_frequent_tokens_ranks_by_count_after_the_tokens_always_kept():
