@@ -148,7 +148,17 @@ def load_base_decoder(source: str) -> Any:
     hf = AutoConfig.from_pretrained(path, local_files_only=True)
     if hf.model_type not in FAMILIES:
         raise SourceError(f"{source}: decoder model_type {hf.model_type!r} is not one of {sorted(FAMILIES)}")
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation="sdpa", dtype=torch.float32)
+    from transformers.utils import logging as hf_logging
+
+    # transformers draws a progress bar of the tensors it reads: noise on a command's stderr
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation="sdpa",
+                                                    dtype=torch.float32)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def base_tokenizer(source: str) -> Any:
