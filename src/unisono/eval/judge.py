@@ -77,7 +77,10 @@ class InstructLLM:
     """An instruct LLM from any decoder source (nothing is downloaded), answering chats greedily
     through its own chat template: the judge, and the cascade's answerer in `eval.dialogue`."""
 
-    def __init__(self, source: str = DEFAULT_JUDGE, threads: int | None = None):
+    def __init__(self, source: str = DEFAULT_JUDGE, threads: int | None = None, model: Any = None,
+                 suppress_tokens: list[int] | None = None):
+        """`model`: the source's causal LM already in memory (a trained model's decoder, with its
+        adapters), instead of loading the source; `suppress_tokens`: ids a reply never writes."""
         import torch
         from transformers import AutoTokenizer
 
@@ -85,8 +88,8 @@ class InstructLLM:
 
         if threads:
             torch.set_num_threads(threads)
-        self.source = source
-        self.model = load_base_decoder(source).eval()
+        self.source, self.suppress_tokens = source, suppress_tokens
+        self.model = (model if model is not None else load_base_decoder(source)).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_decoder(source).directory, local_files_only=True)
         if not self.tokenizer.chat_template:
             raise ValueError(f"{source} has no chat template: it must be an instruct model")
@@ -101,7 +104,7 @@ class InstructLLM:
 
         with torch.no_grad():
             out = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.eos_token_id)
+                                      suppress_tokens=self.suppress_tokens, pad_token_id=self.tokenizer.eos_token_id)
         return self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 

@@ -72,45 +72,35 @@ def adapters(decoder: Any, enabled: bool) -> Iterator[None]:
 
 
 class TextAbilityEval:
-    """A model on a pretrained base (its decoder names a source) and that base's chat tokenizer."""
+    """A model on a pretrained base (its decoder names a source), answering through the base's chat template."""
 
     def __init__(self, model: Any):
-        from transformers import AutoTokenizer
-
-        from unisono.model.pretrained import resolve_decoder
+        from unisono.eval.judge import InstructLLM
 
         source = model.config.decoder.source
         if not source:
             raise ValueError("the model's decoder was trained from scratch: it has no base whose text ability to keep")
-        self.model = model.eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_decoder(source).directory, local_files_only=True)
-        if not self.tokenizer.chat_template:
-            raise ValueError(f"{source} has no chat template: the prompts need an instruct base")
         # Rows the base does not have (special and speech tokens, padding) are never written, and
         # perplexity is of the base's rows only: the text distribution a reply is drawn from.
         self.base_rows = model.base_vocab_rows or model.vocab.text_slots
-        self.suppress = list(range(self.base_rows, model.decoder.get_output_embeddings().weight.shape[0]))
+        rows = model.decoder.get_output_embeddings().weight.shape[0]
+        self.llm = InstructLLM(source, model=model.decoder, suppress_tokens=list(range(self.base_rows, rows)))
 
     def measure(self, items: list[TextItem], name: str, adapters_on: bool = True, max_new_tokens: int = 48) -> TextAbility:
         import torch
 
-        decoder = self.model.decoder
+        llm = self.llm
         nll, count, replies = 0.0, 0, {}
-        with adapters(decoder, adapters_on), torch.no_grad():
+        with adapters(llm.model, adapters_on), torch.no_grad():
             for item in items:
                 if item.kind == "passage":
-                    ids = self.tokenizer(item.text, return_tensors="pt").input_ids
-                    logits = decoder(input_ids=ids).logits[0, :-1, : self.base_rows]
+                    ids = llm.tokenizer(item.text, return_tensors="pt").input_ids
+                    logits = llm.model(input_ids=ids).logits[0, :-1, : self.base_rows]
                     nll += float(torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:], reduction="sum"))
                     count += ids.shape[1] - 1
                 else:
-                    chat = self.tokenizer.apply_chat_template([{"role": "user", "content": item.text}],
-                                                              add_generation_prompt=True, return_tensors="pt",
-                                                              return_dict=True)
-                    out = decoder.generate(**chat, max_new_tokens=max_new_tokens, do_sample=False,
-                                           suppress_tokens=self.suppress, pad_token_id=self.tokenizer.eos_token_id)
-                    replies[item.id] = self.tokenizer.decode(out[0, chat["input_ids"].shape[1]:],
-                                                             skip_special_tokens=True).strip()
+                    chat = llm.chat_ids([{"role": "user", "content": item.text}])
+                    replies[item.id] = llm.generate(chat, max_new_tokens).strip()
         return TextAbility(name, nll / count if count else float("nan"), count, replies)
 
 
