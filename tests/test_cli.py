@@ -234,19 +234,34 @@ def test_chat_from_the_microphone_answers_each_utterance(example_wav, monkeypatc
     audio = load_audio(example_wav)
     x = np.concatenate([np.zeros(8000, np.float32), audio[: 16000 * 3], np.zeros(24000, np.float32),
                         audio[16000 * 4 : 16000 * 7], np.zeros(16000, np.float32)])
-    played = []
-    monkeypatch.setattr(microphone, "microphone_blocks", lambda: iter([x[i : i + 2560] for i in range(0, len(x), 2560)]))
+    played, discarded = [], []
+
+    class Recording:  # a microphone that delivers the stream's blocks one after another
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def __iter__(self):
+            return iter([x[i : i + 2560] for i in range(0, len(x), 2560)])
+
+        def discard_pending(self):
+            discarded.append(True)
+
+    monkeypatch.setattr(microphone, "Microphone", Recording)
     monkeypatch.setattr(microphone, "play", lambda a: played.append(len(a)))
     monkeypatch.setenv("COLUMNS", "200")
     result = CliRunner().invoke(app, ["chat", "--mic", "--max-tokens", "6", "--seed", "1", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert result.output.count("you: ") == 2 and result.output.count("unisono: ") == 2
     assert len(played) == 2 and all(n > 0 for n in played)
+    assert len(discarded) == 2  # what the microphone heard while answering is dropped
 
     def no_portaudio():
         raise microphone.DeviceError("live audio needs the PortAudio library (Debian/Ubuntu: apt-get install libportaudio2)")
 
-    monkeypatch.setattr(microphone, "microphone_blocks", no_portaudio)
+    monkeypatch.setattr(microphone, "Microphone", no_portaudio)
     result = CliRunner().invoke(app, ["chat", "--mic", "--text-only"])
     assert result.exit_code == 1 and "PortAudio" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["chat", "--mic", "-i", str(example_wav)])

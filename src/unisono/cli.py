@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Optional
 
@@ -381,18 +380,19 @@ def chat(
 
     segmenter, number = TurnSegmenter(min_silence_ms=silence_ms), 0
     try:
-        blocks = microphone.microphone_blocks()
-        first = next(blocks)  # opens the device: a missing one is reported before anything else
-        err.print("listening: speak, then pause (Ctrl-C ends the conversation)")
-        for block in itertools.chain([first], blocks):
-            for turn in segmenter.feed(block):
-                number += 1
-                # half duplex: the microphone's blocks queue while the reply is played, so what
-                # the speakers said is heard as speech only if they reach the microphone
-                answer(number, turn, f"{len(turn) / 16000:.1f} s from the microphone", play=microphone.play)
-        rest = segmenter.flush()
-        if rest is not None and len(rest) >= 16000 // 4:
-            answer(number + 1, rest, "the end of the stream", play=microphone.play)
+        with microphone.Microphone() as live:
+            err.print("listening: speak, then pause (Ctrl-C ends the conversation)")
+            for block in live:
+                for turn in segmenter.feed(block):
+                    number += 1
+                    answer(number, turn, f"{len(turn) / 16000:.1f} s from the microphone", play=microphone.play)
+                    # half duplex: what was recorded while answering (the reply from the speakers
+                    # among it) is not the user's next turn
+                    live.discard_pending()
+                    segmenter.reset()
+            rest = segmenter.flush()
+            if rest is not None and len(rest) >= 16000 // 4:
+                answer(number + 1, rest, "the end of the stream", play=microphone.play)
     except microphone.DeviceError as e:
         err.print(f"[red]error[/red] {e}")
         raise typer.Exit(code=1) from None

@@ -128,3 +128,18 @@ def test_a_turn_that_goes_on_is_cut_and_the_rest_kept(example_wav):
     start = len(x) - len(joined)
     np.testing.assert_array_equal(joined, x[start:])
     assert start < 8000 + 0.3 * 16000
+
+
+def test_a_reset_segmenter_starts_anew(example_wav):
+    from unisono.audio.vad import TurnSegmenter
+
+    audio = load_audio(example_wav)
+    x = np.concatenate([np.zeros(8000, np.float32), audio[: 16000 * 3], np.zeros(16000, np.float32)])
+    segmenter = TurnSegmenter(min_silence_ms=700)
+    for b in _blocks(x[: 16000 * 2]):  # in the middle of an utterance
+        segmenter.feed(b)
+    segmenter.reset()
+    fresh = TurnSegmenter(min_silence_ms=700)
+    after = [t for b in _blocks(x) for t in segmenter.feed(b)]
+    expected = [t for b in _blocks(x) for t in fresh.feed(b)]
+    assert len(after) == len(expected) == 1 and np.array_equal(after[0], expected[0])

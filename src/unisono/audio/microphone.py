@@ -1,6 +1,7 @@
 """The machine's microphone and speakers, through sounddevice (PortAudio).
 
-    microphone_blocks()   16 kHz mono float32 blocks of BLOCK_MS, as the device delivers them
+    with Microphone() as mic:   16 kHz mono float32 blocks of BLOCK_MS, as the device delivers
+        for block in mic: ...    them; mic.discard_pending() drops what queued meanwhile
     play(audio)           16 kHz samples to the default output, waiting until they are heard
 
 A machine without PortAudio or without an input device gets a `DeviceError` that says which,
@@ -41,23 +42,39 @@ def _check_device(sd: Any, kind: str, device: Any) -> None:
         raise DeviceError(f"no {what} found{f' ({device})' if device is not None else ''}: {e}") from None
 
 
-def microphone_blocks(block_ms: int = BLOCK_MS, device: Any = None) -> Iterator[np.ndarray]:
-    """Blocks of the default (or the named) microphone until the caller stops reading."""
-    sd = _sounddevice()
-    _check_device(sd, "input", device)
-    blocks: queue.Queue[np.ndarray] = queue.Queue()
+class Microphone:
+    """The default (or the named) microphone, opened for the `with` block; iterating gives its
+    blocks as they arrive. `discard_pending` drops what was recorded meanwhile (a half-duplex
+    loop does it after playing a reply, which the microphone would otherwise hear as the next turn)."""
 
-    def take(data: np.ndarray, frames: int, time: Any, status: Any) -> None:
-        blocks.put(data[:, 0].copy())  # the callback runs on PortAudio's thread: hand the block over
+    def __init__(self, block_ms: int = BLOCK_MS, device: Any = None):
+        sd = _sounddevice()
+        _check_device(sd, "input", device)
+        self._blocks: queue.Queue[np.ndarray] = queue.Queue()
 
-    try:
-        stream = sd.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32", device=device,
-                                blocksize=SAMPLE_RATE * block_ms // 1000, callback=take)
-    except sd.PortAudioError as e:
-        raise DeviceError(f"the microphone cannot record 16 kHz mono: {e}") from None
-    with stream:
+        def take(data: np.ndarray, frames: int, time: Any, status: Any) -> None:
+            self._blocks.put(data[:, 0].copy())  # the callback runs on PortAudio's thread: hand the block over
+
+        try:
+            self._stream = sd.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32", device=device,
+                                          blocksize=SAMPLE_RATE * block_ms // 1000, callback=take)
+        except sd.PortAudioError as e:
+            raise DeviceError(f"the microphone cannot record 16 kHz mono: {e}") from None
+
+    def __enter__(self) -> "Microphone":
+        self._stream.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stream.close()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
         while True:
-            yield blocks.get()
+            yield self._blocks.get()
+
+    def discard_pending(self) -> None:
+        while not self._blocks.empty():
+            self._blocks.get_nowait()
 
 
 def play(audio: np.ndarray, device: Any = None) -> None:

@@ -191,6 +191,11 @@ class TurnSegmenter:
             self._start = cut  # the rest of a long utterance is the next turn
         return turns
 
+    def reset(self) -> None:
+        """Forget the stream so far (the caller skipped some of it): the next block starts anew."""
+        self.vad.reset()
+        self._audio, self._origin, self._start = np.zeros(0, np.float32), 0, None
+
     def flush(self) -> np.ndarray | None:
         """At the end of the stream: the utterance still going on, if any."""
         if self._start is None:
