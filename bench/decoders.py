@@ -20,6 +20,7 @@ A decoder source whose package is not installed is reported and skipped.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -120,24 +121,19 @@ def main() -> None:
           "| verify ms | propose ms | break-even tokens/pass |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for source in args.decoders.split(","):
-        for branches in branch_counts:
-            for draft in drafts:
-                try:
-                    model = build_model(source, branches, args.intermediate, draft, dtype)
-                except (SourceError, ImportError) as e:
-                    print(f"| {source} | not measured: {e} |")
-                    break
-                n_params = sum(p.numel() for p in model.decoder.parameters())
-                t = measure(model, args.prompt, branches, args.repeats)
-                print(f"| {source} | {n_params / 1e6:.1f} M | {n_params * 2 / 1e6:.0f} | {model.vocab.size} "
-                      f"| {t['prefill'] * 1e3:.0f} | {t['step'] * 1e3:.1f} | {branches} | {draft or 'full'} "
-                      f"| {t['verify'] * 1e3:.1f} | {t['propose'] * 1e3:.1f} "
-                      f"| {(t['verify'] + t['propose']) / t['step']:.2f} |", flush=True)
-                del model
-            else:
-                continue
-            break
-
+        for branches, draft in itertools.product(branch_counts, drafts):
+            try:
+                model = build_model(source, branches, args.intermediate, draft, dtype)
+            except (SourceError, ImportError) as e:
+                print(f"| {source} | not measured: {e} |")
+                break  # the next source
+            n_params = sum(p.numel() for p in model.decoder.parameters())
+            t = measure(model, args.prompt, branches, args.repeats)
+            print(f"| {source} | {n_params / 1e6:.1f} M | {n_params * 2 / 1e6:.0f} | {model.vocab.size} "
+                  f"| {t['prefill'] * 1e3:.0f} | {t['step'] * 1e3:.1f} | {branches} | {draft or 'full'} "
+                  f"| {t['verify'] * 1e3:.1f} | {t['propose'] * 1e3:.1f} "
+                  f"| {(t['verify'] + t['propose']) / t['step']:.2f} |", flush=True)
+            del model
 
 if __name__ == "__main__":
     main()
