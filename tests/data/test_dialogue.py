@@ -38,6 +38,22 @@ def test_rows_are_spoken_style_and_persona_answers_follow_the_persona():
         assert all(any(f in a for f in (name, job, city)) for role, a in r.history if role == "assistant")
 
 
+def test_known_answers_are_recorded_and_the_reference_reply_names_them():
+    from unisono.eval.dialogue import check_answer
+
+    rows = list(plan_rows(DialogueDataConfig(count=400, seed=5, shares={"persona": 1, "facts": 1, "speaker": 1})))
+    assert {r.source for r in rows} == {"persona", "facts", "speaker"} and all(r.expect for r in rows)
+    for r in rows:
+        assert check_answer(r.reply, r.expect, r.options, r.language), r
+        if r.source == "speaker":  # the other value's words are offered too, and naming them is wrong
+            (attribute, value), = r.speaker.items()
+            others = [w for w in r.options if w not in r.expect]
+            assert others and not check_answer(f"{r.reply} Or {others[0]}.", r.expect, r.options, r.language)
+        if r.source == "persona":  # the fact asked for last is in the persona, and the reply says it
+            assert r.expect[0] in r.persona
+    assert not any(r.expect for r in plan_rows(DialogueDataConfig(count=50, seed=5, shares={"chatterbot": 1})))
+
+
 def test_the_plan_is_fixed_by_its_seed():
     a = [r.user for r in plan_rows(DialogueDataConfig(count=50, seed=7))]
     assert a == [r.user for r in plan_rows(DialogueDataConfig(count=50, seed=7))]

@@ -11,6 +11,7 @@ import pytest
 
 from unisono.eval.dialogue import (DEFAULT_PROMPTS, SUITES, DialoguePrompt, SystemResult, answer_correct, build_system,
                                    compare, evaluate, mentions, read_prompts, summarize, user_audio)
+from unisono.eval.metrics import ErrorCounts
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng)")
 
@@ -137,6 +138,20 @@ def test_compare_pairs_turns_and_bootstraps_the_difference():
     assert c["accuracy"] == pytest.approx(2 / 6) and c["checked"] == 6
     lo, hi = c["accuracy_ci"]
     assert 0 <= lo <= 2 / 6 <= hi
+    assert "reply_wer" not in c  # nothing was spoken
+
+
+def test_compare_bootstraps_the_spoken_replies_wer_each_against_its_own_text():
+    def result(name, spoken):  # (errors, words) per turn, as the recognizer counted them
+        return SystemResult(name, [{"id": f"p{i}", "suite": "open", "attribute": None, "turns": [
+            {"judge": None, "correct": None, "seconds": {},
+             "spoken_counts": ErrorCounts(substitutions=e, hits=w - e).to_dict()}]} for i, (e, w) in enumerate(spoken)])
+
+    a = result("a", [(2, 4), (3, 6), (1, 2), (4, 8), (2, 4)])  # every reply half wrong
+    b = result("b", [(1, 10), (1, 10), (1, 10), (1, 10), (1, 10)])  # longer replies, one word in ten wrong
+    c = compare(a, b)
+    assert c["spoken"] == 5 and c["reply_wer"] == pytest.approx(0.1 - 0.5)
+    assert c["reply_wer_ci"] == pytest.approx((-0.4, -0.4))  # every resample: 0.1 - 0.5
 
 
 @needs_espeak

@@ -143,6 +143,24 @@ def test_difference_interval_matches_a_hand_written_bootstrap_and_holds_the_esti
     assert 0.4 < (high4 - low4) / (high - low) < 0.6
 
 
+def test_difference_interval_with_each_systems_own_references_matches_a_hand_written_bootstrap():
+    # spoken replies: each system is scored against the reply it wrote, so the word counts differ
+    rng = np.random.default_rng(5)
+    base_words, new_words = rng.integers(3, 20, 40), rng.integers(3, 20, 40)
+    base_e, new_e = rng.binomial(base_words, 0.5), rng.binomial(new_words, 0.3)
+    base, new = clips(list(base_e), list(base_words)), clips(list(new_e), list(new_words))
+    low, high = difference_interval(base, new, resamples=20000)
+    diffs, hand = [], np.random.default_rng(6)
+    for _ in range(20000):
+        i = hand.integers(0, 40, 40)
+        diffs.append(new_e[i].sum() / new_words[i].sum() - base_e[i].sum() / base_words[i].sum())
+    assert low == pytest.approx(np.percentile(diffs, 2.5), abs=0.006)
+    assert high == pytest.approx(np.percentile(diffs, 97.5), abs=0.006)
+    assert low < total(new).rate - total(base).rate < high < 0
+    # the same errors over other words is not "no difference"
+    assert difference_interval(base, clips(list(base_e), list(base_words + 5))) != (0.0, 0.0)
+
+
 def test_difference_interval_covers_the_true_gap_about_as_often_as_it_says():
     # sets of 50 clips from one population of clips, each clip with its own difficulty; a 95% interval
     # should hold the population's gap in roughly 95 of 100 sets

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 
 import pytest
 
-from unisono.train.chat_rollouts import ChatRolloutConfig, chat_prompts, chat_rollouts, length_reward
+from unisono.train.chat_rollouts import (ChatRolloutConfig, answer_reward, chat_prompts, chat_rollouts,
+                                         length_reward)
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng)")
 
@@ -37,6 +39,16 @@ def test_length_reward():
     assert length_reward(" ".join(["w"] * 40), 30) == pytest.approx(-0.5)
 
 
+def test_answer_reward_follows_the_evaluations_check():
+    woman = {"expect": ["woman", "female"], "options": ["woman", "female", "man", "male"], "language": "en"}
+    assert answer_reward("A woman, I think.", woman) == 1.0
+    assert answer_reward("A man or a woman.", woman) == 0.0  # both named: no answer
+    assert answer_reward("Hello there.", woman) == 0.0
+    assert answer_reward("I live in Oslo.", {"expect": ["Oslo"], "options": []}) == 1.0
+    assert answer_reward("I live in Oslofjord.", {"expect": ["Oslo"], "options": []}) == 0.0
+    assert answer_reward("Anything.", {"expect": [], "options": []}) is None
+
+
 @needs_espeak
 def test_replies_are_the_chat_modes_samples_and_a_killed_run_resumes(model, tmp_path):
     from unisono.audio.io import load_audio
@@ -57,7 +69,11 @@ def test_replies_are_the_chat_modes_samples_and_a_killed_run_resumes(model, tmp_
                                                    seed=9 + 1000 + 2, speak=False))
     conversation.history = [Turn(role, [text]) for role, text in p["history"]]
     assert c["seed"] == 1011 and c["tokens"] == conversation.reply_text(load_audio(p["audio"]))[0]
-    assert c["total"] == pytest.approx(c["rewards"]["judge"] + c["rewards"]["length"], abs=1e-3)
+    # persona rows know their answer: the answer reward is the evaluation's check of it
+    fact = p["expect"][0]
+    named = re.search(rf"\b{fact}\b", c["tokens"], re.IGNORECASE) is not None
+    assert fact in p["persona"] and c["rewards"]["answer"] == float(named)
+    assert c["total"] == pytest.approx(c["rewards"]["judge"] + c["rewards"]["length"] + c["rewards"]["answer"], abs=1e-3)
     for pair, row in zip(pairs, rows):
         best = max(row["candidates"], key=lambda x: (x["total"], -x["seed"]))
         assert pair["chosen"] == best["tokens"] and pair["scorer"] == "length-judge"

@@ -62,8 +62,13 @@ SPEAKER_REPLIES = {
     ("gender", "male"): ("You sound like a man.", "A man, I think.", "That sounds like a male voice."),
     ("rate", "fast"): ("You are speaking quite fast.", "Pretty fast, actually.", "You're talking fast."),
     ("rate", "slow"): ("You are speaking slowly.", "Quite slowly, actually.", "You're talking slowly."),
-    ("rate", "normal"): ("At a normal pace.", "You speak at a natural pace.", "Neither fast nor slow."),
+    ("rate", "normal"): ("At a normal pace.", "You speak at a natural pace.", "At an average pace, I'd say."),
 }
+# The words that name an attribute's value in a reply ("A woman, I think."): a right reply names
+# its value's words and no other value's.
+ATTRIBUTE_VALUES = {"gender": ("female", "male"), "rate": ("slow", "fast", "normal")}
+SPEAKER_ANSWERS = {"female": ("woman", "female"), "male": ("man", "male"), "fast": ("fast", "quickly"),
+                   "slow": ("slow", "slowly"), "normal": ("normal", "natural", "average")}
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
            "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -113,6 +118,10 @@ class DialogueRow:
     history: list[list[str]] = field(default_factory=list)  # [role, text] turns before the user's
     source: str = "chatterbot"
     speaker: dict[str, str] = field(default_factory=dict)  # attributes the voice must have (gender, rate)
+    # Where the answer is known by construction: the words a right reply mentions (any of them), and
+    # the answers the question offers (a right reply names only expected ones), as the evaluation checks.
+    expect: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
 
 
 def _spoken(text: str) -> bool:
@@ -167,7 +176,8 @@ def persona_row(rng: np.random.Generator) -> DialogueRow:
         answer = str(rng.choice(PERSONA_REPLIES[key])).format(**facts)
         history += [["user", question], ["assistant", answer]]
     *history, (_, user), (_, reply) = history
-    return DialogueRow(user, reply, persona=persona, history=[list(t) for t in history], source="persona")
+    return DialogueRow(user, reply, persona=persona, history=[list(t) for t in history], source="persona",
+                       expect=[facts[order[-1]]])
 
 
 def fact_row(rng: np.random.Generator) -> DialogueRow:
@@ -175,23 +185,27 @@ def fact_row(rng: np.random.Generator) -> DialogueRow:
     kind = int(rng.integers(5))
     if kind == 0:
         a, b = (int(x) for x in rng.integers(0, 11, 2))
-        return DialogueRow(f"What is {NUMBERS[a]} plus {NUMBERS[b]}?", f"{NUMBERS[a + b].capitalize()}.", source="facts")
+        return DialogueRow(f"What is {NUMBERS[a]} plus {NUMBERS[b]}?", f"{NUMBERS[a + b].capitalize()}.", source="facts",
+                           expect=[NUMBERS[a + b], str(a + b)])
     if kind == 1:
         a = int(rng.integers(1, 11))
         b = int(rng.integers(0, a + 1))
         return DialogueRow(f"What is {NUMBERS[a]} minus {NUMBERS[b]}?", f"{NUMBERS[a - b].capitalize()}.",
-                           source="facts")
+                           source="facts", expect=[NUMBERS[a - b], str(a - b)])
     if kind == 2:
         i = int(rng.integers(7))
         if rng.random() < 0.5:
-            return DialogueRow(f"Which day comes after {DAYS[i]}?", f"{DAYS[(i + 1) % 7]}.", source="facts")
-        return DialogueRow(f"Which day comes before {DAYS[i]}?", f"{DAYS[(i - 1) % 7]}.", source="facts")
+            return DialogueRow(f"Which day comes after {DAYS[i]}?", f"{DAYS[(i + 1) % 7]}.", source="facts",
+                               expect=[DAYS[(i + 1) % 7]])
+        return DialogueRow(f"Which day comes before {DAYS[i]}?", f"{DAYS[(i - 1) % 7]}.", source="facts",
+                           expect=[DAYS[(i - 1) % 7]])
     if kind == 3:
         i = int(rng.integers(12))
-        return DialogueRow(f"Which month comes after {MONTHS[i]}?", f"{MONTHS[(i + 1) % 12]}.", source="facts")
+        return DialogueRow(f"Which month comes after {MONTHS[i]}?", f"{MONTHS[(i + 1) % 12]}.", source="facts",
+                           expect=[MONTHS[(i + 1) % 12]])
     a, b = OPPOSITES[int(rng.integers(len(OPPOSITES)))]
     a, b = (a, b) if rng.random() < 0.5 else (b, a)
-    return DialogueRow(f"What is the opposite of {a}?", f"The opposite of {a} is {b}.", source="facts")
+    return DialogueRow(f"What is the opposite of {a}?", f"The opposite of {a} is {b}.", source="facts", expect=[b])
 
 
 def speaker_row(rng: np.random.Generator) -> DialogueRow:
@@ -201,7 +215,8 @@ def speaker_row(rng: np.random.Generator) -> DialogueRow:
              else str(rng.choice(["slow", "fast", "normal"], p=[0.4, 0.4, 0.2])))
     return DialogueRow(str(rng.choice(SPEAKER_QUESTIONS[attribute])),
                        str(rng.choice(SPEAKER_REPLIES[(attribute, value)])), source="speaker",
-                       speaker={attribute: value})
+                       speaker={attribute: value}, expect=list(SPEAKER_ANSWERS[value]),
+                       options=[w for v in ATTRIBUTE_VALUES[attribute] for w in SPEAKER_ANSWERS[v]])
 
 
 def _key(text: str) -> str:
@@ -279,7 +294,9 @@ def build(out: Path, config: DialogueDataConfig, progress=None) -> Path:
                                        meta={"engine": "espeak-ng", "voice": voice, "synth": settings,
                                              "speaker_attributes": attributes, "synthetic": True,
                                              "dialogue": {"persona": row.persona, "history": row.history,
-                                                          "reply": row.reply, "source": row.source}}))
+                                                          "reply": row.reply, "source": row.source,
+                                                          **({"expect": row.expect, "options": row.options}
+                                                             if row.expect else {})}}))
             if progress is not None:
                 progress()
     return manifest

@@ -33,11 +33,12 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from unisono.eval.metrics import ErrorCounts, count_errors, mean_difference_interval, total
+from unisono.eval.metrics import (ErrorCounts, count_errors, difference_interval, format_difference,
+                                  mean_difference_interval, total)
 from unisono.eval.normalize import make_scoring
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parent / "prompts" / "dialogue.jsonl"
@@ -111,11 +112,16 @@ def answer_correct(prompt: DialoguePrompt, turn: int, reply: str) -> bool | None
     """Whether the reply to turn `turn` is right; None when the turn has nothing to check."""
     if not prompt.expect or turn >= len(prompt.expect):
         return None
-    expected = prompt.expect[turn]
-    if prompt.options:  # "man or woman?": naming both, or neither, is not an answer
-        named = {o for o in prompt.options if mentions(reply, o, prompt.language)}
+    return check_answer(reply, prompt.expect[turn], prompt.options, prompt.language)
+
+
+def check_answer(reply: str, expected: Sequence[str], options: Sequence[str] | None, language: str) -> bool:
+    """A reply mentions one of the `expected` words; where the question offers `options` ("man or
+    woman?"), it names at least one and only expected ones (naming both, or neither, is no answer)."""
+    if options:
+        named = {o for o in options if mentions(reply, o, language)}
         return bool(named) and named <= set(expected)
-    return any(mentions(reply, w, prompt.language) for w in expected)
+    return any(mentions(reply, w, language) for w in expected)
 
 
 # ---- the user's voice --------------------------------------------------------------------------
@@ -306,8 +312,8 @@ def summarize(result: SystemResult) -> dict:
 
 
 def compare(baseline: SystemResult, other: SystemResult) -> dict:
-    """`other - baseline` over the turns both answered: judge score and answer accuracy, with
-    paired-bootstrap 95 % intervals (`metrics.mean_difference_interval`)."""
+    """`other - baseline` over the turns both answered: judge score, answer accuracy and the spoken
+    replies' WER, with paired-bootstrap 95 % intervals (`metrics`)."""
     mine = {(r["id"], r["turn"]): r for r in other.turns()}
     pairs = [(r, mine[(r["id"], r["turn"])]) for r in baseline.turns() if (r["id"], r["turn"]) in mine]
     out: dict[str, Any] = {"turns": len(pairs)}
@@ -320,6 +326,13 @@ def compare(baseline: SystemResult, other: SystemResult) -> dict:
         base, new = (np.array(v, dtype=float) for v in zip(*checked))
         out["accuracy"], out["accuracy_ci"] = float(np.mean(new - base)), mean_difference_interval(base, new)
         out["checked"] = len(checked)
+    spoken = [(ErrorCounts.from_dict(a["spoken_counts"]), ErrorCounts.from_dict(b["spoken_counts"]))
+              for a, b in pairs if a.get("spoken_counts") and b.get("spoken_counts")]
+    if spoken:  # how well the spoken replies are understood, each against its own text
+        base_counts, new_counts = (list(v) for v in zip(*spoken))
+        out["reply_wer"] = total(new_counts).rate - total(base_counts).rate
+        out["reply_wer_ci"] = difference_interval(base_counts, new_counts)
+        out["spoken"] = len(spoken)
     return out
 
 
@@ -345,6 +358,9 @@ def write_report(results: list[SystemResult], out: Path, command: str = "") -> P
             lo, hi = c["accuracy_ci"]
             parts.append(f"accuracy {100 * c['accuracy']:+.1f} points ({100 * lo:+.1f} to {100 * hi:+.1f}) "
                          f"over {c['checked']} checked turns")
+        if "reply_wer" in c:
+            parts.append(f"reply WER {format_difference(c['reply_wer'], c['reply_wer_ci'])} points "
+                         f"over {c['spoken']} spoken replies")
         lines.append(f"- {name} − {results[0].name} over {c['turns']} turns: " + ("; ".join(parts) or "nothing paired"))
     lines += ["", "## Conversations (the first of each suite)", ""]
     for r in results:

@@ -86,7 +86,9 @@ def difference_interval(
     """Confidence interval of the corpus error-rate difference `system - baseline`, where both
     systems scored the same utterances (same order): a paired bootstrap over utterances (Bisani &
     Ney, 2004), percentile method. A set of 40-60 clips moves by several points from the clips
-    alone; this says how many. The seed is fixed so that a report repeats itself."""
+    alone; this says how many. The seed is fixed so that a report repeats itself. Each system's
+    rate is over its own reference words: the same for a transcript, not for a spoken reply, whose
+    reference is the reply each system wrote."""
     from scipy.stats import bootstrap
 
     if len(baseline) != len(system):
@@ -95,16 +97,17 @@ def difference_interval(
         return float("nan"), float("nan")
     base = np.array([c.errors for c in baseline], dtype=np.float64)
     new = np.array([c.errors for c in system], dtype=np.float64)
-    words = np.array([c.reference_length for c in baseline], dtype=np.float64)
-    if words.sum() == 0:
+    base_words = np.array([c.reference_length for c in baseline], dtype=np.float64)
+    new_words = np.array([c.reference_length for c in system], dtype=np.float64)
+    if base_words.sum() == 0 or new_words.sum() == 0:
         return float("nan"), float("nan")
-    if np.array_equal(base, new):  # every resample gives 0; scipy would warn about a degenerate distribution
+    if np.array_equal(base, new) and np.array_equal(base_words, new_words):  # every resample gives 0 (scipy would warn)
         return 0.0, 0.0
 
-    def rate_difference(b, n, w, axis=-1):
-        return (n.sum(axis=axis) - b.sum(axis=axis)) / np.maximum(w.sum(axis=axis), 1.0)
+    def rate_difference(b, n, wb, wn, axis=-1):
+        return n.sum(axis=axis) / np.maximum(wn.sum(axis=axis), 1.0) - b.sum(axis=axis) / np.maximum(wb.sum(axis=axis), 1.0)
 
-    res = bootstrap((base, new, words), rate_difference, paired=True, vectorized=True, n_resamples=resamples,
+    res = bootstrap((base, new, base_words, new_words), rate_difference, paired=True, vectorized=True, n_resamples=resamples,
                     confidence_level=confidence, method="percentile", random_state=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 

@@ -6,6 +6,9 @@
       ─► rewards:
            judge    the judge's probability-weighted score (1-5) of the reply (`eval.judge`; its rubric:
                     persona consistency, helpfulness, spoken style, brevity)
+           answer   where the row's answer is known by construction (a persona fact, a fact question,
+                    the speaker's gender or rate): 1 when the reply names it, 0 when not, checked as
+                    `unisono eval dialogue` checks (`eval.dialogue.check_answer`); absent elsewhere
            length   -1 for an empty reply, minus 0.05 a word beyond `max_words` (a spoken reply is short)
       ─► the best and the worst reply of a turn are a pair when their totals differ by `margin`
 
@@ -14,7 +17,9 @@ forward per reply), and offline pairs score each reply once and can be reused, r
 inspected; the DPO stage (`train.dpo`) is the one the TTS mode already aligns with, on the one
 Trainer. Online methods would re-score fresh samples every step. The judge used for rewards may
 be cheaper than the one used to evaluate (`max_new_tokens=0`: the score without a critique), so
-the held-out evaluation is not the very signal that was optimised.
+the held-out evaluation is not the very signal that was optimised. A small judge barely tells a
+right answer from a wrong one (docs/eval/dialogue.md); the answer reward is the verifiable signal
+beside it, as rule-based rewards stand beside a reward model.
 
 RUN/rollouts.jsonl holds a line per turn (every candidate's seed, reply and rewards), appended turn by
 turn, and a killed run resumes; RUN/pairs.jsonl is rebuilt from it (`train.rollouts`). A turn whose
@@ -46,6 +51,7 @@ class ChatRolloutConfig:
     margin: float = 0.1
     judge_weight: float = 1.0
     length_weight: float = 1.0
+    answer_weight: float = 1.0
 
 
 def chat_prompts(manifest: Path, count: int, seed: int = 0) -> list[dict]:
@@ -63,13 +69,23 @@ def chat_prompts(manifest: Path, count: int, seed: int = 0) -> list[dict]:
         r, dialogue = rows[i], rows[i].meta["dialogue"]
         out.append({"id": r.id, "text": r.text, "language": r.language,
                     "audio": str(r.audio_path(Path(manifest).parent).resolve()), "persona": dialogue.get("persona"),
-                    "history": dialogue.get("history") or []})
+                    "history": dialogue.get("history") or [], "expect": dialogue.get("expect") or [],
+                    "options": dialogue.get("options") or []})
     return out
 
 
 def length_reward(reply: str, max_words: int) -> float:
     words = len(reply.split())
     return -1.0 if words == 0 else -0.05 * max(0, words - max_words)
+
+
+def answer_reward(reply: str, prompt: dict) -> float | None:
+    """1.0 when the reply names the prompt's known answer, 0.0 when not, None when it has none."""
+    from unisono.eval.dialogue import check_answer
+
+    if not prompt.get("expect"):
+        return None
+    return float(check_answer(reply, prompt["expect"], prompt.get("options"), prompt.get("language") or "en"))
 
 
 def chat_rollouts(model, model_name: str, prompts: list[dict], run: Path, config: ChatRolloutConfig, judge,
@@ -108,6 +124,10 @@ def chat_rollouts(model, model_name: str, prompts: list[dict], run: Path, config
                 rewards = {"judge": round(float(verdict.expected), 4),
                            "length": round(length_reward(reply, config.max_words), 4)}
                 total = config.judge_weight * rewards["judge"] + config.length_weight * rewards["length"]
+                answer = answer_reward(reply, prompt)
+                if answer is not None:
+                    rewards["answer"] = answer
+                    total += config.answer_weight * answer
                 candidates.append({"seed": seed, "tokens": reply, "rewards": rewards, "total": round(total, 4)})
             row = {"prompt": prompt, "model": model_name, "judge": getattr(judge, "source", type(judge).__name__),
                    "config": asdict(config), "candidates": candidates}

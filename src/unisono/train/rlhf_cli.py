@@ -121,6 +121,8 @@ def chat_rollouts(
     judge_tokens: int = typer.Option(0, min=0, help="Critique tokens the judge writes before its score (0: the "
                                                     "probability-weighted score alone, one forward pass a reply)."),
     margin: float = typer.Option(0.1, help="Least difference of total rewards between the chosen and the rejected reply."),
+    answer_weight: float = typer.Option(1.0, help="Weight of the answer reward (1 when a reply names the turn's known "
+                                                  "answer) beside the judge's 1-5 score; 0 leaves it out."),
     seed: int = typer.Option(0, help="Which turns are drawn; reply k of turn i is sampled with seed + 1000 i + k."),
     threads: int = typer.Option(2, help="CPU threads."),
 ) -> None:
@@ -145,7 +147,8 @@ def chat_rollouts(
         judge = GenerativeJudge(judge_source, max_new_tokens=judge_tokens, threads=threads)
     except (ValueError, OSError, ImportError) as e:
         raise typer.BadParameter(f"{judge_source}: {e}", param_hint="--judge") from None
-    config = ChatRolloutConfig(candidates=candidates, temperature=temperature, seed=seed, margin=margin)
+    config = ChatRolloutConfig(candidates=candidates, temperature=temperature, seed=seed, margin=margin,
+                               answer_weight=answer_weight)
     loaded = Unisono.load(model)
     with Progress(TextColumn("chat rollouts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console) as bar:
