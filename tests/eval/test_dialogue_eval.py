@@ -168,5 +168,7 @@ def test_the_command_writes_a_report(tmp_path):
     saved = json.loads((tmp_path / "r" / "results.json").read_text())
     assert saved["summaries"][0]["turns"] == 2 and saved["summaries"][0]["qa_checked"] == 2
     assert "| unisono |" in (tmp_path / "r" / "README.md").read_text()
+    # the report's command repeats the run: every option that changed what was measured
+    assert saved["command"].endswith("--suite qa --limit 2 --text-only --recognizer none --max-tokens 8")
     bad = runner.invoke(app, ["eval", "dialogue", "--suite", "chit-chat"])
     assert bad.exit_code != 0 and "qa, persona" in " ".join(bad.output.split())

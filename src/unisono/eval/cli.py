@@ -500,7 +500,9 @@ def dialogue(
         command = _command_line(["dialogue", "--systems", systems, "--judge", judge_source, "--seed", str(seed)]
                                 + (["--prompts", str(prompts_file)] if prompts_file else [])
                                 + (["--suite", suite] if suite else []) + (["--limit", str(limit)] if limit else [])
-                                + ([] if speak else ["--text-only"]))
+                                + ([] if speak else ["--text-only"])
+                                + (["--recognizer", recognizer_spec] if recognizer_spec != "faster-whisper" else [])
+                                + (["--max-tokens", str(max_tokens)] if max_tokens != 64 else []))
         console.print(f"report: {write_report(results, report, command)}")
 
 
