@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from unisono.data.dialogue import (CITIES, FEMALE_VARIANTS, MALE_VARIANTS, NAMES, RATES, SPEAKER_REPLIES,
+from unisono.data.dialogue import (CITIES, FEMALE_VARIANTS, JOBS, MALE_VARIANTS, NAMES, RATES, SPEAKER_REPLIES,
                                    DialogueDataConfig, build, chatterbot_rows, excluded_turns, plan_rows, _key)
 from unisono.eval.dialogue import DEFAULT_PROMPTS, read_prompts
 
@@ -24,6 +24,10 @@ def test_the_evaluation_set_is_kept_out():
     # the evaluation personas' names and cities are not in the matrix
     said = " ".join(p.persona for p in evaluation if p.persona)
     assert not {n for n in NAMES if re.search(rf"\b{n}\b", said)} and not {c for c in CITIES if c in said}
+    assert not {j for j in JOBS if re.search(rf"\b{j}\b", said)}
+    # many of each, each once, and no word both a name and a city
+    assert len(set(NAMES)) == len(NAMES) >= 150 and len(set(JOBS)) == len(JOBS) >= 50
+    assert len(set(CITIES)) == len(CITIES) >= 80 and not set(NAMES) & set(CITIES)
     sources = {s: sum(r.source == s for r in rows) / len(rows) for s in ("chatterbot", "persona", "facts", "speaker")}
     assert abs(sources["chatterbot"] - 0.45) < 0.05 and abs(sources["speaker"] - 0.15) < 0.04
 
@@ -33,8 +37,9 @@ def test_rows_are_spoken_style_and_persona_answers_follow_the_persona():
         assert len(r.reply) <= 160 and "\n" not in r.reply and not re.search(r"[*#`]", r.reply)
         assert [role for role, _ in r.history] == ["user", "assistant"] * (len(r.history) // 2)
     for r in plan_rows(DialogueDataConfig(count=300, seed=1, shares={"persona": 1.0})):
-        name, job, city = re.match(r"You are (\w+), an? ([\w ]+) who lives in (\w+)\.", r.persona).groups()
+        name, job, city = re.match(r"You are (\w+), an? ([\w ]+) who lives in ([\w ]+)\.", r.persona).groups()
         assert any(fact in r.reply for fact in (name, job, city))
+        assert not re.search(r"\ba [aeiou]", " ".join([r.persona, r.reply] + [t for _, t in r.history]))  # "an actor"
         assert all(any(f in a for f in (name, job, city)) for role, a in r.history if role == "assistant")
 
 

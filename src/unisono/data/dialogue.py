@@ -33,12 +33,40 @@ FEMALE_VARIANTS = ("f1", "f2", "f4", "f5")  # f3 speaks the evaluation set
 RATES = {"slow": (95, 120), "normal": (150, 190), "fast": (235, 275)}  # words per minute (espeak-ng)
 SOURCES = ("chatterbot", "persona", "facts", "speaker")
 
+# The persona matrix: many names, jobs and cities, so that a model learns to take a fact from the
+# system turn rather than to remember a short list. None of the evaluation set's personas' names,
+# jobs or cities is here (tests/data/test_dialogue.py).
 NAMES = ("Ava", "Ben", "Chloe", "Dev", "Elena", "Felix", "Grace", "Hugo", "Ines", "Jonas", "Kara", "Leo", "Maya",
-         "Nico", "Olga", "Pablo", "Rosa", "Sven", "Tara", "Victor", "Wen", "Yara", "Zoe", "Amir")
+         "Nico", "Olga", "Pablo", "Rosa", "Sven", "Tara", "Victor", "Wen", "Yara", "Zoe", "Amir",
+         "Aaron", "Abigail", "Adele", "Adrian", "Agnes", "Aisha", "Alba", "Alec", "Alina", "Alma", "Amara", "Anders",
+         "Andre", "Anika", "Anton", "Arjun", "Astrid", "Aurora", "Axel", "Beatrice", "Bella", "Boris", "Bruno",
+         "Caleb", "Camila", "Carlos", "Carmen", "Cecilia", "Celine", "Chen", "Clara", "Colin", "Dalia", "Daniel",
+         "Daria", "David", "Diego", "Dina", "Dmitri", "Edith", "Edwin", "Elif", "Eliza", "Emil", "Emma", "Enzo",
+         "Erik", "Esther", "Ethan", "Eva", "Fatima", "Fiona", "Flora", "Frida", "Gabriel", "Gemma", "George",
+         "Gina", "Greta", "Hana", "Hannah", "Harvey", "Hassan", "Heidi", "Helga", "Henry", "Ida", "Igor", "Ingrid",
+         "Isaac", "Ivan", "Jack", "Jade", "Jana", "Jasper", "Javier", "Joel", "Julia", "Julian", "Kai", "Karim",
+         "Karla", "Kenji", "Klaus", "Laila", "Lars", "Laura", "Lucas", "Lucia", "Luis", "Luna", "Magnus", "Malik",
+         "Marco", "Maria", "Marta", "Mateo", "Max", "Mei", "Mina", "Nadia", "Naomi", "Nina", "Noah",
+         "Nora", "Oscar", "Otto", "Paula", "Petra", "Priya", "Quentin", "Rafael", "Ravi", "Rita", "Robin",
+         "Ruben", "Ruth", "Sara", "Selma", "Simon", "Stella", "Tariq", "Teresa", "Theo", "Tomas", "Ulla",
+         "Vera", "Viktor", "Vivian", "Walter", "Wanda", "Xavier", "Yusuf", "Yuki", "Zara", "Zeno")
 JOBS = ("teacher", "doctor", "chef", "pilot", "farmer", "painter", "plumber", "lawyer", "dentist", "writer",
-        "engineer", "florist", "mechanic", "musician", "photographer", "pharmacist")
+        "engineer", "florist", "mechanic", "musician", "photographer", "pharmacist", "architect", "electrician",
+        "carpenter", "journalist", "veterinarian", "accountant", "firefighter", "police officer", "scientist",
+        "designer", "tailor", "butcher", "fisherman", "jeweller", "translator", "programmer", "surgeon",
+        "economist", "sculptor", "potter", "dancer", "singer", "actor", "barber", "beekeeper", "blacksmith",
+        "cashier", "cook", "courier", "geologist", "historian", "lifeguard", "locksmith",
+        "midwife", "optician", "astronomer", "postman", "professor", "radio host", "shepherd", "waiter",
+        "welder", "zookeeper")
 CITIES = ("Paris", "Madrid", "Oslo", "Boston", "Seoul", "Sydney", "Toronto", "Vienna", "Prague", "Athens", "Lima",
-          "Nairobi", "Mumbai", "Chicago", "Glasgow", "Helsinki", "Warsaw", "Denver")
+          "Nairobi", "Mumbai", "Chicago", "Glasgow", "Helsinki", "Warsaw", "Denver", "Amsterdam", "Ankara",
+          "Auckland", "Bangkok", "Barcelona", "Beirut", "Belgrade", "Bergen", "Bogota", "Bologna", "Bristol",
+          "Brussels", "Budapest", "Busan", "Calgary", "Cape Town", "Chennai", "Copenhagen", "Dallas", "Delhi",
+          "Dhaka", "Edinburgh", "Florence", "Geneva", "Hamburg", "Hanoi", "Havana", "Houston", "Istanbul",
+          "Jakarta", "Krakow", "Lagos", "Lyon", "Manila", "Marseille", "Melbourne", "Mexico City", "Milan",
+          "Montreal", "Moscow", "Munich", "Naples", "Osaka", "Ottawa", "Perth", "Porto", "Quebec", "Quito",
+          "Riga", "Rome", "Santiago", "Seattle", "Seville", "Singapore", "Sofia", "Stockholm", "Tallinn",
+          "Tbilisi", "Tokyo", "Turin", "Valencia", "Vancouver", "Venice", "Vilnius", "Zagreb", "Zurich")
 STYLES = ("You speak warmly and briefly.", "Keep your answers short and friendly.", "You are calm and polite.",
           "Answer in one plain sentence.", "You are cheerful and brief.")
 PERSONA_QUESTIONS = {
@@ -48,7 +76,7 @@ PERSONA_QUESTIONS = {
 }
 PERSONA_REPLIES = {
     "name": ("My name is {name}.", "I'm {name}.", "I am {name}, nice to meet you."),
-    "job": ("I'm a {job}.", "I work as a {job}.", "I am a {job}."),
+    "job": ("I'm {a_job}.", "I work as {a_job}.", "I am {a_job}."),
     "city": ("I live in {city}.", "I'm based in {city}.", "My home is in {city}."),
 }
 SPEAKER_QUESTIONS = {
@@ -164,16 +192,21 @@ def chatterbot_rows(language: str) -> list[DialogueRow]:
     return rows
 
 
+def with_article(noun: str) -> str:
+    """'a teacher', 'an engineer'."""
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
 def persona_row(rng: np.random.Generator) -> DialogueRow:
     """A persona, asked about one to three of its facts; the last answer is the target."""
     facts = {"name": str(rng.choice(NAMES)), "job": str(rng.choice(JOBS)), "city": str(rng.choice(CITIES))}
-    persona = (f"You are {facts['name']}, a {facts['job']} who lives in {facts['city']}. "
+    persona = (f"You are {facts['name']}, {with_article(facts['job'])} who lives in {facts['city']}. "
                f"{rng.choice(STYLES)}")
     order = list(rng.permutation(list(facts)))[: int(rng.integers(1, 4))]
     history: list[list[str]] = []
     for key in order:
         question = str(rng.choice(PERSONA_QUESTIONS[key]))
-        answer = str(rng.choice(PERSONA_REPLIES[key])).format(**facts)
+        answer = str(rng.choice(PERSONA_REPLIES[key])).format(**facts, a_job=with_article(facts["job"]))
         history += [["user", question], ["assistant", answer]]
     *history, (_, user), (_, reply) = history
     return DialogueRow(user, reply, persona=persona, history=[list(t) for t in history], source="persona",
