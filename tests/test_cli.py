@@ -219,6 +219,8 @@ def test_chat_hears_answers_and_writes_replies(tmp_path, example_wav):
     assert sorted(p.name for p in (tmp_path / "replies").iterdir()) <= ["reply-1.wav", "reply-2.wav"]
     r = run("chat", "-i", str(tmp_path / "nope.wav"))
     assert r.returncode == 2 and "no such file" in r.stderr
+    r = run("chat", "-i", str(example_wav), "-o", str(tmp_path / "reply.wav"))  # a file name where a folder goes
+    assert r.returncode == 2 and "folder" in r.stderr and not (tmp_path / "reply.wav").exists()
 
 
 def test_chat_from_the_microphone_answers_each_utterance(example_wav, monkeypatch):

@@ -333,6 +333,9 @@ def chat(
             raise typer.BadParameter(f"no such file: {path}", param_hint="--input")
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise typer.BadParameter(f"{out_dir} is a file", param_hint="--out-dir")
+    if out_dir is not None and not out_dir.exists() and out_dir.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"):
+        raise typer.BadParameter(f"{out_dir} names a file, but each reply is written into this folder as "
+                                 "reply-1.wav, reply-2.wav, ...: give a folder", param_hint="--out-dir")
     checkpoint = _resolve_model(model)
 
     import torch
