@@ -6,7 +6,8 @@
     questions about the speaker (gender, speaking rate)  ──┘
       ─► the user's turn spoken by an espeak-ng voice whose gender (variant m*/f*) and rate (words
          per minute) are known ─► audio/ID.flac + a manifest row (text = the user's words, so the
-         row also serves ASR; meta.dialogue = persona, history, reply; meta.speaker_attributes)
+         row also serves ASR; meta.dialogue = persona, history, reply, and where the answer is
+         known by construction the words a right reply names (expect, options); meta.speaker_attributes)
 
 The `chat` training task (`unisono.train.tasks`) reads these rows. Replies about the speaker come
 only from how the clip was made, never from a label nobody measured. Texts of the evaluation
