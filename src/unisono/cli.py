@@ -323,6 +323,8 @@ def chat(
     what was heard and the reply, and writes (or, from the microphone, plays) the reply spoken."""
     from rich.console import Console
 
+    from unisono.audio.io import AUDIO_EXTENSIONS
+
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if inputs and mic:
         raise typer.BadParameter("spoken turns from files or from the microphone, not both", param_hint="--input/--mic")
@@ -333,7 +335,7 @@ def chat(
             raise typer.BadParameter(f"no such file: {path}", param_hint="--input")
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise typer.BadParameter(f"{out_dir} is a file", param_hint="--out-dir")
-    if out_dir is not None and not out_dir.exists() and out_dir.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"):
+    if out_dir is not None and not out_dir.exists() and out_dir.suffix.lower() in AUDIO_EXTENSIONS:
         raise typer.BadParameter(f"{out_dir} names a file, but each reply is written into this folder as "
                                  "reply-1.wav, reply-2.wav, ...: give a folder", param_hint="--out-dir")
     checkpoint = _resolve_model(model)

@@ -32,6 +32,8 @@ SAMPLE_RATE = 16000
 SILENCE_PEAK = 10 ** (-90 / 20)
 # A mono mix this far (dB) below the loudest channel means the channels cancel (one is inverted).
 CANCEL_DB = 20.0
+# File name endings of audio the loader reads (a folder scan, a turn given by its path).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".aif", ".au", ".sph")
 
 AudioSource = Union[str, Path, bytes, bytearray, BinaryIO]
 
@@ -203,6 +205,7 @@ def save_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RA
 
 
 __all__ = [
+    "AUDIO_EXTENSIONS",
     "SAMPLE_RATE",
     "AudioError",
     "AudioTooLongError",

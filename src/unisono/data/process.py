@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from unisono.audio.io import AUDIO_EXTENSIONS
 from unisono.audio.vad import Span, VADConfig
 from unisono.data.annotate import AnnotateConfig
 from unisono.data.crossval import UNVERIFIED, TierConfig
@@ -46,7 +47,6 @@ from unisono.data.rover import RoverConfig
 SAMPLE_RATE = 16000
 RESULTS_NAME = "results.jsonl"
 SUMMARY_NAME = "summary.json"
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", ".aif", ".au", ".sph")
 
 
 @dataclass

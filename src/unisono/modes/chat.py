@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
+from unisono.audio.io import AUDIO_EXTENSIONS
 from unisono.decode.sampling import SamplingConfig
 from unisono.model.vocab import Turn
 
@@ -92,7 +93,7 @@ class Conversation:
         seconds: dict[str, float] = {}
         warnings: list[str] = []
         heard: str | np.ndarray
-        if isinstance(user, str) and not user.lower().endswith((".wav", ".flac", ".ogg", ".mp3")):
+        if isinstance(user, str) and not user.lower().endswith(AUDIO_EXTENSIONS):
             user_text = heard = user.strip()
         else:
             from unisono.audio.io import load_audio
