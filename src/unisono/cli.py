@@ -395,9 +395,6 @@ def chat(
                     # among it) is not the user's next turn
                     live.discard_pending()
                     segmenter.reset()
-            rest = segmenter.flush()
-            if rest is not None and len(rest) >= 16000 // 4:
-                answer(number + 1, rest, "the end of the stream", play=microphone.play)
     except microphone.DeviceError as e:
         err.print(f"[red]error[/red] {e}")
         raise typer.Exit(code=1) from None
