@@ -69,13 +69,19 @@ class Conversation:
         keep = self.history[-self.options.max_history_turns:] if self.options.max_history_turns else []
         return chat_turns(self.options.system, keep, user)
 
-    @torch.no_grad()
     def reply_text(self, user: str | np.ndarray) -> tuple[str, str]:
+        """The reply's words to `user` after the conversation so far, and why it ended (stop | length)."""
+        embeds, _ = embed_turns(self.model, self.prompt(user))
+        return self.reply_from(embeds)
+
+    @torch.no_grad()
+    def reply_from(self, embeds: torch.Tensor) -> tuple[str, str]:
+        """`reply_text` from the prompt's embeddings (`embed_turns(model, prompt(user))`), so that
+        several samples of one turn encode its audio once."""
         from unisono.decode.session import LENGTH, Session, SessionConfig
         from unisono.modes.asr import text_tokens_mask
 
         o, vocab = self.options, self.model.vocab
-        embeds, _ = embed_turns(self.model, self.prompt(user))
         seed = None if o.seed is None else o.seed + self._turns
         config = SessionConfig(max_new_tokens=o.max_tokens, stop_ids=(vocab.end_id,), allowed=text_tokens_mask(self.model),
                                sampling=SamplingConfig(temperature=o.temperature, top_p=o.top_p, seed=seed))

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -93,7 +93,7 @@ def chat_rollouts(model, model_name: str, prompts: list[dict], run: Path, config
     """Roll out every prompt not yet in RUN/rollouts.jsonl; returns the pairs of all of them."""
     from unisono.audio.io import AudioError, load_audio
     from unisono.model.vocab import Turn
-    from unisono.modes.chat import ChatOptions, Conversation
+    from unisono.modes.chat import ChatOptions, Conversation, embed_turns
 
     run.mkdir(parents=True, exist_ok=True)
     path = run / ROLLOUTS_FILE
@@ -112,14 +112,16 @@ def chat_rollouts(model, model_name: str, prompts: list[dict], run: Path, config
                     progress()
                 continue
             dialogue = [(role, text) for role, text in prompt["history"]] + [("user", prompt["text"])]
+            options = ChatOptions(system=prompt["persona"], max_tokens=config.max_tokens,
+                                  temperature=config.temperature, top_p=config.top_p, speak=False)
+            conversation = Conversation(model, options)
+            conversation.history = [Turn(role, [text]) for role, text in prompt["history"]]
+            embeds, _ = embed_turns(model, conversation.prompt(audio))  # the turn's audio encoded once
             candidates = []
             for k in range(config.candidates):
                 seed = config.seed + index * 1000 + k
-                conversation = Conversation(model, ChatOptions(
-                    system=prompt["persona"], max_tokens=config.max_tokens, temperature=config.temperature,
-                    top_p=config.top_p, seed=seed, speak=False))
-                conversation.history = [Turn(role, [text]) for role, text in prompt["history"]]
-                reply, _ = conversation.reply_text(audio)
+                conversation.options = replace(options, seed=seed)
+                reply, _ = conversation.reply_from(embeds)
                 verdict = judge(reply, dialogue, prompt["persona"])
                 rewards = {"judge": round(float(verdict.expected), 4),
                            "length": round(length_reward(reply, config.max_words), 4)}
